@@ -39,7 +39,9 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("task", sa.Text(), nullable=False),
         sa.Column("queue", sa.Text(), server_default="bulk", nullable=False),
-        sa.Column("payload", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
+        sa.Column(
+            "payload", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False
+        ),
         sa.Column("priority", sa.SmallInteger(), server_default="0", nullable=False),
         _ts("run_at"),
         sa.Column("state", sa.Text(), server_default="available", nullable=False),
@@ -51,7 +53,9 @@ def upgrade() -> None:
         sa.Column("lease", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_error", postgresql.JSONB(), nullable=True),
         sa.Column("retry_policy", postgresql.JSONB(), nullable=True),
-        sa.Column("metadata", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
+        sa.Column(
+            "metadata", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False
+        ),
         _ts("created_at"),
         _ts("updated_at"),
         sa.CheckConstraint("state IN ('available', 'scheduled', 'running')", name="ck_jobs_state"),
@@ -71,20 +75,33 @@ def upgrade() -> None:
         },
     )
     op.create_index(
-        "ix_jobs_claim", "jobs", ["queue", "priority", "run_at", "id"],
-        schema=schema, postgresql_where=sa.text("state = 'available'"),
+        "ix_jobs_claim",
+        "jobs",
+        ["queue", "priority", "run_at", "id"],
+        schema=schema,
+        postgresql_where=sa.text("state = 'available'"),
     )
     op.create_index(
-        "ix_jobs_scheduled", "jobs", ["run_at"],
-        schema=schema, postgresql_where=sa.text("state = 'scheduled'"),
+        "ix_jobs_scheduled",
+        "jobs",
+        ["run_at"],
+        schema=schema,
+        postgresql_where=sa.text("state = 'scheduled'"),
     )
     op.create_index(
-        "ix_jobs_running", "jobs", ["locked_by", "locked_at"],
-        schema=schema, postgresql_where=sa.text("state = 'running'"),
+        "ix_jobs_running",
+        "jobs",
+        ["locked_by", "locked_at"],
+        schema=schema,
+        postgresql_where=sa.text("state = 'running'"),
     )
     op.create_index(
-        "uq_jobs_job_key", "jobs", ["job_key"], unique=True,
-        schema=schema, postgresql_where=sa.text("job_key IS NOT NULL"),
+        "uq_jobs_job_key",
+        "jobs",
+        ["job_key"],
+        unique=True,
+        schema=schema,
+        postgresql_where=sa.text("job_key IS NOT NULL"),
     )
 
     op.create_table(
@@ -114,7 +131,9 @@ def upgrade() -> None:
         sa.Column("failure_count", sa.Integer(), nullable=False),
         sa.Column("last_error", postgresql.JSONB(), nullable=True),
         sa.Column("retry_policy", postgresql.JSONB(), nullable=True),
-        sa.Column("metadata", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
+        sa.Column(
+            "metadata", postgresql.JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False
+        ),
         _ts("original_created_at", default=False),
         _ts("original_run_at", default=False),
         _ts("failed_at"),
@@ -124,7 +143,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_dead_letter_jobs"),
         schema=schema,
     )
-    op.create_index("ix_dead_letter_jobs_failed_at", "dead_letter_jobs", ["failed_at"], schema=schema)
+    op.create_index(
+        "ix_dead_letter_jobs_failed_at", "dead_letter_jobs", ["failed_at"], schema=schema
+    )
     op.create_index("ix_dead_letter_jobs_task", "dead_letter_jobs", ["task"], schema=schema)
     op.create_index("ix_dead_letter_jobs_queue", "dead_letter_jobs", ["queue"], schema=schema)
 
