@@ -81,7 +81,7 @@ class PermanentError(TaskError):
     """The job can never succeed: move it to the dead-letter queue without retrying."""
 
 
-class Snooze(TaskError):  # noqa: N818 - a control-flow signal, named as the action
+class Snooze(TaskError):
     """Run the job again after ``delay`` without using up an attempt.
 
     Args:
