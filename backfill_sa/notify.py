@@ -1,0 +1,33 @@
+"""The LISTEN/NOTIFY contract between enqueue and the worker.
+
+Enqueue issues ``pg_notify(channel_for(schema), queue)`` in the same transaction as
+the insert; PostgreSQL delivers it only on commit, so a rolled-back job wakes nobody.
+One channel per schema keeps deployments (and tests) that share a database apart.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from backfill_sa.models import DEFAULT_SCHEMA
+
+__all__ = ["channel_for", "schema_of"]
+
+
+def channel_for(schema: str) -> str:
+    """Return the NOTIFY channel that wakes workers of ``schema``."""
+    return f"backfill_jobs_{schema}"
+
+
+def schema_of(connection: Connection | AsyncConnection) -> str:
+    """Return the schema that ``backfill`` maps to on ``connection``.
+
+    Reads the connection's ``schema_translate_map`` execution option; without one the
+    tables live in the default schema ``backfill``.
+    """
+    sync = connection.sync_connection if isinstance(connection, AsyncConnection) else connection
+    options = sync.get_execution_options() if sync is not None else {}
+    mapping = options.get("schema_translate_map") or {}
+    target = mapping.get(DEFAULT_SCHEMA, DEFAULT_SCHEMA)
+    return str(target) if target is not None else DEFAULT_SCHEMA
