@@ -15,6 +15,7 @@ __all__ = [
     "BackfillError",
     "ConfigurationError",
     "DatabaseNotConfiguredError",
+    "InvalidPayloadError",
     "JobValidationError",
     "MigrationError",
     "PermanentError",
@@ -79,6 +80,14 @@ class RetryableError(TaskError):
 
 class PermanentError(TaskError):
     """The job can never succeed: move it to the dead-letter queue without retrying."""
+
+
+class InvalidPayloadError(PermanentError):
+    """The handler cannot accept the job's payload: dead-letter it at once.
+
+    Raised by a task's ``parse`` hook (or by the handler itself) when the payload has
+    the wrong shape; the job goes to the DLQ with reason ``invalid_payload``.
+    """
 
 
 class Snooze(TaskError):

@@ -1,0 +1,161 @@
+"""Worker configuration: a frozen, validated dataclass and its environment reader."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+
+from backfill_sa.errors import ConfigurationError
+from backfill_sa.migrations.schema import SCHEMA_NAME_PATTERN
+from backfill_sa.models import DEFAULT_SCHEMA
+from backfill_sa.priority import BULK, FAST
+
+__all__ = ["MIN_STALE_JOB_LOCK_TIMEOUT", "WorkerConfig"]
+
+MIN_STALE_JOB_LOCK_TIMEOUT = timedelta(minutes=5)
+_QUEUE_NAME_MAX = 100
+
+
+def _default_queues() -> Mapping[str, int]:
+    return MappingProxyType({FAST: 10, BULK: 5})
+
+
+def _positive(name: str, value: timedelta) -> None:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise ConfigurationError(name, "must be a timedelta above zero")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a :class:`~backfill_sa.worker.WorkerRunner` needs besides the tasks.
+
+    Args:
+        database_url: PostgreSQL URL (plain ``postgresql://`` or any SQLAlchemy form).
+        schema: schema holding the tables (default ``backfill``).
+        queues: queue name -> concurrency (jobs of that queue running at once in this
+            process). Default ``{"fast": 10, "bulk": 5}``.
+        poll_interval: fallback polling period when no NOTIFY arrives (200 ms).
+        stale_lock_cleanup_interval: how often the leader rescues stale claims (60 s);
+            ``None`` disables periodic cleanup (it still runs once at startup).
+        stale_queue_lock_timeout: age after which a leader lease or queue-level lock is
+            considered abandoned (5 min).
+        stale_job_lock_timeout: age after which any job claim is rescued even if its
+            worker still heartbeats (30 min; at least 5 min).
+        shutdown_timeout: how long running jobs may finish after a stop request (30 s).
+        heartbeat_interval: how often the worker records it is alive (10 s).
+        heartbeat_expiry: silence after which a worker counts as dead (60 s).
+        batch_size: most jobs claimed per statement (defaults to the free slots, capped
+            here; 100).
+        worker_id: fixed worker id (default: random per run).
+
+    Raises:
+        ConfigurationError: a field breaks its rule; the message names it.
+    """
+
+    database_url: str
+    schema: str = DEFAULT_SCHEMA
+    queues: Mapping[str, int] = field(default_factory=_default_queues)
+    poll_interval: timedelta = timedelta(milliseconds=200)
+    stale_lock_cleanup_interval: timedelta | None = timedelta(seconds=60)
+    stale_queue_lock_timeout: timedelta = timedelta(minutes=5)
+    stale_job_lock_timeout: timedelta = timedelta(minutes=30)
+    shutdown_timeout: timedelta = timedelta(seconds=30)
+    heartbeat_interval: timedelta = timedelta(seconds=10)
+    heartbeat_expiry: timedelta = timedelta(seconds=60)
+    batch_size: int = 100
+    worker_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.database_url, str) or not self.database_url:
+            raise ConfigurationError("database_url", "must be a non-empty PostgreSQL URL")
+        if not SCHEMA_NAME_PATTERN.match(self.schema):
+            raise ConfigurationError(
+                "schema", "must be 1-63 lower-case letters, digits or underscores"
+            )
+        if not self.queues:
+            raise ConfigurationError("queues", "must name at least one queue")
+        for name, limit in self.queues.items():
+            if not isinstance(name, str) or not 1 <= len(name) <= _QUEUE_NAME_MAX:
+                raise ConfigurationError("queues", f"queue name {name!r} must be 1-100 characters")
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ConfigurationError(
+                    f"queues[{name}]", "concurrency must be an integer of at least 1"
+                )
+        object.__setattr__(self, "queues", MappingProxyType(dict(self.queues)))
+        _positive("poll_interval", self.poll_interval)
+        if self.stale_lock_cleanup_interval is not None:
+            _positive("stale_lock_cleanup_interval", self.stale_lock_cleanup_interval)
+        _positive("stale_queue_lock_timeout", self.stale_queue_lock_timeout)
+        _positive("shutdown_timeout", self.shutdown_timeout)
+        _positive("heartbeat_interval", self.heartbeat_interval)
+        _positive("heartbeat_expiry", self.heartbeat_expiry)
+        if not isinstance(self.stale_job_lock_timeout, timedelta) or (
+            self.stale_job_lock_timeout < MIN_STALE_JOB_LOCK_TIMEOUT
+        ):
+            raise ConfigurationError(
+                "stale_job_lock_timeout",
+                "must be at least 5 minutes, so that a healthy long job is not run twice",
+            )
+        if self.heartbeat_expiry <= self.heartbeat_interval:
+            raise ConfigurationError("heartbeat_expiry", "must be longer than heartbeat_interval")
+        if isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= 10_000:
+            raise ConfigurationError("batch_size", "must be an integer from 1 to 10000")
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        **overrides: object,
+    ) -> WorkerConfig:
+        """Build a config from environment variables, then apply ``overrides``.
+
+        Reads ``DATABASE_URL``, ``BACKFILL_SCHEMA``, ``FAST_QUEUE_CONCURRENCY`` (10),
+        ``BULK_QUEUE_CONCURRENCY`` (5), ``POLL_INTERVAL_MS`` (200) and
+        ``SHUTDOWN_TIMEOUT_SECS`` (30). Keyword overrides (for example from command-line
+        flags) win over the environment.
+
+        Args:
+            env: the variables to read (default ``os.environ``).
+            **overrides: field values that replace what the environment says.
+
+        Raises:
+            ConfigurationError: a variable is not a number where one is needed, or a
+                resulting field breaks its rule; ``DATABASE_URL`` is missing and no
+                ``database_url`` override is given.
+        """
+        source = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if source.get("DATABASE_URL"):
+            values["database_url"] = source["DATABASE_URL"]
+        if source.get("BACKFILL_SCHEMA"):
+            values["schema"] = source["BACKFILL_SCHEMA"]
+        queues = {
+            FAST: _env_int(source, "FAST_QUEUE_CONCURRENCY", 10),
+            BULK: _env_int(source, "BULK_QUEUE_CONCURRENCY", 5),
+        }
+        values["queues"] = queues
+        if "POLL_INTERVAL_MS" in source:
+            values["poll_interval"] = timedelta(
+                milliseconds=_env_int(source, "POLL_INTERVAL_MS", 200)
+            )
+        if "SHUTDOWN_TIMEOUT_SECS" in source:
+            values["shutdown_timeout"] = timedelta(
+                seconds=_env_int(source, "SHUTDOWN_TIMEOUT_SECS", 30)
+            )
+        values.update(overrides)
+        if "database_url" not in values or not values["database_url"]:
+            raise ConfigurationError("DATABASE_URL", "is not set; set it to a postgresql:// URL")
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ConfigurationError(name, f"must be a whole number, got {raw!r}") from None

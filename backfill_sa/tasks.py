@@ -1,0 +1,289 @@
+"""Task registry and job context: which handler runs a job, and what it is told.
+
+The application creates its own :class:`TaskRegistry` (there is no module-global
+one) and hands it to the worker::
+
+    registry = TaskRegistry()
+
+    @registry.task("send_email", queue="fast", retry=backfill_sa.retry.FAST)
+    async def send_email(payload: dict[str, Any], ctx: JobContext) -> None:
+        ...
+
+    registry["send_email"].enqueue(session, {"to": "a@example.com"})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from backfill_sa.errors import ConfigurationError, InvalidPayloadError
+from backfill_sa.priority import BULK, Priority
+from backfill_sa.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+    from backfill_sa.enqueue import EnqueueResult, JobSpec
+
+__all__ = ["Handler", "JobContext", "Task", "TaskOptions", "TaskRegistry"]
+
+logger = logging.getLogger(__name__)
+
+Handler: TypeAlias = Callable[[Any, "JobContext"], Awaitable[object] | object]
+"""A task handler: ``(payload, ctx)``; ``async def`` or plain ``def`` (run in a thread)."""
+
+ExceptionTypes: TypeAlias = tuple[type[BaseException], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What a handler knows about the job it runs.
+
+    Attributes:
+        job_id: the job's id.
+        task: task name.
+        queue: queue name.
+        attempt: this attempt's number (1 for the first).
+        max_attempts: attempts allowed in all.
+        priority: the job's priority.
+        run_at: when the job became runnable.
+        enqueued_at: when the job was enqueued.
+        metadata: the job's metadata (trace context, tags).
+        worker_id: id of the worker running it.
+        logger: a logger adapter with the job's fields bound in ``extra``.
+    """
+
+    job_id: int
+    task: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    priority: int
+    run_at: dt.datetime
+    enqueued_at: dt.datetime
+    metadata: Mapping[str, Any]
+    worker_id: str
+    logger: logging.LoggerAdapter[logging.Logger]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Per-task defaults and failure handling.
+
+    Attributes:
+        queue: default queue when enqueued through the task.
+        priority: default priority when enqueued through the task.
+        retry: retry policy for this task's jobs (jobs may carry their own).
+        max_attempts: default attempts (overrides ``retry.max_attempts``).
+        timeout: the handler is cancelled after this long; counts as a retryable failure.
+        retry_on: exceptions that retry (unclassified exceptions retry too).
+        give_up_on: exceptions that send the job straight to the dead-letter queue.
+        parse: turns the raw JSON payload into what the handler takes; any exception it
+            raises dead-letters the job with reason ``invalid_payload``.
+    """
+
+    queue: str = BULK
+    priority: int = Priority.BULK_DEFAULT
+    retry: RetryPolicy | None = None
+    max_attempts: int | None = None
+    timeout: timedelta | None = None
+    retry_on: ExceptionTypes = ()
+    give_up_on: ExceptionTypes = ()
+    parse: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and (
+            not isinstance(self.timeout, timedelta) or self.timeout <= timedelta(0)
+        ):
+            raise ConfigurationError("timeout", "must be a timedelta above zero, or None")
+        if self.max_attempts is not None and not 1 <= self.max_attempts <= 32767:
+            raise ConfigurationError("max_attempts", "must be between 1 and 32767")
+        for name in ("retry_on", "give_up_on"):
+            for exc_type in getattr(self, name):
+                if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+                    raise ConfigurationError(name, f"{exc_type!r} is not an exception type")
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A registered handler with its options; enqueue through it to apply its defaults."""
+
+    name: str
+    handler: Handler
+    options: TaskOptions = field(default_factory=TaskOptions)
+    is_async: bool = False
+
+    def spec(self, payload: Any = None, **overrides: Any) -> JobSpec:
+        """Return a :class:`~backfill_sa.enqueue.JobSpec` with this task's defaults.
+
+        Args:
+            payload: the job's JSON payload.
+            **overrides: any JobSpec option (queue, priority, run_at, job_key, ...).
+
+        Raises:
+            JobValidationError: an argument breaks a rule.
+        """
+        from backfill_sa.enqueue import JobSpec
+
+        options: dict[str, Any] = {
+            "queue": self.options.queue,
+            "priority": self.options.priority,
+            "retry": self.options.retry,
+            "max_attempts": self.options.max_attempts,
+        }
+        options.update(overrides)
+        return JobSpec(self.name, payload, **options)
+
+    def enqueue(self, session: Session, payload: Any = None, **overrides: Any) -> EnqueueResult:
+        """Enqueue a job for this task in ``session``'s transaction (sync).
+
+        Raises:
+            JobValidationError: an argument breaks a rule; nothing is written.
+        """
+        from backfill_sa.enqueue import enqueue_many
+
+        return enqueue_many(session, [self.spec(payload, **overrides)])[0]
+
+    async def enqueue_async(
+        self, session: AsyncSession, payload: Any = None, **overrides: Any
+    ) -> EnqueueResult:
+        """Enqueue a job for this task in ``session``'s transaction (async).
+
+        Raises:
+            JobValidationError: an argument breaks a rule; nothing is written.
+        """
+        from backfill_sa.enqueue import enqueue_many_async
+
+        return (await enqueue_many_async(session, [self.spec(payload, **overrides)]))[0]
+
+    def parse_payload(self, payload: Any) -> Any:
+        """Apply the task's ``parse`` hook to a raw payload.
+
+        Raises:
+            InvalidPayloadError: the hook rejected the payload.
+        """
+        if self.options.parse is None:
+            return payload
+        try:
+            return self.options.parse(payload)
+        except InvalidPayloadError:
+            raise
+        except Exception as exc:
+            raise InvalidPayloadError(
+                f"payload rejected by {self.name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class TaskRegistry:
+    """The application's handlers, by task name. Create one per application."""
+
+    def __init__(self) -> None:
+        """Create an empty registry."""
+        self._tasks: dict[str, Task] = {}
+
+    def register(self, name: str, handler: Handler, **options: Any) -> Task:
+        """Register ``handler`` under ``name`` with :class:`TaskOptions` ``options``.
+
+        Raises:
+            ConfigurationError: the name is empty, too long or already taken, the
+                handler is not callable, or an option breaks its rule.
+        """
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise ConfigurationError("task", "name must be 1-200 characters")
+        if name in self._tasks:
+            raise ConfigurationError("task", f"{name!r} is already registered")
+        if not callable(handler):
+            raise ConfigurationError("handler", f"{handler!r} is not callable")
+        task = Task(
+            name=name,
+            handler=handler,
+            options=TaskOptions(**options),
+            is_async=inspect.iscoroutinefunction(handler)
+            or inspect.iscoroutinefunction(getattr(handler, "__call__", None)),  # noqa: B004
+        )
+        self._tasks[name] = task
+        return task
+
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        queue: str = BULK,
+        priority: int = Priority.BULK_DEFAULT,
+        retry: RetryPolicy | None = None,
+        max_attempts: int | None = None,
+        timeout: timedelta | None = None,
+        retry_on: ExceptionTypes = (),
+        give_up_on: ExceptionTypes = (),
+        parse: Callable[[Any], Any] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register`; the name defaults to the function's.
+
+        Raises:
+            ConfigurationError: as :meth:`register`.
+        """
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(
+                name or str(getattr(handler, "__name__", "")),
+                handler,
+                queue=queue,
+                priority=priority,
+                retry=retry,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                retry_on=retry_on,
+                give_up_on=give_up_on,
+                parse=parse,
+            )
+            return handler
+
+        return decorate
+
+    def with_options(self, name: str, **options: Any) -> Task:
+        """Replace some options of a registered task and return the new task.
+
+        Raises:
+            KeyError: no task of that name.
+        """
+        task = self._tasks[name]
+        updated = replace(task, options=replace(task.options, **options))
+        self._tasks[name] = updated
+        return updated
+
+    def get(self, name: str) -> Task | None:
+        """Return the task registered as ``name``, or None."""
+        return self._tasks.get(name)
+
+    def __getitem__(self, name: str) -> Task:
+        """Return the task registered as ``name``.
+
+        Raises:
+            KeyError: no task of that name.
+        """
+        return self._tasks[name]
+
+    def __contains__(self, name: object) -> bool:
+        """Return whether a task is registered as ``name``."""
+        return name in self._tasks
+
+    def __iter__(self) -> Iterator[str]:
+        """Iterate over the registered task names."""
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        """Return the number of registered tasks."""
+        return len(self._tasks)
+
+
+def is_coroutine_result(value: object) -> bool:
+    """Return whether a handler's return value must be awaited."""
+    return asyncio.iscoroutine(value) or inspect.isawaitable(value)
