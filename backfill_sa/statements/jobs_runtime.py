@@ -1,0 +1,348 @@
+"""The worker's SQL on ``jobs``: claim, promote, complete, retry, dead-letter, rescue.
+
+Every statement is a single SQLAlchemy Core statement, built once at import and run
+in autocommit mode (one round trip, atomic on its own). Outcome writes are fenced:
+they match ``(id, lease)`` pairs and ``state = 'running'``, so a worker that lost its
+claim (rescued, re-claimed by another worker) changes nothing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Integer,
+    Table,
+    Text,
+    bindparam,
+    case,
+    cast,
+    column,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.selectable import TableValuedAlias
+
+from backfill_sa.models import (
+    DEFAULT_SCHEMA,
+    DeadLetterJob,
+    Job,
+    JobState,
+    Queue,
+    Worker,
+    metadata,
+)
+
+__all__ = [
+    "CLAIM_COLUMNS",
+    "job_claim_batch",
+    "job_complete_many",
+    "job_dead_letter_many",
+    "job_find_stale",
+    "job_promote_due",
+    "job_release_orphans",
+    "job_retry_many",
+]
+
+jobs: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Job.__tablename__}"]
+dlq: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{DeadLetterJob.__tablename__}"]
+queues: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Queue.__tablename__}"]
+workers: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Worker.__tablename__}"]
+
+_now = func.now()
+# State literals are rendered inline, never bound: a generic prepared plan can use a
+# partial index only when the predicate's constant is in the SQL text.
+_RUNNING = literal_column(f"'{JobState.RUNNING.value}'", Text)
+_AVAILABLE = literal_column(f"'{JobState.AVAILABLE.value}'", Text)
+_SCHEDULED = literal_column(f"'{JobState.SCHEDULED.value}'", Text)
+
+CLAIM_COLUMNS = (
+    jobs.c.id,
+    jobs.c.task,
+    jobs.c.queue,
+    jobs.c.payload,
+    jobs.c.priority,
+    jobs.c.run_at,
+    jobs.c.attempts,
+    jobs.c.max_attempts,
+    jobs.c.lease,
+    jobs.c.retry_policy,
+    jobs.c.metadata,
+    jobs.c.created_at,
+)
+
+
+def _build_claim() -> Executable:
+    """Claim up to :limit available, due jobs of :queue for :worker_id."""
+    paused = exists().where(queues.c.name == bindparam("queue"), queues.c.paused)
+    candidates = (
+        select(jobs.c.id)
+        .where(
+            jobs.c.state == _AVAILABLE,
+            jobs.c.queue == bindparam("queue"),
+            jobs.c.run_at <= _now,
+            ~paused,
+        )
+        .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .cte("candidates")
+    )
+    return (
+        update(jobs)
+        .where(jobs.c.id == candidates.c.id)
+        .values(
+            state=_RUNNING,
+            locked_by=bindparam("worker_id"),
+            locked_at=_now,
+            attempts=jobs.c.attempts + 1,
+            lease=jobs.c.lease + 1,
+            updated_at=_now,
+        )
+        .returning(*CLAIM_COLUMNS)
+    )
+
+
+job_claim_batch = _build_claim()
+"""Params: queue, limit, worker_id. Returns CLAIM_COLUMNS of the claimed jobs."""
+
+
+def _fence() -> TableValuedAlias:
+    return (
+        func.unnest(
+            bindparam("ids", type_=ARRAY(BigInteger)),
+            bindparam("leases", type_=ARRAY(Integer)),
+        )
+        .table_valued(column("id", BigInteger), column("lease", Integer))
+        .render_derived(name="d")
+    )
+
+
+def _build_complete() -> Executable:
+    d = _fence()
+    return (
+        delete(jobs)
+        .where(jobs.c.id == d.c.id, jobs.c.lease == d.c.lease, jobs.c.state == _RUNNING)
+        .returning(jobs.c.id)
+    )
+
+
+job_complete_many = _build_complete()
+"""Params: ids, leases. Deletes the succeeded jobs still held under those leases."""
+
+
+def _build_retry() -> Executable:
+    d = (
+        func.unnest(
+            bindparam("ids", type_=ARRAY(BigInteger)),
+            bindparam("leases", type_=ARRAY(Integer)),
+            bindparam("delays_ms", type_=ARRAY(BigInteger)),
+            bindparam("errors", type_=ARRAY(Text)),
+            bindparam("refunds", type_=ARRAY(Integer)),
+        )
+        .table_valued(
+            column("id", BigInteger),
+            column("lease", Integer),
+            column("delay_ms", BigInteger),
+            column("error", Text),
+            column("refund", Integer),
+        )
+        .render_derived(name="d")
+    )
+    new_run_at = _now + d.c.delay_ms * literal_column("interval '1 millisecond'")
+    return (
+        update(jobs)
+        .where(jobs.c.id == d.c.id, jobs.c.lease == d.c.lease, jobs.c.state == _RUNNING)
+        .values(
+            state=case((d.c.delay_ms > 0, _SCHEDULED), else_=_AVAILABLE),
+            run_at=new_run_at,
+            attempts=func.greatest(jobs.c.attempts - d.c.refund, 0),
+            last_error=func.coalesce(cast(d.c.error, JSONB), jobs.c.last_error),
+            locked_by=None,
+            locked_at=None,
+            updated_at=_now,
+        )
+        .returning(jobs.c.id, jobs.c.queue, jobs.c.run_at, jobs.c.state)
+    )
+
+
+job_retry_many = _build_retry()
+"""Params: ids, leases, delays_ms, errors (JSON text or None), refunds (1 = snooze).
+
+Puts the jobs back: ``available`` now if the delay is 0, else ``scheduled`` at
+``now() + delay``. A refund gives the attempt back (snooze, shutdown).
+"""
+
+
+def _build_dead_letter() -> Executable:
+    d = (
+        func.unnest(
+            bindparam("ids", type_=ARRAY(BigInteger)),
+            bindparam("leases", type_=ARRAY(Integer)),
+            bindparam("reasons", type_=ARRAY(Text)),
+            bindparam("errors", type_=ARRAY(Text)),
+        )
+        .table_valued(
+            column("id", BigInteger),
+            column("lease", Integer),
+            column("reason", Text),
+            column("error", Text),
+        )
+        .render_derived(name="d")
+    )
+    moved = (
+        delete(jobs)
+        .where(
+            jobs.c.id == d.c.id,
+            jobs.c.lease == d.c.lease,
+            jobs.c.state == _RUNNING,
+        )
+        .returning(
+            *(c for c in jobs.c),
+            d.c.reason.label("reason"),
+            d.c.error.label("error"),
+        )
+        .cte("moved")
+    )
+    requeued = func.coalesce(
+        cast(moved.c.metadata["backfill"]["requeued_count"].astext, Integer), 0
+    )
+    return (
+        insert(dlq)
+        .from_select(
+            [
+                dlq.c.original_job_id,
+                dlq.c.task,
+                dlq.c.queue,
+                dlq.c.payload,
+                dlq.c.priority,
+                dlq.c.job_key,
+                dlq.c.max_attempts,
+                dlq.c.failure_reason,
+                dlq.c.failure_count,
+                dlq.c.last_error,
+                dlq.c.retry_policy,
+                dlq.c.metadata,
+                dlq.c.original_created_at,
+                dlq.c.original_run_at,
+                dlq.c.requeued_count,
+            ],
+            select(
+                moved.c.id,
+                moved.c.task,
+                moved.c.queue,
+                moved.c.payload,
+                moved.c.priority,
+                moved.c.job_key,
+                moved.c.max_attempts,
+                moved.c.reason,
+                moved.c.attempts,
+                func.coalesce(cast(moved.c.error, JSONB), moved.c.last_error),
+                moved.c.retry_policy,
+                moved.c.metadata,
+                moved.c.created_at,
+                moved.c.run_at,
+                requeued,
+            ),
+        )
+        .returning(dlq.c.original_job_id, dlq.c.id)
+    )
+
+
+job_dead_letter_many = _build_dead_letter()
+"""Params: ids, leases, reasons, errors. Moves the jobs to dead_letter_jobs, in one
+statement, so the move is atomic. Returns (original_job_id, id) per moved job."""
+
+
+def _build_promote() -> Executable:
+    due = (
+        select(jobs.c.id)
+        .where(jobs.c.state == _SCHEDULED, jobs.c.run_at <= _now)
+        .order_by(jobs.c.run_at)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+        .cte("due")
+    )
+    promoted = (
+        update(jobs)
+        .where(jobs.c.id == due.c.id)
+        .values(state=_AVAILABLE, updated_at=_now)
+        .returning(jobs.c.queue)
+        .cte("promoted")
+    )
+    per_queue = select(promoted.c.queue).distinct().subquery("q")
+    return select(
+        per_queue.c.queue,
+        func.pg_notify(bindparam("channel"), per_queue.c.queue),
+    )
+
+
+job_promote_due = _build_promote()
+"""Params: limit, channel. Makes due scheduled jobs available, notifies each queue
+once, and returns the queues that got work."""
+
+
+def _build_find_stale() -> Executable:
+    worker_alive = exists().where(
+        workers.c.id == jobs.c.locked_by,
+        workers.c.last_heartbeat_at
+        > _now
+        - bindparam("heartbeat_expiry_ms", type_=BigInteger)
+        * literal_column("interval '1 millisecond'"),
+    )
+    too_old = jobs.c.locked_at < _now - bindparam(
+        "stale_job_lock_ms", type_=BigInteger
+    ) * literal_column("interval '1 millisecond'")
+    return (
+        select(
+            jobs.c.id,
+            jobs.c.lease,
+            jobs.c.attempts,
+            jobs.c.max_attempts,
+            jobs.c.locked_by,
+            jobs.c.task,
+            jobs.c.queue,
+        )
+        .where(jobs.c.state == _RUNNING, (~worker_alive) | too_old)
+        .order_by(jobs.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+    )
+
+
+job_find_stale = _build_find_stale()
+"""Params: heartbeat_expiry_ms, stale_job_lock_ms, limit. Running jobs held by a dead
+worker (no heartbeat within the expiry) or claimed longer ago than the stale-lock
+timeout."""
+
+
+def _build_release_orphans() -> Executable:
+    return (
+        update(jobs)
+        .where(
+            jobs.c.state == _RUNNING,
+            jobs.c.locked_by == bindparam("worker_id"),
+            jobs.c.queue == bindparam("queue"),
+            ~jobs.c.id.in_(bindparam("known_ids", expanding=True)),
+        )
+        .values(
+            state=_AVAILABLE,
+            attempts=func.greatest(jobs.c.attempts - 1, 0),
+            locked_by=None,
+            locked_at=None,
+            updated_at=_now,
+        )
+        .returning(jobs.c.id)
+    )
+
+
+job_release_orphans = _build_release_orphans()
+"""Params: worker_id, queue, known_ids. Gives back claims this worker took but never saw
+(a claim whose reply was lost with the connection), refunding the attempt."""

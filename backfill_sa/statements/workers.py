@@ -1,0 +1,99 @@
+"""SQL on ``workers``, ``leader`` and ``queues`` used by the worker runtime.
+
+Heartbeats, leader election (a row lease renewed by its holder: no advisory locks,
+so PgBouncer in transaction mode keeps working) and per-queue settings.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Interval,
+    Table,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql import Executable
+
+from backfill_sa.models import DEFAULT_SCHEMA, LeaderLease, Queue, Worker, metadata
+
+__all__ = [
+    "leader_elect",
+    "leader_resign",
+    "queue_settings",
+    "worker_delete",
+    "worker_delete_expired",
+    "worker_heartbeat",
+]
+
+workers: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Worker.__tablename__}"]
+leader: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{LeaderLease.__tablename__}"]
+queues: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Queue.__tablename__}"]
+
+_MS = literal_column("interval '1 millisecond'", Interval())
+
+
+def _build_heartbeat() -> Executable:
+    stmt = insert(workers).values(
+        id=bindparam("worker_id"),
+        hostname=bindparam("hostname"),
+        pid=bindparam("pid"),
+        queues=bindparam("queues"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[workers.c.id], set_={"last_heartbeat_at": func.now()}
+    )
+
+
+worker_heartbeat = _build_heartbeat()
+"""Params: worker_id, hostname, pid, queues. Registers the worker or renews it."""
+
+worker_delete = delete(workers).where(workers.c.id == bindparam("worker_id"))
+"""Params: worker_id. Unregisters a worker at clean shutdown."""
+
+worker_delete_expired = (
+    delete(workers)
+    .where(
+        workers.c.last_heartbeat_at < func.now() - bindparam("expiry_ms", type_=BigInteger) * _MS,
+    )
+    .returning(workers.c.id)
+)
+"""Params: expiry_ms. Forgets workers silent for longer than the expiry."""
+
+
+def _build_leader_elect() -> Executable:
+    expires = func.now() + bindparam("ttl_ms", type_=BigInteger) * _MS
+    stmt = insert(leader).values(
+        name=bindparam("name"), worker_id=bindparam("worker_id"), expires_at=expires
+    )
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[leader.c.name],
+        set_={
+            "worker_id": excluded.worker_id,
+            "expires_at": excluded.expires_at,
+            "elected_at": case(
+                (leader.c.worker_id == excluded.worker_id, leader.c.elected_at),
+                else_=func.now(),
+            ),
+        },
+        where=(leader.c.worker_id == excluded.worker_id) | (leader.c.expires_at < func.now()),
+    ).returning(leader.c.worker_id)
+
+
+leader_elect = _build_leader_elect()
+"""Params: name, worker_id, ttl_ms. Takes or renews the role; returns a row only when
+this worker holds it afterwards."""
+
+leader_resign = delete(leader).where(
+    leader.c.name == bindparam("name"), leader.c.worker_id == bindparam("worker_id")
+)
+"""Params: name, worker_id. Gives the role up at shutdown so another worker takes it."""
+
+queue_settings = select(queues.c.name, queues.c.paused, queues.c.concurrency)
+"""Per-queue rows (paused flag, concurrency override)."""
