@@ -1,0 +1,211 @@
+"""Run backfill_sa's own Alembic environment: the engine behind ``migrate`` and ``upgrade()``.
+
+Our revisions are applied with a version table (``alembic_version``) inside our
+schema, so they never touch an application's own Alembic history. Every online run
+takes a transaction-scoped advisory lock keyed on the schema first, so processes
+that migrate at the same moment queue up, and the ones that come second find the
+schema at head and do nothing. The whole run is one transaction (PostgreSQL DDL is
+transactional): a failure leaves the schema as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Literal, TextIO
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, MetaData, Table, create_engine, func, select
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from backfill_sa.dburl import sync_url
+from backfill_sa.errors import ConfigurationError, MigrationError
+from backfill_sa.migrations.schema import DEFAULT_SCHEMA, validate_schema_name
+
+__all__ = ["VERSION_TABLE", "Action", "alembic_config", "apply", "current_heads", "run_migrate"]
+
+Action = Literal["upgrade", "downgrade", "current"]
+VERSION_TABLE = "alembic_version"
+"""Name of our version table, created inside our schema."""
+
+_HERE = Path(__file__).resolve().parent
+
+
+def alembic_config(
+    schema: str = DEFAULT_SCHEMA, url: str | None = None, *, out: TextIO | None = None
+) -> Config:
+    """Return an Alembic ``Config`` for backfill_sa's own environment.
+
+    Args:
+        schema: the PostgreSQL schema to migrate (default ``backfill``).
+        url: a synchronous SQLAlchemy URL; needed only for offline (``--sql``) runs,
+            online runs hand their connection in through ``config.attributes``.
+        out: where Alembic writes SQL (offline mode) and messages; default stdout.
+
+    Raises:
+        ConfigurationError: ``schema`` is not a valid schema name.
+    """
+    cfg = Config(output_buffer=out, stdout=out if out is not None else sys.stdout)
+    cfg.set_main_option("script_location", str(_HERE))
+    cfg.set_main_option("version_locations", str(_HERE / "versions"))
+    cfg.set_main_option("path_separator", "os")
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["backfill_schema"] = validate_schema_name(schema)
+    return cfg
+
+
+def _lock_key(schema: str) -> int:
+    digest = hashlib.blake2b(f"backfill_sa.migrate:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def current_heads(connection: Connection, schema: str) -> tuple[str, ...]:
+    """Return the revisions recorded in our version table (empty when none)."""
+    context = MigrationContext.configure(
+        connection,
+        opts={"version_table": VERSION_TABLE, "version_table_schema": schema},
+    )
+    return tuple(context.get_current_heads())
+
+
+def apply(
+    connection: Connection,
+    *,
+    schema: str,
+    action: Literal["upgrade", "downgrade"],
+    revision: str,
+) -> None:
+    """Upgrade or downgrade ``schema`` on ``connection``, inside its transaction.
+
+    Takes the schema's advisory lock (released at commit or rollback), then runs
+    Alembic. Reaching ``base`` on the way down also drops our (then empty) version
+    table, as Alembic's offline mode does, so nothing of ours is left but the empty
+    schema. Schema translation on the connection is switched off: the revisions
+    name the schema themselves.
+
+    Args:
+        connection: a connection with a transaction begun; the caller commits.
+        schema: the schema to migrate.
+        action: ``"upgrade"`` or ``"downgrade"``.
+        revision: the target, e.g. ``"heads"``, ``"base"``, ``"bf0001"``.
+
+    Raises:
+        alembic.util.CommandError: the revision is unknown or cannot be reached.
+        sqlalchemy.exc.SQLAlchemyError: the database refused a statement.
+    """
+    connection = connection.execution_options(schema_translate_map=None)
+    connection.execute(select(func.pg_advisory_xact_lock(_lock_key(schema))))
+    cfg = alembic_config(schema)
+    cfg.attributes["connection"] = connection
+    if action == "upgrade":
+        command.upgrade(cfg, revision)
+        return
+    command.downgrade(cfg, revision)
+    if not current_heads(connection, schema):
+        Table(VERSION_TABLE, MetaData(), schema=schema).drop(connection, checkfirst=True)
+
+
+def _print_current(connection: Connection, schema: str, out: TextIO) -> None:
+    script_heads = set(ScriptDirectory.from_config(alembic_config(schema)).get_heads())
+    heads = current_heads(connection, schema)
+    if not heads:
+        print("base (no backfill_sa revision applied)", file=out)
+    for head in heads:
+        print(f"{head} (head)" if head in script_heads else head, file=out)
+
+
+def _offline(cfg: Config, action: Action, revision: str) -> None:
+    if action == "upgrade":
+        command.upgrade(cfg, revision, sql=True)
+    else:
+        # Offline Alembic cannot read the current revision: start from our head.
+        start = revision.split(":", 1)[0] if ":" in revision else "heads"
+        target = revision.split(":", 1)[1] if ":" in revision else revision
+        command.downgrade(cfg, f"{start}:{target}", sql=True)
+
+
+def run_migrate(
+    url: str,
+    *,
+    schema: str = "backfill",
+    action: Literal["upgrade", "downgrade", "current"] = "upgrade",
+    revision: str | None = None,
+    sql: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """Upgrade, downgrade or show backfill_sa's schema: what ``backfill_sa migrate`` runs.
+
+    Args:
+        url: the database URL, in any form :mod:`backfill_sa.dburl` accepts; a sync
+            driver is chosen for it. With ``sql=True`` it only selects the dialect.
+        schema: the schema holding our tables and our ``alembic_version`` table.
+        action: ``"upgrade"`` (to ``revision``, default the newest), ``"downgrade"``
+            (to ``revision``, default ``"base"``: all our tables dropped) or
+            ``"current"`` (print the applied revision, or ``base``).
+        revision: the target revision; see ``action`` for the defaults. With
+            ``sql=True`` a downgrade may be given as ``"from:to"``; otherwise it
+            starts from our newest revision.
+        sql: print the DDL (Alembic offline mode) instead of running it, for DBAs.
+            Nothing is read from or written to the database.
+        out: where to print (DDL or the current revision); default stdout.
+
+    Returns:
+        The process exit code: 0 on success.
+
+    Raises:
+        MigrationError: a bad argument (the message names it), an unreachable
+            database, an unknown revision, or a failed migration; the cause is chained.
+
+    Example:
+        ``run_migrate(os.environ["DATABASE_URL"], action="upgrade")``
+    """
+    stream = out if out is not None else sys.stdout
+    if action not in ("upgrade", "downgrade", "current"):
+        raise MigrationError(f"action: must be 'upgrade', 'downgrade' or 'current', not {action!r}")
+    if action == "current" and (sql or revision is not None):
+        raise MigrationError("action: 'current' takes neither a revision nor --sql")
+    target = revision or ("heads" if action == "upgrade" else "base")
+    try:
+        name = validate_schema_name(schema)
+        db_url = sync_url(url)
+    except ConfigurationError as exc:
+        raise MigrationError(str(exc)) from exc
+    shown_url = db_url.render_as_string(hide_password=True)
+    what = f"{action} of schema {name!r}" + ("" if action == "current" else f" to {target!r}")
+    try:
+        if sql:
+            cfg = alembic_config(name, db_url.render_as_string(hide_password=False), out=stream)
+            _offline(cfg, action, target)
+            return 0
+        engine = create_engine(db_url, poolclass=NullPool)
+        try:
+            try:
+                connection = engine.connect()
+            except SQLAlchemyError as exc:
+                raise MigrationError(
+                    f"{what}: cannot connect to {shown_url}: {_reason(exc)}"
+                ) from exc
+            with connection, connection.begin():
+                if action == "current":
+                    _print_current(connection, name, stream)
+                else:
+                    apply(connection, schema=name, action=action, revision=target)
+        finally:
+            engine.dispose()
+    except CommandError as exc:
+        raise MigrationError(f"revision: {what} failed: {exc}") from exc
+    except SQLAlchemyError as exc:
+        raise MigrationError(f"{what} failed in the database: {_reason(exc)}") from exc
+    return 0
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    return " ".join(str(cause).split())
