@@ -98,7 +98,10 @@ def _upgrade_on(connection: Connection, schema: str | None, revision: str) -> No
 
 def _failed(schema: str | None, revision: str, exc: Exception) -> MigrationError:
     where = f"schema {schema!r}" if schema is not None else "backfill_sa's schema"
-    return MigrationError(f"upgrading {where} to {revision!r} failed: {exc}")
+    cause = getattr(exc, "orig", None) or exc  # the driver's message, without SQL echo
+    return MigrationError(
+        f"upgrading {where} to {revision!r} failed: {' '.join(str(cause).split())}"
+    )
 
 
 @overload

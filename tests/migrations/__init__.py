@@ -1,0 +1,1 @@
+"""Migration tests: the shipped revisions, the ways to apply them, and the filters."""
