@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -412,3 +414,30 @@ def test_sync_and_async_twins_share_signatures() -> None:
             s, a = sync_sig.parameters[param], async_sig.parameters[param]
             assert (s.kind, s.default, s.annotation) == (a.kind, a.default, a.annotation), name
         assert sync_sig.return_annotation == async_sig.return_annotation, name
+
+
+async def test_docs_snippets_run(sync_engine: Engine, async_engine: AsyncEngine) -> None:
+    """The ```python blocks of docs/dlq.md run, in order, against a real database."""
+    doc = Path(__file__).parents[2] / "docs" / "dlq.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", doc.read_text(), flags=re.S | re.M)
+    assert len(blocks) == 3
+    now = dt.datetime.now(UTC)
+    _insert(
+        sync_engine,
+        _entry(task="send_email", failed_at=now),
+        _entry(task="send_email", job_key="mail-2", failed_at=now),
+        _entry(task="other", failure_reason=FailureReason.PERMANENT_ERROR.value, failed_at=now),
+        _entry(task="ancient", failed_at=now - dt.timedelta(days=31)),
+    )
+    with Session(sync_engine) as s, s.begin():
+        s.add(Job(task="live", job_key="mail-2"))
+    namespace: dict[str, Any] = {"engine": sync_engine}
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), namespace)
+    result = namespace["result"]
+    assert (len(result.requeued_ids), len(result.skipped_ids)) == (1, 1)
+    await namespace["retry_permanent_failures"](async_engine)
+    with Session(sync_engine) as session:
+        assert [e.job_key for e in list_dead_letters(session)] == ["mail-2"]
+        tasks = session.execute(select(Job.task).order_by(Job.id)).scalars().all()
+        assert tasks == ["live", "send_email", "other"]
