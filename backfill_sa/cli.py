@@ -181,7 +181,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     if not args.sql:
         url = database_url()
     try:
-        return run_migrate(
+        code = run_migrate(
             url,
             schema=schema,
             action=args.action,
@@ -191,6 +191,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         )
     except MigrationError as exc:
         raise CommandError(str(exc), code=1) from exc
+    if code == 0 and args.action != "current" and not args.sql:
+        target = args.revision or ("heads" if args.action == "upgrade" else "base")
+        print(f"schema {schema!r}: {args.action} to {target} done")
+    return code
 
 
 def worker_config(args: argparse.Namespace) -> WorkerConfig:
@@ -294,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--schema", help="schema of backfill_sa's tables (env BACKFILL_SCHEMA)")
     common.add_argument(
-        "--log-level", type=str.upper, choices=_LOG_LEVELS, default=None, help="default INFO"
+        "--log-level",
+        type=str.upper,
+        choices=_LOG_LEVELS,
+        default=None,
+        help="worker: INFO, others: WARNING",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -368,14 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         SystemExit: for ``--help`` and usage errors (code 2), as argparse does.
     """
     args = build_parser().parse_args(argv)
-    default_level = "INFO" if args.command in ("worker", "migrate") else "WARNING"
+    default_level = "INFO" if args.command == "worker" else "WARNING"
     logging.basicConfig(
         level=args.log_level or default_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # Alembic announces every plugin it loads at INFO; only its migration lines help.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     handler: Command = args.handler
     try:
         return handler(args)

@@ -1,0 +1,427 @@
+"""``python -m backfill_sa demo``: backfill_sa end to end on a throw-away schema, in seconds.
+
+What it shows, in order:
+
+1. a fresh schema (``backfill_demo``, dropped and migrated again each run) and a small
+   business table, ``orders``;
+2. a worker started in this process (fast and bulk queues);
+3. orders inserted together with their jobs in the same transactions, with mixed
+   queues and priorities, while the worker runs;
+4. one transaction rolled back after its enqueue: neither the order nor the job exists;
+5. a job that keeps failing, retried under a fast custom :class:`RetryPolicy`,
+   dead-lettered, then requeued from the DLQ once the cause is fixed, and completed;
+6. a summary: jobs per second, pickup latency p50/p99 (commit to handler start,
+   measured in the handler), and where every job ended (checked in the database).
+
+A progress bar goes to stderr (plain text, redrawn with ``\\r`` on a terminal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TextIO
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.schema import DropSchema
+
+from backfill_sa.config import WorkerConfig
+from backfill_sa.dburl import async_url, parse_url
+from backfill_sa.errors import RetryableError
+from backfill_sa.models import DEFAULT_SCHEMA, Job
+from backfill_sa.priority import BULK, FAST, Priority
+from backfill_sa.retry import RetryPolicy
+from backfill_sa.tasks import JobContext, TaskRegistry
+
+if TYPE_CHECKING:
+    from backfill_sa.worker import WorkerHandle
+
+__all__ = ["DEMO_RETRY", "DemoSummary", "run_demo"]
+
+DEMO_RETRY = RetryPolicy(
+    max_attempts=3,
+    initial_delay=timedelta(milliseconds=100),
+    max_delay=timedelta(milliseconds=400),
+    multiplier=2.0,
+    jitter=0.1,
+)
+"""The flaky task's policy: three attempts, 100 ms then 200 ms apart (+/- 10 %)."""
+
+_ORDERS_PER_TRANSACTION = 25
+_TIMEOUT_SECS = 45.0
+
+
+@dataclasses.dataclass
+class _State:
+    """What the demo's handlers record; owned by one run, never global."""
+
+    commit_times: dict[int, float] = dataclasses.field(default_factory=dict)
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    succeeded: int = 0
+    last_success: float = 0.0
+    warehouse_up: bool = False
+    attempts: list[tuple[int, float, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSummary:
+    """What the demo measured and verified.
+
+    Attributes:
+        jobs: jobs committed (the failing one included).
+        succeeded: jobs whose handler succeeded, the requeued one included.
+        retried: failed attempts the worker rescheduled.
+        dead_lettered: jobs the worker moved to the dead-letter queue.
+        requeued: dead-letter entries moved back to the jobs table.
+        left_in_jobs: rows still in the jobs table at the end (expected 0).
+        left_in_dlq: entries still in the dead-letter queue at the end (expected 0).
+        rolled_back_visible: order rows plus jobs of the rolled-back transaction
+            found afterwards (expected 0).
+        jobs_per_second: succeeded jobs / seconds from the first commit to the last success.
+        p50_ms: median pickup latency (commit to handler start), milliseconds.
+        p99_ms: 99th percentile pickup latency, milliseconds.
+    """
+
+    jobs: int
+    succeeded: int
+    retried: int
+    dead_lettered: int
+    requeued: int
+    left_in_jobs: int
+    left_in_dlq: int
+    rolled_back_visible: int
+    jobs_per_second: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether every job ended where the demo expects it."""
+        return (
+            self.succeeded == self.jobs
+            and self.dead_lettered == 1
+            and self.requeued == 1
+            and self.left_in_jobs == 0
+            and self.left_in_dlq == 0
+            and self.rolled_back_visible == 0
+        )
+
+
+def _orders_table(schema: str) -> Table:
+    return Table(
+        "orders",
+        MetaData(schema=schema),
+        Column("id", BigInteger, primary_key=True, autoincrement=False),
+        Column("customer", Text, nullable=False),
+        Column("amount_cents", Integer, nullable=False),
+        Column("created_at", DateTime(timezone=True), server_default=func.now()),
+    )
+
+
+def _registry(state: _State) -> TaskRegistry:
+    registry = TaskRegistry()
+
+    def record(payload: dict[str, Any], ctx: JobContext) -> None:
+        started = time.monotonic()
+        committed = state.commit_times.get(int(payload.get("batch", -1)))
+        if ctx.attempt == 1 and committed is not None:
+            state.latencies.append(started - committed)
+        state.succeeded += 1
+        state.last_success = started
+
+    @registry.task("charge_card", queue=FAST, priority=Priority.FAST_DEFAULT)
+    async def charge_card(payload: dict[str, Any], ctx: JobContext) -> None:
+        record(payload, ctx)
+
+    @registry.task("send_receipt", queue=BULK, priority=Priority.BULK_DEFAULT)
+    async def send_receipt(payload: dict[str, Any], ctx: JobContext) -> None:
+        record(payload, ctx)
+
+    @registry.task("notify_warehouse", queue=BULK, retry=DEMO_RETRY)
+    async def notify_warehouse(payload: dict[str, Any], ctx: JobContext) -> None:
+        if not state.warehouse_up:
+            state.attempts.append((ctx.attempt, time.monotonic(), "failed"))
+            raise RetryableError("warehouse API answered 503 Service Unavailable")
+        state.attempts.append((ctx.attempt, time.monotonic(), "succeeded"))
+        record(payload, ctx)
+
+    return registry
+
+
+async def _fresh_schema(engine: AsyncEngine, schema: str, orders: Table) -> None:
+    from backfill_sa.migrations import upgrade_async
+
+    async with engine.begin() as connection:
+        await connection.execute(DropSchema(schema, cascade=True, if_exists=True))
+    await upgrade_async(engine, schema=schema)
+    async with engine.begin() as connection:
+        await connection.run_sync(orders.metadata.create_all)
+
+
+async def _enqueue_orders(
+    engine: AsyncEngine, registry: TaskRegistry, orders: Table, state: _State, count: int
+) -> int:
+    """Insert ``count`` orders, each with its jobs, a batch per transaction; return jobs."""
+    from backfill_sa.enqueue import enqueue_many_async
+
+    jobs = 0
+    for batch, first in enumerate(range(1, count + 1, _ORDERS_PER_TRANSACTION)):
+        ids = range(first, min(first + _ORDERS_PER_TRANSACTION, count + 1))
+        specs = []
+        for order_id in ids:
+            express = order_id % 4 == 0
+            payload = {"order_id": order_id, "batch": batch}
+            specs.append(
+                registry["charge_card"].spec(
+                    payload, priority=Priority.FAST_HIGH if express else Priority.FAST_DEFAULT
+                )
+            )
+            specs.append(
+                registry["send_receipt"].spec(
+                    payload, priority=Priority.BULK_LOW if order_id % 3 else Priority.BULK_DEFAULT
+                )
+            )
+        if first == 1:
+            specs.append(registry["notify_warehouse"].spec({"order_id": 1, "batch": batch}))
+        async with AsyncSession(engine) as session, session.begin():
+            await session.execute(
+                insert(orders),
+                [{"id": i, "customer": f"customer-{i % 97}", "amount_cents": 100 + i} for i in ids],
+            )
+            await enqueue_many_async(session, specs)
+            state.commit_times[batch] = time.monotonic()
+        jobs += len(specs)
+    return jobs
+
+
+async def _rolled_back_order(engine: AsyncEngine, registry: TaskRegistry, orders: Table) -> int:
+    """Enqueue inside a transaction that rolls back; return what of it is visible (0)."""
+    from backfill_sa.enqueue import enqueue_many_async
+
+    order_id = 10**9
+    async with AsyncSession(engine) as session:
+        try:
+            async with session.begin():
+                await session.execute(
+                    insert(orders), [{"id": order_id, "customer": "x", "amount_cents": 1}]
+                )
+                await enqueue_many_async(
+                    session, [registry["charge_card"].spec({"order_id": order_id})]
+                )
+                raise _RollBack  # say, the payment form failed validation
+        except _RollBack:
+            pass
+        order_rows = await session.scalar(select(func.count()).where(orders.c.id == order_id))
+        job_rows = await session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.payload["order_id"].as_integer() == order_id)
+        )
+    return int(order_rows or 0) + int(job_rows or 0)
+
+
+class _RollBack(Exception):
+    """Raised inside the demo's transaction to roll it back."""
+
+
+async def _wait_until(condition: Callable[[], bool], what: str, worker: WorkerHandle) -> None:
+    deadline = time.monotonic() + _TIMEOUT_SECS
+    while not condition():
+        if not worker.running:
+            await worker.wait()  # re-raises whatever stopped the worker
+            raise RuntimeError(f"demo: the worker stopped before {what}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"demo: {what} did not happen within {_TIMEOUT_SECS:.0f} s")
+        await asyncio.sleep(0.01)
+
+
+async def _progress(done: Callable[[], int], total: int, out: TextIO, stop: asyncio.Event) -> None:
+    started = time.monotonic()
+    live = out.isatty()
+
+    def draw(end: str) -> None:
+        count = min(done(), total)
+        filled = int(30 * count / total)
+        rate = count / max(time.monotonic() - started, 1e-9)
+        out.write(
+            f"\r  [{'#' * filled}{'.' * (30 - filled)}] {count}/{total} jobs  {rate:,.0f}/s{end}"
+        )
+        out.flush()
+
+    while not stop.is_set():
+        if live:
+            draw("")
+        await asyncio.sleep(0.1)
+    draw("\n")
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def run_demo(
+    database_url: str,
+    *,
+    schema: str = "backfill_demo",
+    jobs: int = 2000,
+    out: TextIO | None = None,
+    progress: TextIO | None = None,
+) -> DemoSummary:
+    """Run the demo on ``database_url`` in ``schema`` (dropped first) and print what happens.
+
+    Args:
+        database_url: any PostgreSQL URL form.
+        schema: a schema the demo owns: it is dropped and migrated again.
+        jobs: about how many jobs to enqueue (two per order, plus the failing one).
+        out: where the story and the summary go (default stdout).
+        progress: where the progress bar goes (default stderr).
+
+    Raises:
+        ConfigurationError: the URL or schema is not valid.
+        TimeoutError: the work did not finish in 45 s.
+        sqlalchemy.exc.DBAPIError: the database refused a statement.
+    """
+    from backfill_sa.dlq import count_dead_letters_async, requeue_dead_letters_async
+    from backfill_sa.worker import WorkerRunner
+
+    out = out or sys.stdout
+    progress = progress or sys.stderr
+    state = _State()
+    registry = _registry(state)
+    orders = _orders_table(schema)
+    engine = create_async_engine(
+        async_url(database_url),
+        execution_options={"schema_translate_map": {DEFAULT_SCHEMA: schema}},
+    )
+    config = WorkerConfig(
+        database_url=database_url,
+        schema=schema,
+        queues={FAST: 10, BULK: 5},
+        poll_interval=timedelta(milliseconds=50),
+    )
+    shown = parse_url(database_url).render_as_string(hide_password=True)
+    print(f"backfill_sa demo on {shown}, schema {schema!r}", file=out)
+    try:
+        await _fresh_schema(engine, schema, orders)
+        print(
+            f"  1. migrated a fresh schema {schema!r} and created table {schema}.orders", file=out
+        )
+        runner = WorkerRunner(config, registry)
+        handle = runner.start()
+        queues = ", ".join(f"{name}={limit}" for name, limit in config.queues.items())
+        print(f"  2. started a worker in this process: queues {queues}", file=out)
+        stop_bar = asyncio.Event()
+        orders_count = max(1, jobs // 2)
+        total = orders_count * 2 + 1
+        bar = asyncio.ensure_future(_progress(lambda: state.succeeded, total, progress, stop_bar))
+        started = time.monotonic()
+        enqueued = await _enqueue_orders(engine, registry, orders, state, orders_count)
+        visible = await _rolled_back_order(engine, registry, orders)
+        await _wait_until(
+            lambda: runner.result.dead_lettered >= 1, "dead-lettering the flaky job", handle
+        )
+        await _wait_until(lambda: state.succeeded >= enqueued - 1, "running every job", handle)
+        async with AsyncSession(engine) as session, session.begin():
+            requeued = await requeue_dead_letters_async(session, task="notify_warehouse")
+            state.warehouse_up = True
+        await _wait_until(lambda: state.succeeded >= enqueued, "running the requeued job", handle)
+        stop_bar.set()
+        await bar
+        result = await handle.stop()
+        async with AsyncSession(engine) as session:
+            left_in_jobs = int(await session.scalar(select(func.count()).select_from(Job)) or 0)
+            left_in_dlq = await count_dead_letters_async(session)
+        elapsed = max(state.last_success - started, 1e-9)
+        summary = DemoSummary(
+            jobs=enqueued,
+            succeeded=state.succeeded,
+            retried=result.retried,
+            dead_lettered=result.dead_lettered,
+            requeued=len(requeued.requeued_ids),
+            left_in_jobs=left_in_jobs,
+            left_in_dlq=left_in_dlq,
+            rolled_back_visible=visible,
+            jobs_per_second=state.succeeded / elapsed,
+            p50_ms=_percentile(state.latencies, 0.50) * 1000,
+            p99_ms=_percentile(state.latencies, 0.99) * 1000,
+        )
+        _report(
+            summary,
+            state=state,
+            orders=orders_count,
+            elapsed=elapsed,
+            requeued_jobs=requeued.job_ids,
+            out=out,
+        )
+        return summary
+    finally:
+        await engine.dispose()
+
+
+def _report(
+    summary: DemoSummary,
+    *,
+    state: _State,
+    orders: int,
+    elapsed: float,
+    requeued_jobs: tuple[int, ...],
+    out: TextIO,
+) -> None:
+    transactions = -(-orders // _ORDERS_PER_TRANSACTION)
+    print(
+        f"  3. committed {summary.jobs} jobs with {orders} orders in {transactions} transactions"
+        " (each job in the same transaction as its order; fast and bulk queues,"
+        " priorities -10, -5, 0, 5)",
+        file=out,
+    )
+    seen = "neither is there" if summary.rolled_back_visible == 0 else "BUT SOMETHING IS VISIBLE"
+    print(f"  4. rolled back a transaction holding an order and its job: {seen}", file=out)
+    print("  5. notify_warehouse, a job that keeps failing (3 attempts, 100 ms backoff):", file=out)
+    previous: float | None = None
+    for attempt, moment, outcome in state.attempts:
+        gap = "" if previous is None else f" ({(moment - previous) * 1000:.0f} ms later)"
+        print(f"       attempt {attempt}{gap}: {outcome}", file=out)
+        previous = moment
+        if outcome == "failed" and attempt == DEMO_RETRY.max_attempts:
+            print("       -> dead-lettered (max_attempts_exceeded)", file=out)
+            print(
+                f"       -> warehouse fixed; requeued from the DLQ as job {requeued_jobs}", file=out
+            )
+            previous = None
+    print("Summary", file=out)
+    print(
+        f"  throughput      {summary.jobs_per_second:,.0f} jobs/s ({summary.succeeded} jobs in"
+        f" {elapsed:.2f} s, first commit to last completion, worker running meanwhile)",
+        file=out,
+    )
+    print(
+        f"  pickup latency  p50 {summary.p50_ms:.1f} ms, p99 {summary.p99_ms:.1f} ms"
+        " (commit to handler start)",
+        file=out,
+    )
+    print(
+        f"  ended           succeeded {summary.succeeded}, dead-lettered {summary.dead_lettered}"
+        f" then requeued {summary.requeued} (and succeeded), retried attempts {summary.retried},"
+        f" left in jobs {summary.left_in_jobs}, left in DLQ {summary.left_in_dlq}",
+        file=out,
+    )
+    print("  OK" if summary.ok else "  NOT OK: some job did not end where expected", file=out)
