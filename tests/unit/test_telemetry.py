@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import re
 import timeit
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -328,3 +330,30 @@ def test_default_providers_are_the_api_globals() -> None:
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         pytest.skip("a global tracer provider is installed in this process")
     assert Telemetry().tracing is False
+
+
+def test_docs_snippets_run() -> None:
+    """The ```python blocks of docs/telemetry.md run (each in a fresh namespace)."""
+    doc = Path(__file__).parents[2] / "docs" / "telemetry.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", doc.read_text(), flags=re.S | re.M)
+    assert len(blocks) == 3
+    for block in blocks:
+        namespace: dict[str, Any] = {}
+        exec(compile(block, str(doc), "exec"), namespace)
+    assert namespace["outcomes"] == {OutcomeKey(Outcome.SUCCEEDED, "send_email", "bulk"): 1}
+    assert namespace["running"] == {"bulk": 0}
+
+
+def test_docs_list_every_instrument(sdk: Sdk) -> None:
+    """Every metric the SDK sees appears in docs/telemetry.md."""
+    sdk.telemetry.record_enqueued({("t", "q"): 1})
+    sdk.telemetry.record_claimed([Claimed("t", "q", T0, T0)], claimed_at=T0)
+    sdk.telemetry.record_rescued({("t", "q"): 1})
+    sdk.telemetry.record_outcomes({OutcomeKey(o, "t", "q"): 1 for o in Outcome})
+    sdk.telemetry.watch_running(lambda: {"q": 1})
+    with sdk.telemetry.job_span(job_id=1, task="t", queue="q", attempt=1):
+        pass
+    names = set(sdk.units())
+    assert len(names) == 10
+    doc = (Path(__file__).parents[2] / "docs" / "telemetry.md").read_text()
+    assert {n for n in names if f"`{n}`" not in doc} == set()
