@@ -113,7 +113,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 result = await enqueue_async(session, args.task, args.payload, **options)
         finally:
             await engine.dispose()
-        return f"job {result.job_id}: {result.action}"
+        return f"job {result.id}: {result.outcome.value}"
 
     print(asyncio.run(run()))
     return 0
