@@ -176,7 +176,7 @@ class Telemetry:
         self._tracer = tracers.get_tracer(INSTRUMENTATION_NAME)
         # Spans cost microseconds even when nobody records them, so they are skipped
         # while tracing is off: a no-op provider, or the API's proxy before an SDK is
-        # installed globally (checked again on each span until one is).
+        # installed globally (looked for again at most once a second, see `tracing`).
         self._tracing_on = not isinstance(tracers, (NoOpTracerProvider, ProxyTracerProvider))
         self._awaited_global = tracers if isinstance(tracers, ProxyTracerProvider) else None
         self._next_global_check = 0.0

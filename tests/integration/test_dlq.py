@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import inspect
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -441,3 +443,32 @@ async def test_docs_snippets_run(sync_engine: Engine, async_engine: AsyncEngine)
         assert [e.job_key for e in list_dead_letters(session)] == ["mail-2"]
         tasks = session.execute(select(Job.task).order_by(Job.id)).scalars().all()
         assert tasks == ["live", "send_email", "other"]
+
+
+def test_concurrent_requeues_of_one_entry_make_one_job(
+    sync_engine: Engine, admin_engine: Engine
+) -> None:
+    """The second requeue waits on the entry's row lock, then finds it gone."""
+    (entry_id,) = _insert(sync_engine, _entry())
+    with Session(sync_engine) as first, Session(sync_engine) as second:
+        first_result = requeue_dead_letters(first, [entry_id])
+        first_pid = first.execute(select(func.pg_backend_pid())).scalar_one()
+        second_pid = second.execute(select(func.pg_backend_pid())).scalar_one()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(requeue_dead_letters, second, [entry_id])
+            with admin_engine.connect() as admin:
+                blocked = text("SELECT :blocker = ANY(pg_blocking_pids(:pid))")
+                for _ in range(500):  # until the second requeue is waiting on our lock
+                    if admin.execute(blocked, {"blocker": first_pid, "pid": second_pid}).scalar():
+                        break
+                    threading.Event().wait(0.01)
+                else:
+                    pytest.fail("the second requeue never waited for the first")
+            first.commit()
+            second_result = pending.result(timeout=30)
+        second.commit()
+    assert len(first_result.job_ids) == 1
+    assert second_result == dlq.RequeueResult((), (), ())
+    with Session(sync_engine) as session:
+        assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 1
+        assert count_dead_letters(session) == 0
