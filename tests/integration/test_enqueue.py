@@ -363,7 +363,7 @@ def test_enqueue_many_sends_one_statement_per_batch(sync_engine: Engine) -> None
         assert len(seen) == 3
         rows = session.execute(select(Job.id, Job.payload)).all()
     assert len(results) == len(rows) == count
-    by_id: dict[int, Any] = {job_id: payload for job_id, payload in rows}
+    by_id: dict[int, Any] = dict(rows)
     assert [by_id[r.id]["i"] for r in results] == list(range(count))
 
 
@@ -395,7 +395,7 @@ async def test_enqueue_many_async_round_trips(async_engine: AsyncEngine) -> None
     async with AsyncSession(async_engine) as session, session.begin():
         results = await enqueue_many_async(session, iter(specs))
         found = (await session.execute(select(Job.id, Job.payload))).all()
-        rows: dict[int, Any] = {job_id: payload for job_id, payload in found}
+        rows: dict[int, Any] = dict(found)
     assert [rows[r.id]["i"] for r in results] == list(range(50))
 
 
