@@ -45,7 +45,16 @@ LOCATION_STYLES = {
         "%(here)s/migrations/versions" + os.pathsep + version_location().replace("%", "%%"),
         "os",
     ),
+    # pyproject.toml (Alembic >= 1.16): a TOML list is never split.
+    "pyproject_toml": ('"%(here)s/migrations/versions", "' + VERSION_LOCATION + '"', ""),
 }
+
+PYPROJECT = """\
+[tool.alembic]
+script_location = "%(here)s/migrations"
+version_locations = [{locations}]
+prepend_sys_path = ["."]
+"""
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class SampleApp:
     root: Path
     app_schema: str
     our_schema: str
+    url: str
 
     def alembic(self, *args: str, without_our_filters: bool = False) -> tuple[int, str]:
         """Run the ``alembic`` CLI in the application's directory; return (exit code, output)."""
@@ -63,8 +73,12 @@ class SampleApp:
         env["APP_SCHEMA"] = self.app_schema
         env["BACKFILL_SCHEMA"] = self.our_schema
         env["SAMPLE_APP_WITHOUT_BACKFILL_FILTERS"] = "1" if without_our_filters else "0"
+        ini = self.root / "alembic.ini"
+        config = ["-c", str(ini)] if ini.exists() else []  # else pyproject.toml in cwd
+        if not ini.exists():
+            env["SAMPLE_APP_DATABASE_URL"] = self.url  # TOML configuration holds no URL
         done = subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(self.root / "alembic.ini"), *args],
+            [sys.executable, "-m", "alembic", *config, *args],
             cwd=self.root,
             env=env,
             capture_output=True,
@@ -86,9 +100,12 @@ def _make_app(
         root / "migrations" / "versions" / "app0001_orders.py",
     )
     locations, separator = LOCATION_STYLES[style]
-    ini = INI.format(locations=locations, separator=separator, url=url.replace("%", "%%"))
-    (root / "alembic.ini").write_text(ini)
-    app = SampleApp(root, app_schema=new_schema("app"), our_schema=new_schema("bf"))
+    if style == "pyproject_toml":
+        (root / "pyproject.toml").write_text(PYPROJECT.format(locations=locations))
+    else:
+        ini = INI.format(locations=locations, separator=separator, url=url.replace("%", "%%"))
+        (root / "alembic.ini").write_text(ini)
+    app = SampleApp(root, app_schema=new_schema("app"), our_schema=new_schema("bf"), url=url)
     with engine.begin() as conn:
         conn.execute(CreateSchema(app.app_schema))  # the application's schema exists already
     return app

@@ -47,7 +47,10 @@ def app_include_object(
 def run_migrations_online() -> None:
     """Migrate, or compare for autogenerate, on the application's database."""
     without_ours = os.environ.get("SAMPLE_APP_WITHOUT_BACKFILL_FILTERS") == "1"
-    url = context.config.get_main_option("sqlalchemy.url")
+    # pyproject.toml configurations carry no URL (and no [alembic] ini section).
+    url = os.environ.get("SAMPLE_APP_DATABASE_URL") or context.config.get_main_option(
+        "sqlalchemy.url"
+    )
     assert url
     engine = create_engine(url, poolclass=NullPool)
     with engine.connect() as connection:
