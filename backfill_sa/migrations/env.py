@@ -13,7 +13,7 @@ Online runs get their connection (transaction begun, advisory lock held) through
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Connection, MetaData, Table, create_engine
+from sqlalchemy import Connection, MetaData, Table, create_engine, inspect
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateSchema, DropTable
 
@@ -52,7 +52,11 @@ def run_offline() -> None:
 
 
 def _run_on(connection: Connection) -> None:
-    connection.execute(CreateSchema(target_schema(), if_not_exists=True))
+    schema = target_schema()
+    # Only when missing: CREATE SCHEMA, even IF NOT EXISTS, needs CREATE on the
+    # database, which a role that merely owns a pre-made schema does not have.
+    if not inspect(connection).has_schema(schema):
+        connection.execute(CreateSchema(schema))
     _configure(connection, None)
     with context.begin_transaction():
         context.run_migrations()
