@@ -1,0 +1,233 @@
+"""backfill_sa adapter: enqueue through a SQLAlchemy session; worker via ``python -m backfill_sa``.
+
+The harness enqueues as an application would: a session per transaction from an
+``async_sessionmaker`` (asyncpg) or ``sessionmaker`` (psycopg), the enqueue call, then
+the caller's commit. Tables live in schema ``bench_bf`` of database ``bench_ours``,
+reached through ``schema_translate_map``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import Engine, Table, cast, create_engine, func, insert, literal, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from backfill_sa.dburl import async_url, sync_url
+from backfill_sa.enqueue import JobSpec, enqueue, enqueue_async, enqueue_many_async
+from backfill_sa.migrations import upgrade
+from backfill_sa.models import Job
+from benchmarks.adapters import Adapter, Payload, Poller, WorkerSpec
+from benchmarks.probe import LATENCY_FILE_ENV
+
+__all__ = ["SCHEMA", "OursAdapter"]
+
+SCHEMA = "bench_bf"
+TRANSLATE = {"schema_translate_map": {"backfill": SCHEMA}}
+_JOBS = Job.__table__
+_JOBS_TABLE: Table = Job.__table__  # type: ignore[assignment]
+
+
+class _OursPoller:
+    """Counts a drain's unfinished jobs through the claim and running indexes.
+
+    Every row in ``jobs`` is unfinished, but W5 keeps a million other rows there, so
+    the count only looks at the drain's own jobs (``task``, ``queue``, ``priority``)
+    in each state, each branch answerable from a partial index.
+    """
+
+    def __init__(self, engine: Engine, task: str, queue: str, priority: int) -> None:
+        self._conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._pid = int(self._conn.execute(select(func.pg_backend_pid())).scalar_one())
+        available = (
+            select(func.count())
+            .select_from(_JOBS)
+            .where(
+                _JOBS.c.state == "available",
+                _JOBS.c.queue == queue,
+                _JOBS.c.priority == priority,
+            )
+        )
+        running = (
+            select(func.count())
+            .select_from(_JOBS)
+            .where(_JOBS.c.state == "running", _JOBS.c.task == task)
+        )
+        scheduled = (
+            select(func.count())
+            .select_from(_JOBS)
+            .where(
+                _JOBS.c.state == "scheduled",
+                _JOBS.c.run_at < func.now() + timedelta(hours=1),
+                _JOBS.c.task == task,
+            )
+        )
+        self._query = select(
+            available.scalar_subquery() + running.scalar_subquery() + scheduled.scalar_subquery()
+        )
+
+    @property
+    def backend_pid(self) -> int:
+        """The server process serving this connection."""
+        return self._pid
+
+    def unfinished(self) -> int:
+        """Return the drain's unfinished jobs."""
+        return int(self._conn.execute(self._query).scalar_one())
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+class OursAdapter(Adapter):
+    """backfill_sa in database ``bench_ours``, schema ``bench_bf``."""
+
+    name: ClassVar[str] = "ours"
+    distribution: ClassVar[str] = "backfill-sa"
+    database: ClassVar[str] = "bench_ours"
+    tables: ClassVar[tuple[str, ...]] = tuple(
+        f"{SCHEMA}.{t}" for t in ("jobs", "dead_letter_jobs", "workers", "leader", "queues")
+    )
+
+    _sync_engine: Engine | None = None
+    _async_engine: AsyncEngine | None = None
+
+    async def setup(self) -> None:
+        """Create ``bench_ours`` and migrate schema ``bench_bf`` to head.
+
+        Raises:
+            psycopg.Error | backfill_sa.errors.MigrationError: the server refused.
+        """
+        self.server.create_database(self.database)
+        plain = create_engine(sync_url(self.dsn))
+        try:
+            upgrade(plain, schema=SCHEMA)
+        finally:
+            plain.dispose()
+        self._sync_engine = create_engine(sync_url(self.dsn), execution_options=TRANSLATE)
+        self._async_engine = create_async_engine(async_url(self.dsn), execution_options=TRANSLATE)
+
+    async def close(self) -> None:
+        """Dispose of both engines."""
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+            self._async_engine = None
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+            self._sync_engine = None
+
+    @property
+    def sync_engine(self) -> Engine:
+        """psycopg engine with the schema translated (after :meth:`setup`)."""
+        if self._sync_engine is None:
+            raise RuntimeError("ours adapter: setup() has not run")
+        return self._sync_engine
+
+    @property
+    def async_engine(self) -> AsyncEngine:
+        """asyncpg engine with the schema translated (after :meth:`setup`)."""
+        if self._async_engine is None:
+            raise RuntimeError("ours adapter: setup() has not run")
+        return self._async_engine
+
+    def async_sessions(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions as an async application makes them."""
+        return async_sessionmaker(self.async_engine, expire_on_commit=False)
+
+    def sync_sessions(self) -> sessionmaker[Session]:
+        """Sessions as a sync application makes them."""
+        return sessionmaker(self.sync_engine, expire_on_commit=False)
+
+    async def enqueue_one(
+        self, task: str, payload: Payload, *, queue: str = "bench", priority: int = 0
+    ) -> None:
+        """A session, ``enqueue_async``, the caller's commit."""
+        async with AsyncSession(self.async_engine, expire_on_commit=False) as session:
+            await enqueue_async(session, task, payload, queue=queue, priority=priority)
+            await session.commit()
+
+    def enqueue_one_sync(
+        self, task: str, payload: Payload, *, queue: str = "bench", priority: int = 0
+    ) -> None:
+        """A sync session, ``enqueue``, the caller's commit."""
+        with Session(self.sync_engine, expire_on_commit=False) as session:
+            enqueue(session, task, payload, queue=queue, priority=priority)
+            session.commit()
+
+    async def enqueue_batch(
+        self, task: str, payloads: Sequence[Payload], *, queue: str = "bench", priority: int = 0
+    ) -> None:
+        """``JobSpec`` per job, one ``enqueue_many_async`` call, the caller's commit."""
+        specs = [JobSpec(task, p, queue=queue, priority=priority) for p in payloads]
+        async with AsyncSession(self.async_engine, expire_on_commit=False) as session:
+            await enqueue_many_async(session, specs)
+            await session.commit()
+
+    def worker(self, queues: Mapping[str, int], latency_file: Path) -> WorkerSpec:
+        """``python -m backfill_sa worker`` with the benchmark registry."""
+        env = self.base_env()
+        env.update({"DATABASE_URL": self.dsn, LATENCY_FILE_ENV: str(latency_file)})
+        argv = [
+            self.python,
+            "-m",
+            "backfill_sa",
+            "worker",
+            "--tasks",
+            "benchmarks.tasks:registry",
+            "--schema",
+            SCHEMA,
+            "--log-level",
+            "WARNING",
+        ]
+        for name, limit in queues.items():
+            argv += ["--queue", f"{name}={limit}"]
+        return WorkerSpec(argv=argv, env=env)
+
+    def open_poller(self) -> Poller:
+        """Count the drain's (task ``noop``, queue ``bench``, priority 0) unfinished jobs."""
+        return self.open_filtered_poller("noop", "bench", 0)
+
+    def open_filtered_poller(self, task: str, queue: str, priority: int) -> Poller:
+        """Count unfinished jobs of ``task`` at ``priority`` in ``queue``."""
+        return _OursPoller(self.sync_engine, task, queue, priority)
+
+    def load_backlog(self, count: int, payload: Payload) -> None:
+        """Insert ``count`` other jobs server-side: half available at priority 10 in queue
+        ``bench``, half scheduled a day ahead; then VACUUM ANALYZE the table.
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the server refused.
+        """
+        body = json.dumps(payload)
+        half = count // 2
+        halves: list[tuple[str, int, Any, int]] = [
+            ("available", 10, func.now(), half),
+            ("scheduled", 0, func.now() + timedelta(days=1), count - half),
+        ]
+        columns = ["task", "queue", "payload", "priority", "run_at", "state"]
+        with self.sync_engine.begin() as conn:
+            for state, priority, run_at, rows in halves:
+                series = func.generate_series(1, rows).table_valued("n")
+                source = select(
+                    literal("backlog"),
+                    literal("bench"),
+                    cast(literal(body), JSONB),
+                    literal(priority),
+                    run_at,
+                    literal(state),
+                ).select_from(series)
+                conn.execute(insert(_JOBS_TABLE).from_select(columns, source))
+        with self.sync_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"VACUUM (ANALYZE) {SCHEMA}.jobs"))

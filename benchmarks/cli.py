@@ -1,0 +1,117 @@
+"""Command line: ``python -m benchmarks run [options]`` and ``python -m benchmarks show``.
+
+Examples::
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python -m benchmarks run
+    python -m benchmarks run --quick --libs ours,pgqueuer --only W1,W3
+    python -m benchmarks show benchmarks/results/latest.json --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from benchmarks.adapters import ADAPTERS
+from benchmarks.database import server_from_env
+from benchmarks.report import render, write_json
+from benchmarks.runner import ALL_WORKLOADS, RunSettings, run
+from benchmarks.workloads import WorkloadContext
+
+__all__ = ["main"]
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def _names(raw: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    lookup = {name.lower(): name for name in allowed}
+    chosen: list[str] = []
+    for part in raw.split(","):
+        key = part.strip().lower()
+        if not key:
+            continue
+        if key not in lookup:
+            raise argparse.ArgumentTypeError(
+                f"{what}: unknown {part.strip()!r}; choose from {', '.join(allowed)}"
+            )
+        chosen.append(lookup[key])
+    return tuple(chosen)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    go = commands.add_parser("run", help="run the workloads and print the table")
+    go.add_argument("--only", default="", help="workloads, e.g. W1,W3 (default: all)")
+    go.add_argument("--libs", default=",".join(ADAPTERS), help="libraries (default: all)")
+    go.add_argument("--jobs", type=int, default=None, help="jobs per workload (20,000)")
+    go.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
+    go.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    go.add_argument("--backlog", type=int, default=None, help="W5's other jobs (1,000,000)")
+    go.add_argument("--concurrency", type=int, default=10, help="per-worker concurrency")
+    go.add_argument("--profile", action="store_true", help="py-spy our worker in a W3 drain")
+    go.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
+    go.add_argument("--keep-databases", action="store_true", help="do not drop bench_* dbs")
+    show = commands.add_parser("show", help="print the table of a results file")
+    show.add_argument("path", type=Path, nargs="?", default=DEFAULT_JSON)
+    show.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> RunSettings:
+    quick: bool = args.quick
+    only = _names(args.only, ALL_WORKLOADS, "--only") if args.only else ALL_WORKLOADS
+    if "W1" in only and "W1sync" not in only:
+        only = (*only, "W1sync")
+    if "W1" in only and "pgbench" not in only:
+        only = ("pgbench", *only)
+    jobs = args.jobs if args.jobs is not None else (2_000 if quick else 20_000)
+    backlog = args.backlog if args.backlog is not None else (50_000 if quick else 1_000_000)
+    json_path: Path = args.json
+    context = WorkloadContext(
+        server=server_from_env(args.database_url),
+        jobs=jobs,
+        latency_jobs=50 if quick else 200,
+        latency_gap_s=0.02,
+        backlog=backlog,
+        concurrency=args.concurrency,
+        log_dir=json_path.parent / "logs",
+        poll_interval=0.02 if quick else 0.05,
+        pgbench_seconds=3 if quick else 10,
+        w7_rate=200.0,
+        w7_seconds=2.0 if quick else 5.0,
+        w8_rounds=200 if quick else 1_000,
+    )
+    return RunSettings(
+        only=only,
+        libs=_names(args.libs, tuple(ADAPTERS), "--libs"),
+        json_path=json_path,
+        profile=args.profile,
+        keep_databases=args.keep_databases,
+        context=context,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 for bad arguments).
+
+    Raises:
+        psycopg.Error: the server cannot be reached.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "show":
+        path: Path = args.path
+        print(render(json.loads(path.read_text()), markdown=args.markdown), end="")
+        return 0
+    try:
+        settings = _settings(args)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    results = asyncio.run(run(settings))
+    write_json(results, settings.json_path)
+    print(render(results), end="")
+    print(f"\nresults: {settings.json_path}")
+    return 0
