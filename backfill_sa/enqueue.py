@@ -42,6 +42,7 @@ from backfill_sa.statements.jobs_insert import (
     JOBS_NOTIFY_IF_AVAILABLE,
     JOBS_UPSERT_PRESERVE_RUN_AT,
     JOBS_UPSERT_REPLACE,
+    encode_batch,
 )
 from backfill_sa.validation import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -178,20 +179,7 @@ def _insert_keyed(conn: Connection, spec: JobSpec, channel: str) -> EnqueueResul
 def _insert_batch(conn: Connection, rows: list[JobRow], channel: str) -> list[EnqueueResult]:
     if len(rows) == 1:
         return [_insert_one(conn, rows[0], channel)]
-    task, queue, payload, priority, run_at, max_attempts, _key, retry, metadata = zip(
-        *rows, strict=True
-    )
-    params = {
-        "tasks": list(task),
-        "queues": list(queue),
-        "payloads": list(payload),
-        "priorities": list(priority),
-        "run_ats": list(run_at),
-        "attempt_limits": list(max_attempts),
-        "retry_policies": list(retry),
-        "metadatas": list(metadata),
-        "channel": channel,
-    }
+    params = {"new_jobs": encode_batch(rows), "channel": channel}
     ids: list[int] = conn.execute(JOBS_INSERT_BATCH, params).one().ids
     if len(ids) != len(rows):
         raise BackfillError(f"enqueue_many: wrote {len(ids)} jobs for {len(rows)} specs")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -71,6 +71,8 @@ JOB_KEY_MODES: frozenset[str] = frozenset({"replace", "preserve_run_at", "unsafe
 # encoder per call. ensure_ascii=False keeps the text short; size is measured in bytes.
 _ENCODE = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
 _CONTAINERS = (dict, list, tuple)
+_SCALARS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+_is_str = str.__instancecheck__
 
 
 class JobRow(NamedTuple):
@@ -237,17 +239,21 @@ def dump_json_object(value: object, field_name: str, max_bytes: int) -> str:
 
 
 def _keys_are_strings(value: object) -> bool:
+    """Whether every dict key inside ``value`` is a string (json would coerce others)."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    return False
-                if isinstance(child, _CONTAINERS):
-                    stack.append(child)
+            if not all(map(_is_str, item)):
+                return False
+            children: Iterable[object] = item.values()
         elif isinstance(item, (list, tuple)):
-            stack.extend(child for child in item if isinstance(child, _CONTAINERS))
+            children = item
+        else:
+            continue
+        # Most payloads are flat: check the value types in C before looping in Python.
+        if not _SCALARS.issuperset(map(type, children)):
+            stack.extend(child for child in children if isinstance(child, _CONTAINERS))
     return True
 
 
@@ -364,31 +370,51 @@ class JobSpec:
     row: JobRow = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Fast paths for the common, valid case; the check_* functions give the errors.
         limit = self.max_payload_bytes
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 2:
+        if type(limit) is not int or limit < 2:
             raise JobValidationError("max_payload_bytes", "must be an integer of at least 2")
         retry = self.retry
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise JobValidationError("retry", "must be a RetryPolicy or None")
-        check_job_key_mode(self.job_key_mode)
+        if self.job_key_mode != "replace":
+            check_job_key_mode(self.job_key_mode)
+        task = self.task
+        if not (type(task) is str and 0 < len(task) <= TASK_MAX_LENGTH and _plain(task)):
+            task = check_name("task", task, TASK_MAX_LENGTH)
+        queue = self.queue
+        if not (type(queue) is str and 0 < len(queue) <= QUEUE_MAX_LENGTH and _plain(queue)):
+            queue = check_name("queue", queue, QUEUE_MAX_LENGTH)
+        job_key = self.job_key
+        if job_key is not None:
+            job_key = check_name("job_key", job_key, JOB_KEY_MAX_LENGTH)
+        priority = self.priority
+        if type(priority) is not int or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            priority = check_priority(priority)
+        run_at = self.run_at
+        if run_at is not None:
+            run_at = check_run_at(run_at)
+        max_attempts = self.max_attempts
+        if max_attempts is None and retry is None:
+            max_attempts = DEFAULT_MAX_ATTEMPTS
+        else:
+            max_attempts = check_max_attempts(max_attempts, retry)
         payload = self.payload
+        metadata = self.metadata
         row = JobRow(
-            task=check_name("task", self.task, TASK_MAX_LENGTH),
-            queue=check_name("queue", self.queue, QUEUE_MAX_LENGTH),
-            payload="{}" if payload is None else dump_json(payload, "payload", limit),
-            priority=check_priority(self.priority),
-            run_at=check_run_at(self.run_at),
-            max_attempts=check_max_attempts(self.max_attempts, retry),
-            job_key=(
-                None
-                if self.job_key is None
-                else check_name("job_key", self.job_key, JOB_KEY_MAX_LENGTH)
-            ),
-            retry_policy=None if retry is None else _ENCODE(retry.to_json()),
-            metadata=(
-                "{}"
-                if self.metadata is None
-                else dump_json_object(self.metadata, "metadata", limit)
-            ),
+            task,
+            queue,
+            "{}" if payload is None else dump_json(payload, "payload", limit),
+            priority,
+            run_at,
+            max_attempts,
+            job_key,
+            None if retry is None else _ENCODE(retry.to_json()),
+            "{}" if metadata is None else dump_json_object(metadata, "metadata", limit),
         )
         object.__setattr__(self, "row", row)
+
+
+def _plain(text: str) -> bool:
+    """ASCII without NUL: needs none of :func:`check_name`'s slower checks."""
+    return text.isascii() and "\x00" not in text
