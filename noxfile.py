@@ -11,6 +11,7 @@ import nox
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check."""
