@@ -39,11 +39,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.schema import DropSchema
+from sqlalchemy.schema import CreateSchema, DropSchema
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.dburl import async_url, parse_url
-from backfill_sa.errors import RetryableError
+from backfill_sa.errors import ConfigurationError, RetryableError
 from backfill_sa.models import DEFAULT_SCHEMA, Job
 from backfill_sa.priority import BULK, FAST, Priority
 from backfill_sa.retry import RetryPolicy
@@ -64,6 +64,7 @@ DEMO_RETRY = RetryPolicy(
 """The flaky task's policy: three attempts, 100 ms then 200 ms apart (+/- 10 %)."""
 
 _ORDERS_PER_TRANSACTION = 25
+_MARKER = "backfill_sa demo: dropped and recreated by every demo run"
 _TIMEOUT_SECS = 45.0
 
 
@@ -131,6 +132,7 @@ def _orders_table(schema: str) -> Table:
         Column("customer", Text, nullable=False),
         Column("amount_cents", Integer, nullable=False),
         Column("created_at", DateTime(timezone=True), server_default=func.now()),
+        comment=_MARKER,
     )
 
 
@@ -165,13 +167,28 @@ def _registry(state: _State) -> TaskRegistry:
 
 
 async def _fresh_schema(engine: AsyncEngine, schema: str, orders: Table) -> None:
+    """Drop and recreate ``schema``, refusing one that an earlier demo run did not make.
+
+    Raises:
+        ConfigurationError: ``schema`` exists without the demo's marker.
+    """
     from backfill_sa.migrations import upgrade_async
 
     async with engine.begin() as connection:
+        if await connection.scalar(select(func.to_regnamespace(schema).is_not(None))):
+            marker = await connection.scalar(
+                select(func.obj_description(func.to_regclass(f'"{schema}".orders'), "pg_class"))
+            )
+            if marker != _MARKER:
+                raise ConfigurationError(
+                    "--schema",
+                    f"{schema!r} exists and was not made by the demo, which drops its schema; "
+                    "name another one",
+                )
         await connection.execute(DropSchema(schema, cascade=True, if_exists=True))
-    await upgrade_async(engine, schema=schema)
-    async with engine.begin() as connection:
+        await connection.execute(CreateSchema(schema))
         await connection.run_sync(orders.metadata.create_all)
+    await upgrade_async(engine, schema=schema)
 
 
 async def _enqueue_orders(
