@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import Session
 
 from backfill_sa.dburl import async_url, sync_url
-from backfill_sa.enqueue import EnqueueOutcome, enqueue, enqueue_async
+from backfill_sa.enqueue import EnqueueOutcome, JobSpec, enqueue, enqueue_async, enqueue_many
 from backfill_sa.errors import JobValidationError
 from backfill_sa.migrations import upgrade
 from backfill_sa.models import Job
@@ -237,6 +237,20 @@ def test_valid_arguments_round_trip_async(
             return (await enqueue_async(session, **args)).id
 
     _check_round_trip(engine, args, loop.run_until_complete(run()))
+
+
+@EXAMPLES
+@given(batch=st.lists(_valid_arguments, min_size=2, max_size=6))
+def test_valid_batches_round_trip(engine: Engine, batch: list[dict[str, Any]]) -> None:
+    """enqueue_many's batch statement (jobs without keys) keeps every field too."""
+    for args in batch:
+        args["job_key"] = None
+    _reset(engine)
+    with Session(engine) as session, session.begin():
+        results = enqueue_many(session, [JobSpec(**args) for args in batch])
+    assert [r.outcome for r in results] == [EnqueueOutcome.INSERTED] * len(batch)
+    for args, result in zip(batch, results, strict=True):
+        _check_round_trip(engine, args, result.id)
 
 
 def _invalid_call(base: dict[str, Any], bad: tuple[str, object, str]) -> tuple[dict[str, Any], str]:
