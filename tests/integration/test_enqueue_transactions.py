@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, Integer, any_, column, event, func, literal, select, table
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from backfill_sa.dburl import libpq_dsn
 from backfill_sa.enqueue import (
     EnqueueOutcome,
+    EnqueueResult,
     JobSpec,
     enqueue,
     enqueue_async,
@@ -186,6 +189,49 @@ def test_rollback_after_taking_a_key_from_a_running_job_restores_it(sync_engine:
     with Session(sync_engine) as session:
         job = session.execute(select(Job)).scalar_one()
         assert (job.id, job.job_key, job.max_attempts) == (running.id, "k", 8)
+
+
+_activity = table("pg_stat_activity", column("pid", Integer), schema="pg_catalog")
+
+
+def _wait_until_blocked_by(engine: Engine, pid: int) -> None:
+    """Return once some backend waits on a lock held by backend ``pid`` (10 s at most)."""
+    blocked = (
+        select(func.count())
+        .select_from(_activity)
+        .where(literal(pid) == any_(func.pg_blocking_pids(_activity.c.pid)))
+    )
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(blocked).scalar_one():
+                return
+            conn.rollback()  # a fresh snapshot of pg_stat_activity
+    raise AssertionError(f"nothing waited on backend {pid}")
+
+
+def _enqueue_alone(engine: Engine, mode: Any) -> EnqueueResult:
+    with Session(engine) as session, session.begin():
+        return enqueue(session, "t", {"v": 2}, job_key="k", job_key_mode=mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "outcome"),
+    [("replace", EnqueueOutcome.REPLACED), ("unsafe_dedupe", EnqueueOutcome.UNCHANGED)],
+)
+def test_a_concurrent_enqueue_of_the_same_key_waits_for_the_first_commit(
+    sync_engine: Engine, mode: str, outcome: EnqueueOutcome
+) -> None:
+    with Session(sync_engine) as first, ThreadPoolExecutor(1) as pool:
+        created = enqueue(first, "t", {"v": 1}, job_key="k")
+        pid = first.execute(select(func.pg_backend_pid())).scalar_one()
+        second = pool.submit(_enqueue_alone, sync_engine, mode)
+        _wait_until_blocked_by(sync_engine, pid)
+        first.commit()
+        assert second.result(timeout=DELIVERY_TIMEOUT) == EnqueueResult(created.id, outcome)
+    with Session(sync_engine) as session:
+        job = session.execute(select(Job)).scalar_one()
+        assert job.payload == ({"v": 2} if mode == "replace" else {"v": 1})
 
 
 # --- NOTIFY ---------------------------------------------------------------------
