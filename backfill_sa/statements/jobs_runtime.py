@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    DateTime,
     Integer,
     Table,
     Text,
@@ -76,17 +77,18 @@ CLAIM_COLUMNS = (
     jobs.c.retry_policy,
     jobs.c.metadata,
     jobs.c.created_at,
+    jobs.c.locked_at,
 )
 
 
 def _build_claim() -> Executable:
     """Claim up to :limit available, due jobs of :queue for :worker_id."""
-    paused = exists().where(queues.c.name == bindparam("queue"), queues.c.paused)
+    paused = exists().where(queues.c.name == bindparam("claim_queue"), queues.c.paused)
     candidates = (
         select(jobs.c.id)
         .where(
             jobs.c.state == _AVAILABLE,
-            jobs.c.queue == bindparam("queue"),
+            jobs.c.queue == bindparam("claim_queue"),
             jobs.c.run_at <= _now,
             ~paused,
         )
@@ -111,7 +113,7 @@ def _build_claim() -> Executable:
 
 
 job_claim_batch = _build_claim()
-"""Params: queue, limit, worker_id. Returns CLAIM_COLUMNS of the claimed jobs."""
+"""Params: claim_queue, limit, worker_id. Returns CLAIM_COLUMNS of the claimed jobs."""
 
 
 def _fence() -> TableValuedAlias:
@@ -233,6 +235,8 @@ def _build_dead_letter() -> Executable:
                 dlq.c.original_created_at,
                 dlq.c.original_run_at,
                 dlq.c.requeued_count,
+                dlq.c.last_requeued_at,
+                dlq.c.notes,
             ],
             select(
                 moved.c.id,
@@ -250,6 +254,11 @@ def _build_dead_letter() -> Executable:
                 moved.c.created_at,
                 moved.c.run_at,
                 requeued,
+                cast(
+                    moved.c.metadata["backfill"]["last_requeued_at"].astext,
+                    DateTime(timezone=True),
+                ),
+                moved.c.metadata["backfill"]["dead_letter_notes"].astext,
             ),
         )
         .returning(dlq.c.original_job_id, dlq.c.id)
@@ -329,7 +338,7 @@ def _build_release_orphans() -> Executable:
         .where(
             jobs.c.state == _RUNNING,
             jobs.c.locked_by == bindparam("worker_id"),
-            jobs.c.queue == bindparam("queue"),
+            jobs.c.queue == bindparam("claim_queue"),
             ~jobs.c.id.in_(bindparam("known_ids", expanding=True)),
         )
         .values(
@@ -344,5 +353,5 @@ def _build_release_orphans() -> Executable:
 
 
 job_release_orphans = _build_release_orphans()
-"""Params: worker_id, queue, known_ids. Gives back claims this worker took but never saw
+"""Params: worker_id, claim_queue, known_ids. Gives back claims this worker took but never saw
 (a claim whose reply was lost with the connection), refunding the attempt."""

@@ -1,0 +1,516 @@
+"""WorkerRunner: claims jobs per queue, runs them, writes outcomes, shuts down cleanly.
+
+One fetch loop per queue claims a batch sized to that queue's free slots with one
+statement (``FOR UPDATE SKIP LOCKED`` over the partial claim index), starts a task
+per job, and sleeps until a NOTIFY, a freed slot, or the poll interval wakes it.
+Outcomes go to the :class:`~backfill_sa.worker.completer.Completer`, which writes
+them in batches. Heartbeats, promotion of due scheduled jobs and (on the elected
+leader) the rescue of stale claims run beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backfill_sa.config import WorkerConfig
+from backfill_sa.notify import channel_for
+from backfill_sa.statements.jobs_runtime import job_claim_batch, job_release_orphans
+from backfill_sa.statements.workers import queue_settings
+from backfill_sa.tasks import TaskRegistry
+from backfill_sa.worker.completer import Completer, RunResult
+from backfill_sa.worker.db import Database, is_transient
+from backfill_sa.worker.executor import Executor, _Cancelled
+from backfill_sa.worker.listener import Listener
+from backfill_sa.worker.maintenance import Heartbeat, LeaderElection, Promoter, Rescuer
+from backfill_sa.worker.outcomes import Outcome, OutcomeKind, error_json
+
+__all__ = ["WorkerHandle", "WorkerRunner"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _QueueState:
+    name: str
+    capacity: int
+    running: dict[asyncio.Task[Outcome], int] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    slot: asyncio.Event = field(default_factory=asyncio.Event)
+    peak: int = 0
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Return when any event is set or ``timeout`` seconds pass."""
+    for event in events:
+        if event.is_set():
+            return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+class WorkerRunner:
+    """Runs jobs of the configured queues with the application's task registry.
+
+    Args:
+        config: the worker's settings.
+        registry: the application's tasks.
+        engine: an AsyncEngine to share (optional; by default the runner makes one).
+        telemetry: an object with ``record_claimed(queue, n)`` and
+            ``record_outcomes(outcomes)`` methods (see :mod:`backfill_sa.telemetry`).
+
+    Example::
+
+        runner = WorkerRunner(WorkerConfig(database_url=url), registry)
+        await runner.run()                    # until SIGTERM / runner.stop()
+        result = await runner.run_once()      # burst: what is due now, then return
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        registry: TaskRegistry,
+        *,
+        engine: AsyncEngine | None = None,
+        telemetry: Any | None = None,
+    ) -> None:
+        """Prepare the runner; nothing connects until :meth:`run`."""
+        self.config = config
+        self.registry = registry
+        self.worker_id = config.worker_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
+        self._engine = engine
+        self._telemetry = telemetry
+        self._stop: asyncio.Event | None = None
+        self._force: asyncio.Event | None = None
+        self._queues: dict[str, _QueueState] = {}
+        self.listener: Listener | None = None
+        self.result = RunResult()
+
+    # -- control ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a graceful stop: claim nothing more, let running jobs finish."""
+        if self._stop is not None:
+            self._stop.set()
+
+    def force_stop(self) -> None:
+        """Stop at once: cancel running jobs and give them back to the queue."""
+        if self._force is not None:
+            self._force.set()
+        self.stop()
+
+    def start(self) -> WorkerHandle:
+        """Run the worker in a background task and return a handle to stop it.
+
+        Raises:
+            RuntimeError: called outside a running event loop.
+        """
+        return WorkerHandle(self, asyncio.get_running_loop().create_task(self.run()))
+
+    async def run_once(self) -> RunResult:
+        """Process every job that is due now, then return (burst mode).
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the database could not be reached at start.
+        """
+        return await self.run(burst=True)
+
+    # -- main ------------------------------------------------------------------
+
+    async def run(self, *, burst: bool = False, handle_signals: bool = False) -> RunResult:
+        """Run until stopped (or, with ``burst``, until nothing is due); return counts.
+
+        Args:
+            burst: process what is due now, then return.
+            handle_signals: install SIGTERM/SIGINT handlers (first: graceful stop,
+                second: stop at once). The CLI sets this.
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the database could not be reached at start.
+        """
+        cfg = self.config
+        self._stop = stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self.result = RunResult()
+        db = Database(
+            cfg.database_url,
+            schema=cfg.schema,
+            pool_size=len(cfg.queues) + 3,
+            engine=self._engine,
+        )
+        completer = Completer(db, self.result, on_written=self._on_written)
+        executor = Executor(self.registry, self.worker_id, threads=sum(cfg.queues.values()))
+        heartbeat = Heartbeat(db, self.worker_id, cfg.queues)
+        leader = LeaderElection(db, self.worker_id, ttl=cfg.heartbeat_expiry)
+        promoter = Promoter(db)
+        rescuer = Rescuer(
+            db,
+            heartbeat_expiry=cfg.heartbeat_expiry,
+            stale_job_lock_timeout=cfg.stale_job_lock_timeout,
+        )
+        self._queues = {name: _QueueState(name, limit) for name, limit in cfg.queues.items()}
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            self._install_signals(loop)
+        background: list[asyncio.Task[Any]] = []
+        flushed = asyncio.Event()
+        try:
+            await heartbeat.run_once()
+            await self._refresh_queue_settings(db)
+            if await leader.run_once():
+                self.result.rescued += (await rescuer.run_once()).rescued
+            await promoter.run_once()
+            background.append(loop.create_task(completer.run(flushed)))
+            if not burst:
+                self.listener = Listener(cfg.database_url, channel_for(cfg.schema), self._wake)
+                background.append(loop.create_task(self.listener.run(stop)))
+                background.append(
+                    loop.create_task(self._every(cfg.poll_interval, self._promote(promoter), stop))
+                )
+                background.append(
+                    loop.create_task(
+                        self._every(
+                            cfg.heartbeat_interval,
+                            self._maintain(db, heartbeat, leader, rescuer),
+                            stop,
+                        )
+                    )
+                )
+            fetchers = [
+                loop.create_task(
+                    self._fetch(
+                        state,
+                        db=db,
+                        executor=executor,
+                        completer=completer,
+                        promoter=promoter,
+                        burst=burst,
+                    )
+                )
+                for state in self._queues.values()
+            ]
+            if burst:
+                await asyncio.gather(*fetchers)
+                stop.set()
+            else:
+                await stop.wait()
+                await asyncio.gather(*fetchers)
+            await self._drain(executor)
+            flushed.set()
+            await asyncio.wait_for(asyncio.shield(background[0]), timeout=None)
+        finally:
+            stop.set()
+            flushed.set()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await completer.flush()
+            with contextlib.suppress(Exception):
+                await leader.resign()
+            with contextlib.suppress(Exception):
+                await heartbeat.unregister()
+            executor.close()
+            await db.dispose()
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+        return self.result
+
+    @property
+    def peak_running(self) -> dict[str, int]:
+        """Most jobs of each queue seen running at once during the last run."""
+        return {name: state.peak for name, state in self._queues.items()}
+
+    # -- fetching --------------------------------------------------------------
+
+    async def _fetch(
+        self,
+        state: _QueueState,
+        *,
+        db: Database,
+        executor: Executor,
+        completer: Completer,
+        promoter: Promoter,
+        burst: bool,
+    ) -> None:
+        assert self._stop is not None
+        stop = self._stop
+        poll = self.config.poll_interval.total_seconds()
+        params: dict[str, Any] = {
+            "claim_queue": state.name,
+            "worker_id": self.worker_id,
+            "limit": 0,
+        }
+        checked_idle = False
+        while not stop.is_set():
+            free = state.capacity - len(state.running)
+            if free <= 0:
+                state.slot.clear()
+                await _wait_any(state.slot, stop)
+                continue
+            limit = min(free, self.config.batch_size)
+            params["limit"] = limit
+            state.wake.clear()
+            try:
+                rows = await db.execute(job_claim_batch, params)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("claiming from queue %r failed", state.name)
+                if is_transient(exc):
+                    await self._release_orphans(state, db, completer)
+                await _wait_any(stop, timeout=poll)
+                continue
+            if rows:
+                checked_idle = False
+                self._dispatch(state, rows, executor, completer)
+                if self._telemetry is not None:
+                    self._telemetry.record_claimed(state.name, len(rows))
+                if len(rows) == limit:
+                    continue
+            if burst:
+                if rows:
+                    continue
+                if state.running:
+                    state.slot.clear()
+                    await _wait_any(state.slot, stop)
+                    continue
+                if checked_idle:
+                    return
+                # Outcomes such as Snooze(0) make jobs available again once written.
+                await completer.flush()
+                await promoter.run_once()
+                checked_idle = True
+                continue
+            await _wait_any(state.wake, stop, timeout=poll)
+
+    def _dispatch(
+        self, state: _QueueState, rows: Any, executor: Executor, completer: Completer
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for row in rows:
+            task = loop.create_task(executor.run(row))
+            state.running[task] = row.id
+            task.add_done_callback(functools.partial(self._job_done, state, completer, row))
+        state.peak = max(state.peak, len(state.running))
+
+    def _job_done(
+        self,
+        state: _QueueState,
+        completer: Completer,
+        row: Any,
+        task: asyncio.Task[Outcome],
+    ) -> None:
+        del state.running[task]
+        if task.cancelled():
+            # Cancelled before the handler started: give the job back untouched.
+            outcome = Outcome(
+                OutcomeKind.RETRIED,
+                row.id,
+                row.lease,
+                row.task,
+                row.queue,
+                error=error_json(None, row.attempts, message="worker shut down"),
+                refund=1,
+            )
+        else:
+            exc = task.exception()
+            if exc is None:
+                outcome = task.result()
+            elif isinstance(exc, _Cancelled):
+                outcome = exc.outcome
+            else:  # pragma: no cover - Executor.run never raises anything else
+                logger.error("job %s: executor failed", row.id, exc_info=exc)
+                outcome = Outcome(
+                    OutcomeKind.RETRIED,
+                    row.id,
+                    row.lease,
+                    row.task,
+                    row.queue,
+                    delay_ms=1000,
+                    error=error_json(exc, row.attempts),
+                )
+        completer.add(outcome)
+        state.slot.set()
+
+    async def _release_orphans(
+        self, state: _QueueState, db: Database, completer: Completer
+    ) -> None:
+        """Give back claims whose reply was lost with the connection."""
+        known = set(state.running.values()) | completer.unwritten_ids()
+        try:
+            rows = await db.execute(
+                job_release_orphans,
+                {
+                    "worker_id": self.worker_id,
+                    "claim_queue": state.name,
+                    "known_ids": sorted(known),
+                },
+            )
+        except Exception:
+            logger.exception("releasing orphaned claims of queue %r failed", state.name)
+            return
+        if rows:
+            logger.warning("released %d claims whose reply was lost", len(rows))
+
+    def _wake(self, queue: str) -> None:
+        if queue == "*":
+            for state in self._queues.values():
+                state.wake.set()
+            return
+        target = self._queues.get(queue)
+        if target is not None:
+            target.wake.set()
+
+    # -- shutdown --------------------------------------------------------------
+
+    async def _drain(self, executor: Executor) -> None:
+        """Let running jobs finish within the shutdown timeout, then cancel the rest."""
+        assert self._force is not None
+        tasks = {t for state in self._queues.values() for t in state.running}
+        if not tasks:
+            return
+        timeout = self.config.shutdown_timeout.total_seconds()
+        logger.info("waiting up to %.0fs for %d running jobs", timeout, len(tasks))
+        deadline = asyncio.get_running_loop().time() + timeout
+        force = asyncio.ensure_future(self._force.wait())
+        pending = set(tasks)
+        try:
+            while pending and not self._force.is_set():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait(
+                    [*pending, force], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending = {t for t in pending if not t.done()}
+        finally:
+            force.cancel()
+        pending = {t for t in tasks if not t.done()}
+        if pending:
+            logger.warning("cancelling %d jobs still running at shutdown", len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        def on_signal(sig: signal.Signals) -> None:
+            if self._stop is not None and self._stop.is_set():
+                logger.warning("second %s: stopping at once", sig.name)
+                self.force_stop()
+            else:
+                logger.info("%s: finishing running jobs, then stopping", sig.name)
+                self.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+
+    # -- background ------------------------------------------------------------
+
+    async def _every(
+        self, interval: timedelta, action: Callable[[], Awaitable[None]], stop: asyncio.Event
+    ) -> None:
+        seconds = interval.total_seconds()
+        while not stop.is_set():
+            await _wait_any(stop, timeout=seconds)
+            if stop.is_set():
+                return
+            try:
+                await action()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("background task failed; it will run again")
+
+    def _promote(self, promoter: Promoter) -> Callable[[], Awaitable[None]]:
+        async def action() -> None:
+            for queue in await promoter.run_once():
+                self._wake(queue)
+
+        return action
+
+    def _maintain(
+        self, db: Database, heartbeat: Heartbeat, leader: LeaderElection, rescuer: Rescuer
+    ) -> Callable[[], Awaitable[None]]:
+        interval = self.config.stale_lock_cleanup_interval
+        last_cleanup = time.monotonic()
+
+        async def action() -> None:
+            nonlocal last_cleanup
+            await heartbeat.run_once()
+            await self._refresh_queue_settings(db)
+            if not await leader.run_once() or interval is None:
+                return
+            if time.monotonic() - last_cleanup >= interval.total_seconds():
+                last_cleanup = time.monotonic()
+                self.result.rescued += (await rescuer.run_once()).rescued
+
+        return action
+
+    async def _refresh_queue_settings(self, db: Database) -> None:
+        for row in await db.execute(queue_settings):
+            state = self._queues.get(row.name)
+            if state is None:
+                continue
+            capacity = row.concurrency or self.config.queues[row.name]
+            if capacity != state.capacity:
+                state.capacity = capacity
+                state.slot.set()
+
+    def _on_written(self, outcomes: list[Outcome]) -> None:
+        if self._telemetry is not None:
+            self._telemetry.record_outcomes(outcomes)
+
+
+class WorkerHandle:
+    """A worker running in a background task (from :meth:`WorkerRunner.start`)."""
+
+    def __init__(self, runner: WorkerRunner, task: asyncio.Task[RunResult]) -> None:
+        """Wrap the task running ``runner``."""
+        self.runner = runner
+        self.task = task
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker has not finished yet."""
+        return not self.task.done()
+
+    async def stop(self, *, force: bool = False) -> RunResult:
+        """Stop the worker (gracefully unless ``force``) and return its counts.
+
+        Raises:
+            Exception: whatever made the worker fail, if it failed.
+        """
+        if force:
+            self.runner.force_stop()
+        else:
+            self.runner.stop()
+        return await self.task
+
+    async def wait(self) -> RunResult:
+        """Wait for the worker to finish on its own and return its counts.
+
+        Raises:
+            Exception: whatever made the worker fail, if it failed.
+        """
+        return await self.task
