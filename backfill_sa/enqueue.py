@@ -19,37 +19,24 @@ the mapper listeners that do it.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
-from typing import cast as type_cast
+from typing import TYPE_CHECKING, TypedDict
 
-from sqlalchemy import Connection, DateTime, case, event, func, literal
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm import Session
 
-from backfill_sa.errors import BackfillError, JobValidationError
-from backfill_sa.models import Job, JobState
-from backfill_sa.notify import channel_for, schema_of
+import backfill_sa.orm_jobs  # noqa: F401  (importing it registers the ORM listeners)
+from backfill_sa.job_writer import (
+    BATCH_SIZE,
+    EnqueueOutcome,
+    EnqueueResult,
+    check_specs,
+    write_job,
+    write_jobs,
+)
 from backfill_sa.priority import BULK, FAST, Priority
 from backfill_sa.retry import RetryPolicy
-from backfill_sa.statements.jobs_insert import (
-    JOBS_INSERT_AFTER_RUNNING,
-    JOBS_INSERT_BATCH,
-    JOBS_INSERT_DEDUPE,
-    JOBS_INSERT_ONE,
-    JOBS_NOTIFY_IF_AVAILABLE,
-    JOBS_UPSERT_PRESERVE_RUN_AT,
-    JOBS_UPSERT_REPLACE,
-    encode_batch,
-)
-from backfill_sa.validation import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    JobKeyMode,
-    JobRow,
-    JobSpec,
-)
+from backfill_sa.validation import DEFAULT_MAX_PAYLOAD_BYTES, JobKeyMode, JobSpec
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -76,35 +63,6 @@ __all__ = [
     "enqueue_many_async",
 ]
 
-BATCH_SIZE = 5000
-"""Jobs per statement in ``enqueue_many``."""
-
-# Each extra round of the keyed path needs another transaction to change the same
-# key between two of our statements; a handful of rounds is already pathological.
-_MAX_KEY_ROUNDS = 5
-
-
-class EnqueueOutcome(str, enum.Enum):
-    """What an enqueue did."""
-
-    INSERTED = "inserted"
-    """A new job was written."""
-    REPLACED = "replaced"
-    """A waiting job with the same key was updated in place (same id)."""
-    UNCHANGED = "unchanged"
-    """``unsafe_dedupe``: a job with the key exists; it was left alone."""
-
-
-@dataclass(frozen=True, slots=True)
-class EnqueueResult:
-    """The job's id and what the enqueue did to it."""
-
-    id: int
-    outcome: EnqueueOutcome
-
-
-_INSERTED = EnqueueOutcome.INSERTED
-
 
 class EnqueueOptions(TypedDict, total=False):
     """Keyword options the ``enqueue_fast``/``_bulk``/``_critical``/``_emergency``
@@ -117,115 +75,6 @@ class EnqueueOptions(TypedDict, total=False):
     job_key_mode: JobKeyMode
     metadata: Mapping[str, object] | None
     max_payload_bytes: int
-
-
-# --- execution: one implementation, on a sync Session ---------------------------
-
-
-def _connection(session: Session) -> Connection:
-    return session.connection(bind_arguments={"mapper": Job})
-
-
-def _params(row: JobRow, channel: str) -> dict[str, object]:
-    return {
-        "new_task": row.task,
-        "new_queue": row.queue,
-        "new_payload": row.payload,
-        "new_priority": row.priority,
-        "new_run_at": row.run_at,
-        "new_max_attempts": row.max_attempts,
-        "new_job_key": row.job_key,
-        "new_retry_policy": row.retry_policy,
-        "new_metadata": row.metadata,
-        "channel": channel,
-    }
-
-
-def _insert_one(conn: Connection, row: JobRow, channel: str) -> EnqueueResult:
-    if row.job_key is not None:
-        raise AssertionError("keyed jobs take _insert_keyed")
-    job_id: int = conn.execute(JOBS_INSERT_ONE, _params(row, channel)).scalar_one()
-    return EnqueueResult(job_id, _INSERTED)
-
-
-def _insert_keyed(conn: Connection, spec: JobSpec, channel: str) -> EnqueueResult:
-    params = _params(spec.row, channel)
-    if spec.job_key_mode == "unsafe_dedupe":
-        for _ in range(_MAX_KEY_ROUNDS):
-            found = conn.execute(JOBS_INSERT_DEDUPE, params).first()
-            if found is not None:
-                outcome = _INSERTED if found.inserted else EnqueueOutcome.UNCHANGED
-                return EnqueueResult(found.id, outcome)
-    else:
-        upsert = (
-            JOBS_UPSERT_PRESERVE_RUN_AT
-            if spec.job_key_mode == "preserve_run_at"
-            else JOBS_UPSERT_REPLACE
-        )
-        for _ in range(_MAX_KEY_ROUNDS):
-            found = conn.execute(upsert, params).first()
-            if found is not None:
-                outcome = _INSERTED if found.inserted else EnqueueOutcome.REPLACED
-                return EnqueueResult(found.id, outcome)
-            # The key is held by a running job: take it over (second statement).
-            taken = conn.execute(JOBS_INSERT_AFTER_RUNNING, params).first()
-            if taken is not None:
-                return EnqueueResult(taken.id, _INSERTED)
-    raise BackfillError(
-        f"job_key: {spec.row.job_key!r} kept changing under concurrent enqueues; try again"
-    )
-
-
-def _insert_batch(conn: Connection, rows: list[JobRow], channel: str) -> list[EnqueueResult]:
-    if len(rows) == 1:
-        return [_insert_one(conn, rows[0], channel)]
-    params = {"new_jobs": encode_batch(rows), "channel": channel}
-    ids: list[int] = conn.execute(JOBS_INSERT_BATCH, params).one().ids
-    if len(ids) != len(rows):
-        raise BackfillError(f"enqueue_many: wrote {len(ids)} jobs for {len(rows)} specs")
-    return [EnqueueResult(job_id, _INSERTED) for job_id in ids]
-
-
-def _enqueue_spec(session: Session, spec: JobSpec) -> EnqueueResult:
-    conn = _connection(session)
-    channel = channel_for(schema_of(conn))
-    if spec.row.job_key is None:
-        return _insert_one(conn, spec.row, channel)
-    return _insert_keyed(conn, spec, channel)
-
-
-def _enqueue_specs(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult]:
-    checked = _check_specs(specs)
-    if not checked:
-        return []
-    conn = _connection(session)
-    channel = channel_for(schema_of(conn))
-    results: list[EnqueueResult] = []
-    pending: list[JobRow] = []
-    for spec in checked:
-        row = spec.row
-        if row.job_key is None:
-            pending.append(row)
-            if len(pending) == BATCH_SIZE:
-                results += _insert_batch(conn, pending, channel)
-                pending = []
-        else:
-            # Keyed jobs depend on the rows already there: one at a time, in order.
-            if pending:
-                results += _insert_batch(conn, pending, channel)
-                pending = []
-            results.append(_insert_keyed(conn, spec, channel))
-    if pending:
-        results += _insert_batch(conn, pending, channel)
-    return results
-
-
-def _check_specs(specs: Iterable[JobSpec]) -> list[JobSpec]:
-    checked = list(specs)
-    for index, spec in enumerate(checked):
-        if not isinstance(spec, JobSpec):
-            raise JobValidationError(f"specs[{index}]", "must be a JobSpec")
-    return checked
 
 
 # --- public API -----------------------------------------------------------------
@@ -307,7 +156,7 @@ def enqueue(
         metadata,
         max_payload_bytes=max_payload_bytes,
     )
-    return _enqueue_spec(session, spec)
+    return write_job(session, spec)
 
 
 async def enqueue_async(
@@ -347,7 +196,7 @@ async def enqueue_async(
         metadata,
         max_payload_bytes=max_payload_bytes,
     )
-    return await session.run_sync(_enqueue_spec, spec)
+    return await session.run_sync(write_job, spec)
 
 
 def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult]:
@@ -368,7 +217,7 @@ def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResu
         JobValidationError: an item is not a JobSpec (checked before any SQL).
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    return _enqueue_specs(session, specs)
+    return write_jobs(session, specs)
 
 
 async def enqueue_many_async(
@@ -380,8 +229,8 @@ async def enqueue_many_async(
         JobValidationError: an item is not a JobSpec (checked before any SQL).
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    checked = _check_specs(specs)
-    return await session.run_sync(_enqueue_specs, checked)
+    checked = check_specs(specs)
+    return await session.run_sync(write_jobs, checked)
 
 
 def enqueue_fast(
@@ -478,64 +327,3 @@ async def enqueue_emergency_async(
     return await enqueue_async(
         session, task, payload, queue=FAST, priority=Priority.EMERGENCY, **options
     )
-
-
-# --- ORM path: session.add(Job(...)) ---------------------------------------------
-
-
-def _retry_of(value: object) -> RetryPolicy | None:
-    if value is None or isinstance(value, RetryPolicy):
-        return value
-    if isinstance(value, dict):
-        return RetryPolicy.from_json(value)
-    raise JobValidationError(
-        "retry_policy", "must be a RetryPolicy, a dict from RetryPolicy.to_json(), or None"
-    )
-
-
-def _validate_added_job(_mapper: Mapper[Job], _conn: Connection, target: Job) -> None:
-    """Validate a Job added ORM-style and fill in its defaults, before its INSERT."""
-    retry = _retry_of(target.retry_policy)
-    spec = JobSpec(
-        target.task,
-        target.payload,
-        BULK if target.queue is None else target.queue,
-        Priority.BULK_DEFAULT if target.priority is None else target.priority,
-        target.run_at,
-        target.max_attempts,
-        retry,
-        target.job_key,
-        metadata=target.meta,
-    )
-    row = spec.row
-    target.task, target.queue, target.priority = row.task, row.queue, row.priority
-    target.max_attempts, target.job_key = row.max_attempts, row.job_key
-    target.retry_policy = None if retry is None else retry.to_json()
-    if target.payload is None:
-        target.payload = {}
-    if target.meta is None:
-        target.meta = {}
-    if target.state is not None:
-        if target.state not in {s.value for s in JobState}:
-            raise JobValidationError("state", "must be 'available', 'scheduled' or 'running'")
-        return
-    if row.run_at is None:
-        target.state = JobState.AVAILABLE.value
-    else:
-        target.run_at = row.run_at
-        # Decided by the database clock, as on the enqueue() path.
-        type_cast(Any, target).state = case(
-            (literal(row.run_at, DateTime(timezone=True)) > func.now(), "scheduled"),
-            else_="available",
-        )
-
-
-def _notify_added_job(_mapper: Mapper[Job], conn: Connection, target: Job) -> None:
-    """Wake workers on commit when the Job just inserted is runnable now."""
-    conn.execute(
-        JOBS_NOTIFY_IF_AVAILABLE, {"id": target.id, "channel": channel_for(schema_of(conn))}
-    )
-
-
-event.listen(Job, "before_insert", _validate_added_job)
-event.listen(Job, "after_insert", _notify_added_job)
