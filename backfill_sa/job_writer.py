@@ -88,8 +88,7 @@ def _params(row: JobRow, channel: str) -> dict[str, object]:
 
 
 def _insert_one(conn: Connection, row: JobRow, channel: str) -> EnqueueResult:
-    if row.job_key is not None:
-        raise AssertionError("keyed jobs take _insert_keyed")
+    """Insert a job without a key (keyed jobs take :func:`_insert_keyed`)."""
     job_id: int = conn.execute(JOBS_INSERT_ONE, _params(row, channel)).scalar_one()
     return EnqueueResult(job_id, _INSERTED)
 
