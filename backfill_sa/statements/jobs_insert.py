@@ -8,14 +8,16 @@ now (state ``available``) notify: scheduled ones are promoted by the worker.
 The state is decided in SQL against the database clock: ``scheduled`` when
 ``run_at > now()``, else ``available``; a NULL ``run_at`` means ``now()``.
 
-Bound parameters (names are the contract with :mod:`backfill_sa.enqueue`):
+Bound parameters (names are the contract with :mod:`backfill_sa.job_writer`):
 ``new_task``, ``new_queue``, ``new_payload`` (JSON text), ``new_priority``,
 ``new_run_at`` (NULL = now), ``new_max_attempts``, ``new_job_key``,
 ``new_retry_policy`` (JSON text or NULL), ``new_metadata`` (JSON text) and
 ``channel``; the batch statement takes ``new_jobs`` (see :func:`encode_batch`). No
 parameter is named like a column: SQLAlchemy would take such a name passed to an
 INSERT or UPDATE as an extra column value.
-The statements are built once, at import; they are immutable.
+
+The statements are built once, at import, and never changed; SQLAlchemy compiles
+each once per dialect and schema map and caches it.
 """
 
 from __future__ import annotations
