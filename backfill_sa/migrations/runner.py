@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, MetaData, Table, create_engine, func, select
+from sqlalchemy import Connection, MetaData, Table, create_engine, func, inspect, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -97,6 +97,8 @@ def apply(
         revision: the target, e.g. ``"heads"``, ``"base"``, ``"bf0001"``.
 
     Raises:
+        MigrationError: upgrading a schema whose tables exist without our version
+            table (another history manages them).
         alembic.util.CommandError: the revision is unknown or cannot be reached.
         sqlalchemy.exc.SQLAlchemyError: the database refused a statement.
     """
@@ -105,11 +107,25 @@ def apply(
     cfg = alembic_config(schema)
     cfg.attributes["connection"] = connection
     if action == "upgrade":
+        _refuse_foreign_history(connection, schema)
         command.upgrade(cfg, revision)
         return
     command.downgrade(cfg, revision)
     if not current_heads(connection, schema):
         Table(VERSION_TABLE, MetaData(), schema=schema).drop(connection, checkfirst=True)
+
+
+def _refuse_foreign_history(connection: Connection, schema: str) -> None:
+    """Stop before re-creating tables that another history (or ``create_all``) made."""
+    if current_heads(connection, schema):
+        return
+    if inspect(connection).has_table("jobs", schema=schema):
+        raise MigrationError(
+            f"schema: {schema!r} already holds backfill_sa's tables but no "
+            f"{schema}.{VERSION_TABLE}: they are managed elsewhere, most likely by your "
+            "application's own Alembic history (run `alembic upgrade heads` there), or were "
+            "made by metadata.create_all(); use one way to migrate per database"
+        )
 
 
 def _print_current(connection: Connection, schema: str, out: TextIO) -> None:

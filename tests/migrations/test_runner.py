@@ -6,10 +6,12 @@ import io
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.schema import CreateSchema
 
 from backfill_sa.dburl import parse_url
 from backfill_sa.errors import MigrationError
 from backfill_sa.migrations.runner import run_migrate
+from backfill_sa.models import metadata
 from tests.migrations.helpers import OUR_TABLES, tables_in, versions_in
 
 
@@ -156,3 +158,14 @@ def test_plain_and_async_url_forms_are_accepted(
     assert run_migrate(plain, schema=fresh_schema) == 0
     assert run_migrate(asyncpg, schema=fresh_schema, action="downgrade") == 0
     assert tables_in(admin_engine, fresh_schema) == set()
+
+
+def test_tables_made_by_create_all_are_not_migrated_over(
+    admin_engine: Engine, sync_db_url: str, fresh_schema: str
+) -> None:
+    with admin_engine.begin() as conn:
+        conn.execute(CreateSchema(fresh_schema))
+        metadata.create_all(conn.execution_options(schema_translate_map={"backfill": fresh_schema}))
+    with pytest.raises(MigrationError, match=r"managed elsewhere.*create_all"):
+        run_migrate(sync_db_url, schema=fresh_schema)
+    assert tables_in(admin_engine, fresh_schema) == OUR_TABLES

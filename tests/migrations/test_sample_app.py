@@ -21,7 +21,8 @@ from sqlalchemy import Engine
 from sqlalchemy.schema import CreateSchema
 
 import backfill_sa
-from backfill_sa.migrations import VERSION_LOCATION, version_location
+from backfill_sa.errors import MigrationError
+from backfill_sa.migrations import VERSION_LOCATION, upgrade, version_location
 from tests.migrations.helpers import OUR_TABLES, tables_in, versions_in
 
 SAMPLE = Path(__file__).resolve().parent / "sample_app"
@@ -187,3 +188,15 @@ def test_sql_mode_of_the_application_includes_our_ddl(sample_app: SampleApp) -> 
     assert code == 0, output
     assert f"CREATE TABLE {sample_app.app_schema}.orders" in output
     assert f"CREATE TABLE {sample_app.our_schema}.jobs" in output
+
+
+def test_start_up_upgrade_refuses_tables_the_application_history_manages(
+    sample_app: SampleApp, admin_engine: Engine
+) -> None:
+    """Mixing way (a) with way (c) is refused with a message, not a half-applied migration."""
+    code, output = sample_app.alembic("upgrade", "heads")
+    assert code == 0, output
+    with pytest.raises(MigrationError, match=r"alembic upgrade heads") as caught:
+        upgrade(admin_engine, schema=sample_app.our_schema)
+    assert f"no {sample_app.our_schema}.alembic_version" in str(caught.value)
+    assert tables_in(admin_engine, sample_app.our_schema) == OUR_TABLES
