@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     Table,
     Text,
+    all_,
     bindparam,
     case,
     cast,
@@ -339,7 +340,7 @@ def _build_release_orphans() -> Executable:
             jobs.c.state == _RUNNING,
             jobs.c.locked_by == bindparam("worker_id"),
             jobs.c.queue == bindparam("claim_queue"),
-            ~jobs.c.id.in_(bindparam("known_ids", expanding=True)),
+            jobs.c.id != all_(bindparam("known_ids", type_=ARRAY(BigInteger))),
         )
         .values(
             state=_AVAILABLE,

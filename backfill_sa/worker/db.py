@@ -1,24 +1,32 @@
-"""The worker's database access: an autocommit asyncpg engine and transient-error retries.
+"""The worker's database access: an asyncpg pool running pre-compiled Core statements.
 
-Every worker statement is a single atomic statement, so the engine runs in
-autocommit mode: one round trip per statement, no BEGIN/COMMIT. Transient errors
-(connection lost, serialization failure, admin shutdown, too many connections) are
-retried with tenacity; anything else is raised to the caller's loop, which logs it
-and carries on.
+The SQL comes from SQLAlchemy Core builders (:mod:`backfill_sa.statements`), compiled
+once per schema for the asyncpg dialect; execution goes straight to asyncpg, whose
+prepared-statement cache makes each run a single round trip with no per-call
+compilation or result-processing layer. Every worker statement is atomic on its
+own, so connections stay in autocommit (no BEGIN/COMMIT).
+
+Transient errors (connection lost, serialization failure, admin shutdown, too many
+connections) are retried with tenacity; anything else goes to the caller's loop,
+which logs it and carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import Row
+import asyncpg
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 from tenacity import (
     AsyncRetrying,
     before_sleep_log,
@@ -27,12 +35,15 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from backfill_sa.dburl import async_url
+from backfill_sa.dburl import libpq_dsn
 from backfill_sa.models import DEFAULT_SCHEMA
 
-__all__ = ["TRANSIENT_SQLSTATES", "Database", "is_transient"]
+__all__ = ["TRANSIENT_SQLSTATES", "Database", "Record", "is_transient"]
 
 logger = logging.getLogger(__name__)
+
+Record: TypeAlias = Any
+"""An ``asyncpg.Record`` (asyncpg ships no type stubs): index it by column name."""
 
 TRANSIENT_SQLSTATES = frozenset(
     {
@@ -43,11 +54,6 @@ TRANSIENT_SQLSTATES = frozenset(
         "57P02",  # crash_shutdown
         "57P03",  # cannot_connect_now
         "53300",  # too_many_connections
-        "08000",
-        "08001",
-        "08003",
-        "08004",
-        "08006",
     }
 )
 
@@ -69,6 +75,15 @@ def is_transient(exc: BaseException) -> bool:
     """Return whether ``exc`` is a database error worth retrying as it is."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
+    if isinstance(
+        exc,
+        (
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.InterfaceError,
+            asyncpg.exceptions.CannotConnectNowError,
+        ),
+    ):
+        return True
     state = _sqlstate(exc)
     if state is not None:
         return state in TRANSIENT_SQLSTATES or state.startswith("08")
@@ -77,16 +92,50 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, OSError, asyncio.TimeoutError))
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+
+
+_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+
+
+def compile_statement(
+    statement: Executable, schema: str
+) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """Compile a Core statement for asyncpg with ``backfill`` mapped to ``schema``.
+
+    Returns the SQL text (``$n`` placeholders), the parameter names in placeholder
+    order, and the values of parameters bound inside the statement itself.
+    """
+    assert isinstance(statement, ClauseElement)
+    translate = {DEFAULT_SCHEMA: schema} if schema != DEFAULT_SCHEMA else None
+    compiled = statement.compile(  # the asyncpg dialect compiles with SQLCompiler
+        dialect=_DIALECT,
+        schema_translate_map=translate,
+        render_schema_translate=translate is not None,
+    )
+    assert isinstance(compiled, SQLCompiler)
+    names = tuple(compiled.positiontup or ())
+    defaults = {n: compiled.binds[n].value for n in names if compiled.binds[n].value is not None}
+    return compiled.string, names, defaults
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
 class Database:
-    """An autocommit async engine bound to one schema, with retrying execution.
+    """An asyncpg pool bound to one schema, with retrying execution.
 
     Args:
-        url: PostgreSQL URL in any accepted form (asyncpg is used).
+        url: PostgreSQL URL in any accepted form.
         schema: schema that ``backfill`` maps to.
         pool_size: connections kept open.
         retry_for: how long transient errors are retried before giving up.
-        engine: an existing AsyncEngine to use instead (its pool is shared; the
-            autocommit and schema options are applied per connection).
     """
 
     def __init__(
@@ -96,35 +145,58 @@ class Database:
         schema: str = DEFAULT_SCHEMA,
         pool_size: int = 5,
         retry_for: timedelta = timedelta(seconds=60),
-        engine: AsyncEngine | None = None,
     ) -> None:
-        """Create the engine (no connection is opened yet)."""
-        options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
-        if schema != DEFAULT_SCHEMA:
-            options["schema_translate_map"] = {DEFAULT_SCHEMA: schema}
+        """Prepare the pool (it opens on first use)."""
         self.schema = schema
-        self._owns_engine = engine is None
-        base = engine or create_async_engine(
-            async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600
-        )
-        self.engine: AsyncEngine = base.execution_options(**options)
-        self._base = base
+        self._dsn = libpq_dsn(url)
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
         self._retry_for = retry_for.total_seconds()
+        self._compiled: dict[int, _Compiled] = {}
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=self._pool_size,
+                        init=_init_connection,
+                        max_inactive_connection_lifetime=300,
+                    )
+        return self._pool
+
+    def _compile(self, statement: Executable) -> _Compiled:
+        key = id(statement)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            sql, names, defaults = compile_statement(statement, self.schema)
+            compiled = self._compiled[key] = _Compiled(sql, names, defaults)
+        return compiled
 
     async def execute(
         self, statement: Executable, params: Mapping[str, Any] | None = None
-    ) -> Sequence[Row[Any]]:
+    ) -> Sequence[Record]:
         """Run one statement and return its rows (empty when it returns none).
 
-        The first try runs without tenacity's bookkeeping; a transient failure falls
-        back to retries with exponential backoff and jitter.
+        The statement object must live as long as this Database (the statements of
+        :mod:`backfill_sa.statements` are module constants): its compiled form is
+        cached by identity. The first try runs without tenacity's bookkeeping; a
+        transient failure falls back to retries with exponential backoff and jitter.
 
         Raises:
-            sqlalchemy.exc.DBAPIError: a non-transient error, or a transient one that
+            asyncpg.PostgresError: a non-transient error, or a transient one that
                 outlasted the retry window.
+            KeyError: a parameter the statement needs is missing.
         """
+        compiled = self._compile(statement)
+        values = params or {}
+        defaults = compiled.defaults
+        args = [values[n] if n in values else defaults.get(n) for n in compiled.names]
         try:
-            return await self._execute_once(statement, params)
+            return await self._fetch(compiled.sql, args)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -138,17 +210,20 @@ class Database:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._execute_once(statement, params)
+                return await self._fetch(compiled.sql, args)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _execute_once(
-        self, statement: Executable, params: Mapping[str, Any] | None
-    ) -> Sequence[Row[Any]]:
-        async with self.engine.connect() as conn:
-            result = await conn.execute(statement, dict(params) if params else None)
-            return result.all() if result.returns_rows else ()
+    async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Record]:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            rows: list[Record] = await conn.fetch(sql, *args)
+            return rows
 
     async def dispose(self) -> None:
-        """Close the pool if this object created it."""
-        if self._owns_engine:
-            await self._base.dispose()
+        """Close the pool."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except Exception:
+                pool.terminate()

@@ -81,10 +81,10 @@ class Executor:
         in a ``_Cancelled`` exception.
         """
         started = time.perf_counter()
-        task = self.registry.get(job.task)
+        task = self.registry.get(job["task"])
         exc: BaseException | None
         if task is None:
-            exc = UnknownTaskError(job.task)
+            exc = UnknownTaskError(job["task"])
         else:
             try:
                 await self._call(task, job)
@@ -106,35 +106,37 @@ class Executor:
         if exc is not None:
             job_logger.warning(
                 "job %s (%s) attempt %s failed: %s -> %s",
-                job.id,
-                job.task,
-                job.attempts,
+                job["id"],
+                job["task"],
+                job["attempts"],
                 type(exc).__name__,
                 outcome.kind.value,
-                extra={"job_id": job.id, "task": job.task, "queue": job.queue},
+                extra={"job_id": job["id"], "task": job["task"], "queue": job["queue"]},
             )
         return outcome
 
     def _outcome(self, job: Any, task: Task | None, exc: BaseException | None) -> Outcome:
         if exc is None:
-            return Outcome(OutcomeKind.SUCCEEDED, job.id, job.lease, job.task, job.queue)
+            return Outcome(
+                OutcomeKind.SUCCEEDED, job["id"], job["lease"], job["task"], job["queue"]
+            )
         return classify(
             exc,
-            job_id=job.id,
-            lease=job.lease,
-            task_name=job.task,
-            queue=job.queue,
-            attempt=job.attempts,
-            max_attempts=job.max_attempts,
+            job_id=job["id"],
+            lease=job["lease"],
+            task_name=job["task"],
+            queue=job["queue"],
+            attempt=job["attempts"],
+            max_attempts=job["max_attempts"],
             task=task,
-            policy=self._policy(job.retry_policy, task),
+            policy=self._policy(job["retry_policy"], task),
             rng=self._rng,
             unknown_task=task is None,
         )
 
     async def _call(self, task: Task, job: Any) -> None:
         ctx = self._context(task, job)
-        payload = task.parse_payload(job.payload)
+        payload = task.parse_payload(job["payload"])
         timeout = task.options.timeout
         if task.is_async:
             awaitable: Any = task.handler(payload, ctx)
@@ -149,22 +151,27 @@ class Executor:
             await asyncio.wait_for(awaitable, timeout.total_seconds())
 
     def _context(self, task: Task, job: Any) -> JobContext:
-        metadata: Mapping[str, Any] = job.metadata or {}
-        run_at: dt.datetime = job.run_at
+        metadata: Mapping[str, Any] = job["metadata"] or {}
+        run_at: dt.datetime = job["run_at"]
         return JobContext(
-            job_id=job.id,
-            task=job.task,
-            queue=job.queue,
-            attempt=job.attempts,
-            max_attempts=job.max_attempts,
-            priority=job.priority,
+            job_id=job["id"],
+            task=job["task"],
+            queue=job["queue"],
+            attempt=job["attempts"],
+            max_attempts=job["max_attempts"],
+            priority=job["priority"],
             run_at=run_at,
-            enqueued_at=job.created_at,
+            enqueued_at=job["created_at"],
             metadata=metadata,
             worker_id=self.worker_id,
             logger=logging.LoggerAdapter(
                 job_logger,
-                {"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempts},
+                {
+                    "job_id": job["id"],
+                    "task": job["task"],
+                    "queue": job["queue"],
+                    "attempt": job["attempts"],
+                },
             ),
         )
 

@@ -184,18 +184,18 @@ class Rescuer:
                 "limit": self.batch,
             },
         )
-        retry = [r for r in rows if r.attempts < r.max_attempts]
-        dead = [r for r in rows if r.attempts >= r.max_attempts]
+        retry = [r for r in rows if r["attempts"] < r["max_attempts"]]
+        dead = [r for r in rows if r["attempts"] >= r["max_attempts"]]
         if retry:
             errors = [
-                error_json(None, r.attempts, message=f"worker {r.locked_by} lost its claim")
+                error_json(None, r["attempts"], message=f"worker {r['locked_by']} lost its claim")
                 for r in retry
             ]
             done = await self.db.execute(
                 job_retry_many,
                 {
-                    "ids": [r.id for r in retry],
-                    "leases": [r.lease for r in retry],
+                    "ids": [r["id"] for r in retry],
+                    "leases": [r["lease"] for r in retry],
                     "delays_ms": [0] * len(retry),
                     "errors": errors,
                     "refunds": [0] * len(retry),
@@ -206,11 +206,13 @@ class Rescuer:
             done = await self.db.execute(
                 job_dead_letter_many,
                 {
-                    "ids": [r.id for r in dead],
-                    "leases": [r.lease for r in dead],
+                    "ids": [r["id"] for r in dead],
+                    "leases": [r["lease"] for r in dead],
                     "reasons": [FailureReason.MAX_ATTEMPTS_EXCEEDED.value] * len(dead),
                     "errors": [
-                        error_json(None, r.attempts, message=f"worker {r.locked_by} lost its claim")
+                        error_json(
+                            None, r["attempts"], message=f"worker {r['locked_by']} lost its claim"
+                        )
                         for r in dead
                     ],
                 },

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from backfill_sa.config import WorkerConfig
 from backfill_sa.notify import channel_for
 from backfill_sa.statements.jobs_runtime import job_claim_batch, job_release_orphans
@@ -72,7 +70,6 @@ class WorkerRunner:
     Args:
         config: the worker's settings.
         registry: the application's tasks.
-        engine: an AsyncEngine to share (optional; by default the runner makes one).
         telemetry: an object with ``record_claimed(queue, n)`` and
             ``record_outcomes(outcomes)`` methods (see :mod:`backfill_sa.telemetry`).
 
@@ -88,7 +85,6 @@ class WorkerRunner:
         config: WorkerConfig,
         registry: TaskRegistry,
         *,
-        engine: AsyncEngine | None = None,
         telemetry: Any | None = None,
     ) -> None:
         """Prepare the runner; nothing connects until :meth:`run`."""
@@ -97,7 +93,6 @@ class WorkerRunner:
         self.worker_id = config.worker_id or (
             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         )
-        self._engine = engine
         self._telemetry = telemetry
         self._stop: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
@@ -155,7 +150,6 @@ class WorkerRunner:
             cfg.database_url,
             schema=cfg.schema,
             pool_size=len(cfg.queues) + 3,
-            engine=self._engine,
         )
         completer = Completer(db, self.result, on_written=self._on_written)
         executor = Executor(self.registry, self.worker_id, threads=sum(cfg.queues.values()))
@@ -310,7 +304,7 @@ class WorkerRunner:
         loop = asyncio.get_running_loop()
         for row in rows:
             task = loop.create_task(executor.run(row))
-            state.running[task] = row.id
+            state.running[task] = row["id"]
             task.add_done_callback(functools.partial(self._job_done, state, completer, row))
         state.peak = max(state.peak, len(state.running))
 
@@ -326,11 +320,11 @@ class WorkerRunner:
             # Cancelled before the handler started: give the job back untouched.
             outcome = Outcome(
                 OutcomeKind.RETRIED,
-                row.id,
-                row.lease,
-                row.task,
-                row.queue,
-                error=error_json(None, row.attempts, message="worker shut down"),
+                row["id"],
+                row["lease"],
+                row["task"],
+                row["queue"],
+                error=error_json(None, row["attempts"], message="worker shut down"),
                 refund=1,
             )
         else:
@@ -340,15 +334,15 @@ class WorkerRunner:
             elif isinstance(exc, _Cancelled):
                 outcome = exc.outcome
             else:  # pragma: no cover - Executor.run never raises anything else
-                logger.error("job %s: executor failed", row.id, exc_info=exc)
+                logger.error("job %s: executor failed", row["id"], exc_info=exc)
                 outcome = Outcome(
                     OutcomeKind.RETRIED,
-                    row.id,
-                    row.lease,
-                    row.task,
-                    row.queue,
+                    row["id"],
+                    row["lease"],
+                    row["task"],
+                    row["queue"],
                     delay_ms=1000,
-                    error=error_json(exc, row.attempts),
+                    error=error_json(exc, row["attempts"]),
                 )
         completer.add(outcome)
         state.slot.set()
@@ -469,10 +463,10 @@ class WorkerRunner:
 
     async def _refresh_queue_settings(self, db: Database) -> None:
         for row in await db.execute(queue_settings):
-            state = self._queues.get(row.name)
+            state = self._queues.get(row["name"])
             if state is None:
                 continue
-            capacity = row.concurrency or self.config.queues[row.name]
+            capacity = row["concurrency"] or self.config.queues[row["name"]]
             if capacity != state.capacity:
                 state.capacity = capacity
                 state.slot.set()
