@@ -14,7 +14,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from benchmarks.adapters import ADAPTERS
+from benchmarks.adapters import ADAPTERS, DEFAULT_LIBS
 from benchmarks.database import server_from_env
 from benchmarks.report import render, write_json
 from benchmarks.runner import ALL_WORKLOADS, RunSettings, run
@@ -45,11 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     go = commands.add_parser("run", help="run the workloads and print the table")
     go.add_argument("--only", default="", help="workloads, e.g. W1,W3 (default: all)")
-    go.add_argument("--libs", default=",".join(ADAPTERS), help="libraries (default: all)")
+    go.add_argument(
+        "--libs",
+        default=",".join(DEFAULT_LIBS),
+        help=f"libraries, from {', '.join(ADAPTERS)} (default: {','.join(DEFAULT_LIBS)})",
+    )
     go.add_argument("--jobs", type=int, default=None, help="jobs per workload (20,000)")
     go.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file")
     go.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     go.add_argument("--backlog", type=int, default=None, help="W5's other jobs (1,000,000)")
+    go.add_argument("--runs", type=int, default=1, help="repeat each workload; report medians")
     go.add_argument("--concurrency", type=int, default=10, help="per-worker concurrency")
     go.add_argument("--profile", action="store_true", help="py-spy our worker in a W3 drain")
     go.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
@@ -87,6 +92,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     return RunSettings(
         only=only,
         libs=_names(args.libs, tuple(ADAPTERS), "--libs"),
+        runs=max(1, args.runs),
         json_path=json_path,
         profile=args.profile,
         keep_databases=args.keep_databases,

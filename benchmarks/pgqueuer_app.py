@@ -4,8 +4,10 @@ Does what ``pgq run benchmarks.pgqueuer_app:create --batch-size 10`` does (pgque
 supervisor ``pgqueuer.run`` on uvloop when installed), without its CLI, whose
 ``--log-level`` handling fails with the installed typer (``AttributeError: 'str' object
 has no attribute 'name'`` in ``setup_fancy_logger``). Reads ``BENCH_DSN``,
-``BENCH_CONCURRENCY`` (per-entrypoint limit; 0 = unbounded) and ``BENCH_BATCH_SIZE``
-(10). The handlers mirror :mod:`benchmarks.tasks`: ``noop`` and ``latency``.
+``BENCH_BATCH_SIZE`` (10), ``BENCH_MAX_CONCURRENT`` (``max_concurrent_tasks``, this
+process's limit; 0 = none) and ``BENCH_ENTRYPOINT_LIMIT`` (each entrypoint's
+``concurrency_limit``, enforced in the database across all workers; 0 = none). The
+handlers mirror :mod:`benchmarks.tasks`: ``noop`` and ``latency``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ async def create() -> AsyncIterator[PgQueuer]:
         KeyError: ``BENCH_DSN`` is not set.
     """
     connection = await asyncpg.connect(os.environ["BENCH_DSN"])
-    limit = int(os.environ.get("BENCH_CONCURRENCY", "10"))
+    limit = int(os.environ.get("BENCH_ENTRYPOINT_LIMIT", "0"))
     try:
         pgq = PgQueuer(AsyncpgDriver(connection))
 
@@ -56,7 +58,8 @@ async def create() -> AsyncIterator[PgQueuer]:
 def main() -> None:
     """Run the worker until SIGINT/SIGTERM, on uvloop when it is installed."""
     batch_size = int(os.environ.get("BENCH_BATCH_SIZE", "10"))
-    work = pgqueuer.run(create, batch_size=batch_size)
+    max_concurrent = int(os.environ.get("BENCH_MAX_CONCURRENT", "0")) or None
+    work = pgqueuer.run(create, batch_size=batch_size, max_concurrent_tasks=max_concurrent)
     try:
         import uvloop
     except ImportError:

@@ -7,6 +7,8 @@ error and the run goes on.
 
 from __future__ import annotations
 
+import os
+import statistics
 import sys
 import time
 import traceback
@@ -31,7 +33,7 @@ from benchmarks.workloads import (
     w4_pickup_latency,
 )
 
-__all__ = ["ALL_WORKLOADS", "RunSettings", "run"]
+__all__ = ["ALL_WORKLOADS", "RunSettings", "merge_runs", "run"]
 
 Workload = Callable[[Adapter, WorkloadContext], Awaitable[dict[str, object]]]
 
@@ -60,6 +62,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
 """Workload -> (function, backfill_sa only)."""
 
 ALL_WORKLOADS = ("pgbench", *WORKLOADS)
+ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W2"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class RunSettings:
 
     only: tuple[str, ...]
     libs: tuple[str, ...]
+    runs: int
     json_path: Path
     profile: bool
     keep_databases: bool
@@ -78,12 +82,16 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _headline(name: str, result: Mapping[str, object]) -> str:
-    for key in ("jobs_per_s", "p50_ms", "tps"):
+def _headline(result: Mapping[str, object]) -> str:
+    parts = []
+    for key in ("jobs_per_s", "cpu_ms_per_job", "p50_ms", "p99_ms", "worker_peak_rss_mb"):
         value = result.get(key)
         if isinstance(value, float):
-            return f"{key}={value:,.1f}"
-    return ", ".join(f"{k}={v}" for k, v in list(result.items())[:3])
+            parts.append(f"{key}={value:,.2f}")
+    insert = result.get("insert")
+    if isinstance(insert, Mapping):
+        parts.append(f"tps={insert.get('tps', 0):,.0f}")
+    return " ".join(parts) or ", ".join(f"{k}={v}" for k, v in list(result.items())[:3])
 
 
 async def _setup(settings: RunSettings, results: dict[str, Any]) -> dict[str, Adapter]:
@@ -129,8 +137,40 @@ async def _profile(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
     }
 
 
+async def _one(
+    name: str, lib: str, adapter: Adapter, workload: Workload, ctx: WorkloadContext
+) -> dict[str, object]:
+    try:
+        adapter.reset()
+        start = time.perf_counter()
+        result = await workload(adapter, ctx)
+        result["wall_s"] = time.perf_counter() - start
+        result["load_average"] = list(os.getloadavg())
+    except Exception as exc:
+        _log(f"{name} {lib}: FAILED {type(exc).__name__}: {exc}")
+        return {
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=6),
+        }
+    _log(f"{name} {lib}: {_headline(result)}")
+    return result
+
+
+def _pgbench(ctx: WorkloadContext) -> dict[str, object]:
+    try:
+        result = run_pgbench(ctx.server, ctx.pgbench_seconds)
+    except Exception as exc:
+        _log(f"pgbench: FAILED {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    _log(f"pgbench: {_headline(result)}")
+    return result
+
+
 async def run(settings: RunSettings) -> dict[str, Any]:
     """Run everything ``settings`` asks for and return the results (JSON-ready).
+
+    With several runs, each workload runs that many times in a row on every library
+    (interleaved), and the reported figures are the medians (all runs are kept).
 
     Raises:
         psycopg.Error: the server cannot be reached at all.
@@ -142,6 +182,7 @@ async def run(settings: RunSettings) -> dict[str, Any]:
         "machine": describe_machine(server),
         "settings": {
             "only": list(settings.only),
+            "runs": settings.runs,
             "jobs": ctx.jobs,
             "latency_jobs": ctx.latency_jobs,
             "latency_gap_ms": ctx.latency_gap_s * 1000,
@@ -155,37 +196,25 @@ async def run(settings: RunSettings) -> dict[str, Any]:
         "baseline": {},
     }
     began = time.perf_counter()
-    if "pgbench" in settings.only:
-        try:
-            results["baseline"]["pgbench"] = run_pgbench(server, ctx.pgbench_seconds)
-            _log(f"pgbench: {results['baseline']['pgbench']['insert']['tps']:,.0f} tps")
-        except Exception as exc:
-            results["baseline"]["pgbench"] = {"error": f"{type(exc).__name__}: {exc}"}
-            _log(f"pgbench: {exc}")
     adapters = await _setup(settings, results)
     results["libraries_run"] = [lib for lib in settings.libs if lib in ADAPTERS]
     try:
+        if "pgbench" in settings.only:
+            runs = [_pgbench(ctx) for _ in range(settings.runs)]
+            results["baseline"]["pgbench"] = merge_runs(runs)
         for name, (workload, ours_only) in WORKLOADS.items():
             if name not in settings.only:
                 continue
-            per_lib: dict[str, object] = {}
-            results["workloads"][name] = per_lib
-            for lib, adapter in adapters.items():
-                if ours_only and lib != "ours":
-                    continue
-                try:
-                    adapter.reset()
-                    start = time.perf_counter()
-                    result = await workload(adapter, ctx)
-                    result["wall_s"] = time.perf_counter() - start
-                    per_lib[lib] = result
-                    _log(f"{name} {lib}: {_headline(name, result)}")
-                except Exception as exc:
-                    per_lib[lib] = {
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "traceback": traceback.format_exc(limit=6),
-                    }
-                    _log(f"{name} {lib}: FAILED {type(exc).__name__}: {exc}")
+            per_run: dict[str, list[dict[str, object]]] = {}
+            for _ in range(settings.runs):
+                for lib, adapter in adapters.items():
+                    if ours_only and lib != "ours":
+                        continue
+                    if adapter.worker_variant and name in ENQUEUE_ONLY:
+                        continue
+                    result = await _one(name, lib, adapter, workload, ctx)
+                    per_run.setdefault(lib, []).append(result)
+            results["workloads"][name] = {lib: merge_runs(r) for lib, r in per_run.items()}
             if name == "W3" and settings.profile and "ours" in adapters:
                 try:
                     adapters["ours"].reset()
@@ -204,3 +233,31 @@ async def run(settings: RunSettings) -> dict[str, Any]:
                 _log(f"{lib}: cleanup failed: {exc}")
     results["total_s"] = time.perf_counter() - began
     return results
+
+
+def merge_runs(runs: list[dict[str, object]]) -> dict[str, object]:
+    """Merge repeated results: medians of numbers (nested too), the rest from the first
+    successful run, and every run under ``runs`` when there were several.
+    """
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return runs[0]
+    merged = _median_of(good)
+    if len(runs) > 1:
+        merged["runs"] = runs
+    return merged
+
+
+def _median_of(items: list[dict[str, object]]) -> dict[str, object]:
+    merged: dict[str, object] = {}
+    for key, first in items[0].items():
+        values = [item.get(key) for item in items]
+        if isinstance(first, bool) or not isinstance(first, (int, float, dict)):
+            merged[key] = first
+        elif isinstance(first, dict):
+            merged[key] = _median_of([v for v in values if isinstance(v, dict)])
+        else:
+            numbers = [v for v in values if isinstance(v, (int, float))]
+            same = all(n == first for n in numbers)
+            merged[key] = first if same or not numbers else statistics.median(numbers)
+    return merged

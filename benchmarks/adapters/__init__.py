@@ -22,6 +22,7 @@ from benchmarks.database import Server
 
 __all__ = [
     "ADAPTERS",
+    "DEFAULT_LIBS",
     "Adapter",
     "Payload",
     "Poller",
@@ -38,8 +39,15 @@ ADAPTERS: Mapping[str, str] = {
     "ours": "benchmarks.adapters.ours:OursAdapter",
     "pgqueuer": "benchmarks.adapters.pgqueuer_peer:PgqueuerAdapter",
     "procrastinate": "benchmarks.adapters.procrastinate_peer:ProcrastinateAdapter",
+    "pgqueuer-unbounded": "benchmarks.adapters.pgqueuer_peer:PgqueuerUnboundedAdapter",
+    "pgqueuer-entrypoint-limit": (
+        "benchmarks.adapters.pgqueuer_peer:PgqueuerEntrypointLimitAdapter"
+    ),
 }
 """Library name -> ``module:class`` of its adapter, in report order."""
+
+DEFAULT_LIBS = ("ours", "pgqueuer", "pgqueuer-unbounded", "procrastinate")
+"""What runs unless ``--libs`` says otherwise."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,9 @@ class Adapter(abc.ABC):
     """Database this adapter creates and drops."""
     tables: ClassVar[tuple[str, ...]]
     """Qualified tables emptied between workloads and analysed before a drain."""
+    worker_variant: ClassVar[bool] = False
+    """True for another worker configuration of a library already measured: the
+    enqueue-only workloads (W1, W2) would repeat that library's figures, so they skip."""
 
     def __init__(self, server: Server) -> None:
         """Bind to ``server``; nothing is created before :meth:`setup`."""

@@ -1,10 +1,14 @@
 """pgqueuer adapter: enqueue through ``Queries.enqueue`` on asyncpg; worker as ``pgq run`` does.
 
-Concurrency 10 is pgqueuer's per-entrypoint ``concurrency_limit`` with its default
-batch of 10 (``max_concurrent_tasks`` must be at least twice the batch, so it cannot
-say 10 with batches of 10). Its CLI runs on uvloop when uvloop is installed, as it is
-here, and so does our stand-in for it (:mod:`benchmarks.pgqueuer_app`): the report
-records it.
+Concurrency 10 in one process is pgqueuer's ``max_concurrent_tasks=10``, which must be
+at least twice the batch, so batches are 5 (:class:`PgqueuerAdapter`). Two variants for
+context: no limit at all with pgqueuer's default batch of 10 (``pgqueuer-unbounded``,
+the configuration behind the issue's 5,700-6,000 jobs/s), and the per-entrypoint
+``concurrency_limit=10`` (``pgqueuer-entrypoint-limit``), which pgqueuer enforces in the
+database across all workers and which costs far more per job.
+
+pgqueuer's CLI runs on uvloop when uvloop is installed, as it is here, and so does our
+stand-in for it (:mod:`benchmarks.pgqueuer_app`): the report records it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pgqueuer import AsyncpgDriver, Queries
 from benchmarks.adapters import Adapter, Payload, Poller, SqlPoller, WorkerSpec
 from benchmarks.probe import LATENCY_FILE_ENV
 
-__all__ = ["PgqueuerAdapter"]
+__all__ = ["PgqueuerAdapter", "PgqueuerEntrypointLimitAdapter", "PgqueuerUnboundedAdapter"]
 
 
 class PgqueuerAdapter(Adapter):
@@ -36,7 +40,13 @@ class PgqueuerAdapter(Adapter):
         "pgqueuer_statistics",
         "pgqueuer_schedules",
     )
-    concurrency_limit: ClassVar[int] = 10
+
+    def limits(self, concurrency: int) -> dict[str, str]:
+        """The worker's batch and limits for ``concurrency`` jobs at once in one process."""
+        return {
+            "BENCH_BATCH_SIZE": str(max(1, concurrency // 2)),
+            "BENCH_MAX_CONCURRENT": str(concurrency),
+        }
 
     _conn: asyncpg.Connection | None = None
     _queries: Queries | None = None
@@ -87,7 +97,7 @@ class PgqueuerAdapter(Adapter):
         env.update(
             {
                 "BENCH_DSN": self.dsn,
-                "BENCH_CONCURRENCY": str(sum(queues.values())),
+                **self.limits(sum(queues.values())),
                 LATENCY_FILE_ENV: str(latency_file),
             }
         )
@@ -103,3 +113,27 @@ class PgqueuerAdapter(Adapter):
         return SqlPoller(
             self.dsn, "SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')"
         )
+
+
+class PgqueuerUnboundedAdapter(PgqueuerAdapter):
+    """pgqueuer without any concurrency limit, batches of 10, in ``bench_pgq_unbounded``."""
+
+    name: ClassVar[str] = "pgqueuer-unbounded"
+    database: ClassVar[str] = "bench_pgq_unbounded"
+    worker_variant: ClassVar[bool] = True
+
+    def limits(self, concurrency: int) -> dict[str, str]:
+        """No limit; pgqueuer's default batch of 10."""
+        return {"BENCH_BATCH_SIZE": "10"}
+
+
+class PgqueuerEntrypointLimitAdapter(PgqueuerAdapter):
+    """pgqueuer with ``concurrency_limit`` per entrypoint, in ``bench_pgq_eplimit``."""
+
+    name: ClassVar[str] = "pgqueuer-entrypoint-limit"
+    database: ClassVar[str] = "bench_pgq_eplimit"
+    worker_variant: ClassVar[bool] = True
+
+    def limits(self, concurrency: int) -> dict[str, str]:
+        """``concurrency_limit=concurrency`` on each entrypoint; pgqueuer's batch of 10."""
+        return {"BENCH_BATCH_SIZE": "10", "BENCH_ENTRYPOINT_LIMIT": str(concurrency)}
