@@ -39,11 +39,6 @@ def schema_owner(admin_engine: Engine, fresh_schema: str) -> Iterator[str]:
             conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="revision bf0001 itself runs CREATE SCHEMA IF NOT EXISTS (reported; not this "
-    "module's file to change)",
-)
 def test_owner_of_a_premade_schema_can_upgrade(
     admin_engine: Engine, database_url: str, fresh_schema: str, schema_owner: str
 ) -> None:

@@ -32,7 +32,14 @@ def _ts(name: str, *, nullable: bool = False, default: bool = True) -> sa.Column
 
 def upgrade() -> None:
     schema = target_schema()
-    op.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    # Only when missing: CREATE SCHEMA, even IF NOT EXISTS, needs CREATE on the
+    # database, which a role owning a DBA-made schema does not have.
+    op.execute(
+        sa.text(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = "
+            f"'{schema}') THEN EXECUTE 'CREATE SCHEMA \"{schema}\"'; END IF; END $$"
+        )
+    )
 
     op.create_table(
         "jobs",
