@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
 from time import monotonic, perf_counter
 from types import TracebackType
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
@@ -88,16 +88,10 @@ class OutcomeKey(NamedTuple):
 
 
 class ClaimedJob(Protocol):
-    """What :meth:`Telemetry.record_claimed` reads of a claimed job (a Job or a row)."""
+    """What :meth:`Telemetry.record_claimed` reads of a claimed job: a row indexed by
+    column name (``task``, ``queue``, ``run_at``, ``created_at``)."""
 
-    @property
-    def task(self) -> str: ...
-    @property
-    def queue(self) -> str: ...
-    @property
-    def run_at(self) -> dt.datetime: ...
-    @property
-    def created_at(self) -> dt.datetime: ...
+    def __getitem__(self, key: str) -> Any: ...
 
 
 class _MetadataGetter(Getter[Mapping[str, object]]):
@@ -279,9 +273,9 @@ class Telemetry:
         counts: dict[tuple[str, str], int] = {}
         record = self._instruments.pickup_latency.record
         for job in jobs:
-            key = (job.task, job.queue)
+            key = (job["task"], job["queue"])
             counts[key] = counts.get(key, 0) + 1
-            due = max(job.run_at, job.created_at)
+            due = max(job["run_at"], job["created_at"])
             record(max((claimed_at - due).total_seconds(), 0.0), self._task_queue(*key))
         add = self._instruments.claimed.add
         for (task, queue), n in counts.items():

@@ -15,6 +15,8 @@ from typing import Any
 from backfill_sa.errors import UnknownTaskError
 from backfill_sa.retry import RetryPolicy
 from backfill_sa.tasks import JobContext, Task, TaskRegistry
+from backfill_sa.telemetry import Outcome as TelemetryOutcome
+from backfill_sa.telemetry import Telemetry
 from backfill_sa.worker.outcomes import Outcome, OutcomeKind, classify, resolve_policy
 
 __all__ = ["Executor", "ShutdownCancelled"]
@@ -33,6 +35,7 @@ class Executor:
         registry: the application's tasks.
         worker_id: this worker's id (put in each JobContext).
         threads: size of the pool for sync handlers (the total concurrency).
+        telemetry: metrics and spans.
         rng: random source for retry jitter.
     """
 
@@ -41,11 +44,13 @@ class Executor:
         registry: TaskRegistry,
         worker_id: str,
         threads: int,
+        telemetry: Telemetry,
         rng: random.Random | None = None,
     ) -> None:
         """Create the executor; the thread pool starts lazily."""
         self.registry = registry
         self.worker_id = worker_id
+        self.telemetry = telemetry
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
         self._rng = rng or random.Random()
@@ -76,34 +81,46 @@ class Executor:
     async def run(self, job: Any) -> Outcome:
         """Run ``job`` (a claimed row) and return its outcome; never raises.
 
-        A cancellation of the surrounding task (worker shutdown) becomes a retry with
-        no delay that gives the attempt back (the job did nothing wrong), carried out
-        in a ``_Cancelled`` exception.
+        The attempt runs inside a ``backfill.job`` telemetry span that continues the
+        trace stored at enqueue. A cancellation of the surrounding task (worker
+        shutdown) becomes a retry with no delay that gives the attempt back (the job
+        did nothing wrong), carried out in a ``_Cancelled`` exception.
         """
-        started = time.perf_counter()
-        task = self.registry.get(job["task"])
-        exc: BaseException | None
-        if task is None:
-            exc = UnknownTaskError(job["task"])
-        else:
-            try:
-                await self._call(task, job)
-                exc = None
-            except asyncio.CancelledError:
-                outcome = self._outcome(job, task, ShutdownCancelled("worker shut down"))
-                outcome.kind = OutcomeKind.RETRIED
-                outcome.delay_ms = 0
-                outcome.refund = 1
-                outcome.reason = None
-                outcome.duration = time.perf_counter() - started
-                raise _Cancelled(outcome) from None
-            except asyncio.TimeoutError as timeout:
-                exc = timeout
-            except Exception as error:
-                exc = error
-        outcome = self._outcome(job, task, exc)
-        outcome.duration = time.perf_counter() - started
-        if exc is not None:
+        with self.telemetry.job_span(
+            job_id=job["id"],
+            task=job["task"],
+            queue=job["queue"],
+            attempt=job["attempts"],
+            metadata=job["metadata"],
+        ) as span:
+            started = time.perf_counter()
+            task = self.registry.get(job["task"])
+            exc: BaseException | None
+            if task is None:
+                exc = UnknownTaskError(job["task"])
+            else:
+                try:
+                    await self._call(task, job)
+                    exc = None
+                except asyncio.CancelledError:
+                    outcome = self._outcome(job, task, ShutdownCancelled("worker shut down"))
+                    outcome.kind = OutcomeKind.RETRIED
+                    outcome.delay_ms = 0
+                    outcome.refund = 1
+                    outcome.reason = None
+                    outcome.duration = time.perf_counter() - started
+                    span.set_outcome(TelemetryOutcome.RETRIED)
+                    raise _Cancelled(outcome) from None
+                except Exception as error:
+                    exc = error
+            outcome = self._outcome(job, task, exc)
+            outcome.duration = time.perf_counter() - started
+            span.set_outcome(
+                TelemetryOutcome(outcome.kind.value),
+                reason=outcome.reason,
+                error=exc if outcome.kind is not OutcomeKind.SNOOZED else None,
+            )
+        if exc is not None and outcome.kind is not OutcomeKind.SNOOZED:
             job_logger.warning(
                 "job %s (%s) attempt %s failed: %s -> %s",
                 job["id"],

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from backfill_sa.models import FailureReason
@@ -141,6 +141,7 @@ class RescueResult:
     rescued: int = 0
     dead_lettered: int = 0
     workers_forgotten: int = 0
+    by_task_queue: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Rescuer:
@@ -202,6 +203,11 @@ class Rescuer:
                 },
             )
             result.rescued = len(done)
+            rescued_ids = {row["id"] for row in done}
+            for r in retry:
+                if r["id"] in rescued_ids:
+                    key = (r["task"], r["queue"])
+                    result.by_task_queue[key] = result.by_task_queue.get(key, 0) + 1
         if dead:
             done = await self.db.execute(
                 job_dead_letter_many,

@@ -19,6 +19,7 @@ import signal
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,11 +30,19 @@ from backfill_sa.notify import channel_for
 from backfill_sa.statements.jobs_runtime import job_claim_batch, job_release_orphans
 from backfill_sa.statements.workers import queue_settings
 from backfill_sa.tasks import TaskRegistry
+from backfill_sa.telemetry import Outcome as TelemetryOutcome
+from backfill_sa.telemetry import OutcomeKey, Telemetry
 from backfill_sa.worker.completer import Completer, RunResult
 from backfill_sa.worker.db import Database, is_transient
 from backfill_sa.worker.executor import Executor, _Cancelled
 from backfill_sa.worker.listener import Listener
-from backfill_sa.worker.maintenance import Heartbeat, LeaderElection, Promoter, Rescuer
+from backfill_sa.worker.maintenance import (
+    Heartbeat,
+    LeaderElection,
+    Promoter,
+    Rescuer,
+    RescueResult,
+)
 from backfill_sa.worker.outcomes import Outcome, OutcomeKind, error_json
 
 __all__ = ["WorkerHandle", "WorkerRunner"]
@@ -70,8 +79,8 @@ class WorkerRunner:
     Args:
         config: the worker's settings.
         registry: the application's tasks.
-        telemetry: an object with ``record_claimed(queue, n)`` and
-            ``record_outcomes(outcomes)`` methods (see :mod:`backfill_sa.telemetry`).
+        telemetry: where metrics and spans go (default: a :class:`Telemetry` on the
+            OpenTelemetry API's global providers, a no-op until an SDK is installed).
 
     Example::
 
@@ -85,7 +94,7 @@ class WorkerRunner:
         config: WorkerConfig,
         registry: TaskRegistry,
         *,
-        telemetry: Any | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """Prepare the runner; nothing connects until :meth:`run`."""
         self.config = config
@@ -93,7 +102,7 @@ class WorkerRunner:
         self.worker_id = config.worker_id or (
             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         )
-        self._telemetry = telemetry
+        self.telemetry = telemetry or Telemetry()
         self._stop: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
         self._queues: dict[str, _QueueState] = {}
@@ -152,7 +161,12 @@ class WorkerRunner:
             pool_size=len(cfg.queues) + 3,
         )
         completer = Completer(db, self.result, on_written=self._on_written)
-        executor = Executor(self.registry, self.worker_id, threads=sum(cfg.queues.values()))
+        executor = Executor(
+            self.registry,
+            self.worker_id,
+            threads=sum(cfg.queues.values()),
+            telemetry=self.telemetry,
+        )
         heartbeat = Heartbeat(db, self.worker_id, cfg.queues)
         leader = LeaderElection(db, self.worker_id, ttl=cfg.heartbeat_expiry)
         promoter = Promoter(db)
@@ -167,11 +181,12 @@ class WorkerRunner:
             self._install_signals(loop)
         background: list[asyncio.Task[Any]] = []
         flushed = asyncio.Event()
+        unwatch = self.telemetry.watch_running(self._running_now)
         try:
             await heartbeat.run_once()
             await self._refresh_queue_settings(db)
             if await leader.run_once():
-                self.result.rescued += (await rescuer.run_once()).rescued
+                self._record_rescue(await rescuer.run_once())
             await promoter.run_once()
             background.append(loop.create_task(completer.run(flushed)))
             if not burst:
@@ -224,11 +239,20 @@ class WorkerRunner:
             with contextlib.suppress(Exception):
                 await heartbeat.unregister()
             executor.close()
+            unwatch()
             await db.dispose()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
         return self.result
+
+    def _record_rescue(self, rescue: RescueResult) -> None:
+        self.result.rescued += rescue.rescued
+        if rescue.by_task_queue:
+            self.telemetry.record_rescued(rescue.by_task_queue)
+
+    def _running_now(self) -> dict[str, int]:
+        return {name: len(state.running) for name, state in self._queues.items()}
 
     @property
     def peak_running(self) -> dict[str, int]:
@@ -278,8 +302,7 @@ class WorkerRunner:
             if rows:
                 checked_idle = False
                 self._dispatch(state, rows, executor, completer)
-                if self._telemetry is not None:
-                    self._telemetry.record_claimed(state.name, len(rows))
+                self.telemetry.record_claimed(rows, claimed_at=rows[0]["locked_at"])
                 if len(rows) == limit:
                     continue
             if burst:
@@ -457,7 +480,7 @@ class WorkerRunner:
                 return
             if time.monotonic() - last_cleanup >= interval.total_seconds():
                 last_cleanup = time.monotonic()
-                self.result.rescued += (await rescuer.run_once()).rescued
+                self._record_rescue(await rescuer.run_once())
 
         return action
 
@@ -472,8 +495,10 @@ class WorkerRunner:
                 state.slot.set()
 
     def _on_written(self, outcomes: list[Outcome]) -> None:
-        if self._telemetry is not None:
-            self._telemetry.record_outcomes(outcomes)
+        counts: Counter[OutcomeKey] = Counter(
+            OutcomeKey(TelemetryOutcome(o.kind.value), o.task, o.queue, o.reason) for o in outcomes
+        )
+        self.telemetry.record_outcomes(counts)
 
 
 class WorkerHandle:

@@ -38,6 +38,10 @@ class Claimed:
     run_at: dt.datetime
     created_at: dt.datetime
 
+    def __getitem__(self, key: str) -> object:
+        """Rows from the worker's claim are read by column name."""
+        return getattr(self, key)
+
 
 @dataclass
 class Sdk:
