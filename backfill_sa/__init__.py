@@ -1,28 +1,119 @@
-"""backfill_sa: a PostgreSQL-backed priority job queue built as a SQLAlchemy 2.x extension."""
+"""backfill_sa: a PostgreSQL-backed priority job queue built as a SQLAlchemy 2.x extension.
+
+Enqueue inside your own transaction, run jobs with a worker::
+
+    from backfill_sa import TaskRegistry, enqueue
+
+    registry = TaskRegistry()
+
+    @registry.task("send_email", queue="fast")
+    async def send_email(payload, ctx): ...
+
+    with Session(engine) as session, session.begin():
+        session.add(Order(...))
+        enqueue(session, "send_email", {"order": 42})   # commits with the order
+
+    # python -m backfill_sa worker --tasks myapp.jobs:registry
+
+The worker lives in :mod:`backfill_sa.worker` (``WorkerRunner``), the dead-letter
+queue API in :mod:`backfill_sa.dlq`, migrations in :mod:`backfill_sa.migrations`.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from backfill_sa.config import WorkerConfig
+from backfill_sa.enqueue import (
+    EnqueueOutcome,
+    EnqueueResult,
+    JobSpec,
+    enqueue,
+    enqueue_async,
+    enqueue_bulk,
+    enqueue_bulk_async,
+    enqueue_critical,
+    enqueue_critical_async,
+    enqueue_emergency,
+    enqueue_emergency_async,
+    enqueue_fast,
+    enqueue_fast_async,
+    enqueue_many,
+    enqueue_many_async,
+)
 from backfill_sa.errors import (
     BackfillError,
     ConfigurationError,
+    InvalidPayloadError,
     JobValidationError,
     PermanentError,
     RetryableError,
     Snooze,
+    UnknownTaskError,
 )
+from backfill_sa.models import DeadLetterJob, FailureReason, Job, JobState, Queue
 from backfill_sa.priority import BULK, DEAD_LETTER, FAST, Priority
-from backfill_sa.retry import RetryPolicy
+from backfill_sa.retry import AGGRESSIVE, CONSERVATIVE, DEFAULT, PRESETS, RetryPolicy
+from backfill_sa.retry import FAST as FAST_RETRY
+from backfill_sa.tasks import JobContext, Task, TaskRegistry
+from backfill_sa.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from backfill_sa.worker import RunResult, WorkerRunner
 
 __all__ = [
+    "AGGRESSIVE",
     "BULK",
+    "CONSERVATIVE",
     "DEAD_LETTER",
+    "DEFAULT",
     "FAST",
+    "FAST_RETRY",
+    "PRESETS",
     "BackfillError",
     "ConfigurationError",
+    "DeadLetterJob",
+    "EnqueueOutcome",
+    "EnqueueResult",
+    "FailureReason",
+    "InvalidPayloadError",
+    "Job",
+    "JobContext",
+    "JobSpec",
+    "JobState",
     "JobValidationError",
     "PermanentError",
     "Priority",
+    "Queue",
     "RetryPolicy",
     "RetryableError",
+    "RunResult",
     "Snooze",
+    "Task",
+    "TaskRegistry",
+    "Telemetry",
+    "UnknownTaskError",
+    "WorkerConfig",
+    "WorkerRunner",
+    "enqueue",
+    "enqueue_async",
+    "enqueue_bulk",
+    "enqueue_bulk_async",
+    "enqueue_critical",
+    "enqueue_critical_async",
+    "enqueue_emergency",
+    "enqueue_emergency_async",
+    "enqueue_fast",
+    "enqueue_fast_async",
+    "enqueue_many",
+    "enqueue_many_async",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the worker only when it is asked for: enqueue-only apps never import it."""
+    if name in ("WorkerRunner", "RunResult"):
+        from backfill_sa import worker
+
+        return getattr(worker, name)
+    raise AttributeError(f"module 'backfill_sa' has no attribute {name!r}")
