@@ -1,0 +1,1 @@
+"""Worker runtime tests against a real PostgreSQL."""
