@@ -76,14 +76,26 @@ def _function(frame: str) -> str:
     return f"{name} ({short})"
 
 
+def _file(function: str) -> str:
+    return function.rpartition(" (")[2].rstrip(")")
+
+
+def _percent(counter: Counter[str], total: int, top: int) -> list[str]:
+    return [f"{100 * n / total:6.1f}%  {name}" for name, n in counter.most_common(top)]
+
+
 def summarize_collapsed(path: Path, top: int = 25) -> str:
-    """Summarise a collapsed-stack file: top self and inclusive functions, in % of samples.
+    """Summarise a collapsed-stack file in % of samples: the functions on top of the stack
+    (self), anywhere in it (inclusive), our own functions and files (inclusive), and the
+    share of samples inside ``backfill_sa/telemetry.py``.
 
     Raises:
         OSError: the file cannot be read.
     """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
+    files: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -95,10 +107,28 @@ def summarize_collapsed(path: Path, top: int = 25) -> str:
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
+        mine = {f for f in frames if "backfill_sa" in _file(f) or "worker/" in _file(f)}
+        for frame in mine:
+            ours[frame] += count
+        for name in {_file(f) for f in mine}:
+            files[name] += count
     if total == 0:
         return "no samples\n"
-    lines = [f"{total} samples", "", f"top {top} by self time:"]
-    lines += [f"{100 * n / total:6.1f}%  {name}" for name, n in own.most_common(top)]
-    lines += ["", f"top {top} by inclusive time:"]
-    lines += [f"{100 * n / total:6.1f}%  {name}" for name, n in inclusive.most_common(top)]
+    telemetry = files.get("backfill_sa/telemetry.py", 0)
+    lines = [
+        f"{total} samples (idle waits excluded)",
+        f"telemetry (backfill_sa/telemetry.py, inclusive): {100 * telemetry / total:.1f}%",
+        "",
+        f"top {top} by self time:",
+        *_percent(own, total, top),
+        "",
+        f"top {top} by inclusive time:",
+        *_percent(inclusive, total, top),
+        "",
+        f"backfill_sa functions by inclusive time (top {top}):",
+        *_percent(ours, total, top),
+        "",
+        "backfill_sa files by inclusive time:",
+        *_percent(files, total, top),
+    ]
     return "\n".join(lines) + "\n"
