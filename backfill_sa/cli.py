@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=str.upper,
         choices=_LOG_LEVELS,
         default=None,
-        help="worker: INFO, others: WARNING",
+        help="worker: INFO, demo: ERROR, others: WARNING",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -376,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         SystemExit: for ``--help`` and usage errors (code 2), as argparse does.
     """
     args = build_parser().parse_args(argv)
-    default_level = "INFO" if args.command == "worker" else "WARNING"
+    # The demo narrates what happens itself; worker warnings would cut its progress bar.
+    default_level = {"worker": "INFO", "demo": "ERROR"}.get(args.command, "WARNING")
     logging.basicConfig(
         level=args.log_level or default_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -50,7 +50,7 @@ from backfill_sa.retry import RetryPolicy
 from backfill_sa.tasks import JobContext, TaskRegistry
 
 if TYPE_CHECKING:
-    from backfill_sa.worker import WorkerHandle
+    from backfill_sa.worker import WorkerHandle, WorkerRunner
 
 __all__ = ["DEMO_RETRY", "DemoSummary", "run_demo"]
 
@@ -66,6 +66,7 @@ DEMO_RETRY = RetryPolicy(
 _ORDERS_PER_TRANSACTION = 25
 _MARKER = "backfill_sa demo: dropped and recreated by every demo run"
 _TIMEOUT_SECS = 45.0
+_BULK_TASKS = ("charge_card", "send_receipt")
 
 
 @dataclasses.dataclass
@@ -73,11 +74,15 @@ class _State:
     """What the demo's handlers record; owned by one run, never global."""
 
     commit_times: dict[int, float] = dataclasses.field(default_factory=dict)
-    latencies: list[float] = dataclasses.field(default_factory=list)
+    load_latencies: list[float] = dataclasses.field(default_factory=list)
+    idle_latencies: list[float] = dataclasses.field(default_factory=list)
     succeeded: int = 0
-    last_success: float = 0.0
+    bulk_succeeded: int = 0
+    bulk_done_at: float = 0.0
     warehouse_up: bool = False
     attempts: list[tuple[int, float, str]] = dataclasses.field(default_factory=list)
+    probe_committed: float = 0.0
+    probe_seen: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +90,7 @@ class DemoSummary:
     """What the demo measured and verified.
 
     Attributes:
-        jobs: jobs committed (the failing one included).
+        jobs: jobs committed (orders' jobs, latency probes and the failing job).
         succeeded: jobs whose handler succeeded, the requeued one included.
         retried: failed attempts the worker rescheduled.
         dead_lettered: jobs the worker moved to the dead-letter queue.
@@ -94,9 +99,15 @@ class DemoSummary:
         left_in_dlq: entries still in the dead-letter queue at the end (expected 0).
         rolled_back_visible: order rows plus jobs of the rolled-back transaction
             found afterwards (expected 0).
-        jobs_per_second: succeeded jobs / seconds from the first commit to the last success.
-        p50_ms: median pickup latency (commit to handler start), milliseconds.
-        p99_ms: 99th percentile pickup latency, milliseconds.
+        bulk_jobs: the orders' jobs, committed while the worker ran.
+        bulk_seconds: from the first order commit to the last of those jobs done.
+        jobs_per_second: ``bulk_jobs / bulk_seconds``.
+        idle_p50_ms: median pickup latency of jobs committed one at a time to an
+            idle worker (commit to handler start), milliseconds.
+        idle_p99_ms: 99th percentile of the same.
+        load_p50_ms: median pickup latency of the orders' jobs (includes queueing
+            behind the backlog), milliseconds.
+        load_p99_ms: 99th percentile of the same.
     """
 
     jobs: int
@@ -107,9 +118,17 @@ class DemoSummary:
     left_in_jobs: int
     left_in_dlq: int
     rolled_back_visible: int
-    jobs_per_second: float
-    p50_ms: float
-    p99_ms: float
+    bulk_jobs: int
+    bulk_seconds: float
+    idle_p50_ms: float
+    idle_p99_ms: float
+    load_p50_ms: float
+    load_p99_ms: float
+
+    @property
+    def jobs_per_second(self) -> float:
+        """Throughput of the orders' jobs: ``bulk_jobs / bulk_seconds``."""
+        return self.bulk_jobs / max(self.bulk_seconds, 1e-9)
 
     @property
     def ok(self) -> bool:
@@ -136,24 +155,32 @@ def _orders_table(schema: str) -> Table:
     )
 
 
-def _registry(state: _State) -> TaskRegistry:
+def _registry(state: _State, bulk_jobs: int) -> TaskRegistry:
     registry = TaskRegistry()
 
-    def record(payload: dict[str, Any], ctx: JobContext) -> None:
+    def bulk_job(payload: dict[str, Any], ctx: JobContext) -> None:
         started = time.monotonic()
-        committed = state.commit_times.get(int(payload.get("batch", -1)))
+        committed = state.commit_times.get(int(payload["batch"]))
         if ctx.attempt == 1 and committed is not None:
-            state.latencies.append(started - committed)
+            state.load_latencies.append(started - committed)
         state.succeeded += 1
-        state.last_success = started
+        state.bulk_succeeded += 1
+        if state.bulk_succeeded == bulk_jobs:
+            state.bulk_done_at = started
 
     @registry.task("charge_card", queue=FAST, priority=Priority.FAST_DEFAULT)
     async def charge_card(payload: dict[str, Any], ctx: JobContext) -> None:
-        record(payload, ctx)
+        bulk_job(payload, ctx)
 
     @registry.task("send_receipt", queue=BULK, priority=Priority.BULK_DEFAULT)
     async def send_receipt(payload: dict[str, Any], ctx: JobContext) -> None:
-        record(payload, ctx)
+        bulk_job(payload, ctx)
+
+    @registry.task("ping", queue=FAST, priority=Priority.FAST_HIGH)
+    async def ping(payload: dict[str, Any], ctx: JobContext) -> None:
+        state.idle_latencies.append(time.monotonic() - state.probe_committed)
+        state.succeeded += 1
+        state.probe_seen.set()
 
     @registry.task("notify_warehouse", queue=BULK, retry=DEMO_RETRY)
     async def notify_warehouse(payload: dict[str, Any], ctx: JobContext) -> None:
@@ -161,7 +188,7 @@ def _registry(state: _State) -> TaskRegistry:
             state.attempts.append((ctx.attempt, time.monotonic(), "failed"))
             raise RetryableError("warehouse API answered 503 Service Unavailable")
         state.attempts.append((ctx.attempt, time.monotonic(), "succeeded"))
-        record(payload, ctx)
+        state.succeeded += 1
 
     return registry
 
@@ -253,6 +280,18 @@ async def _rolled_back_order(engine: AsyncEngine, registry: TaskRegistry, orders
     return int(order_rows or 0) + int(job_rows or 0)
 
 
+async def _probe_latency(
+    engine: AsyncEngine, registry: TaskRegistry, state: _State, count: int
+) -> None:
+    """Commit ``count`` jobs one at a time, each after the previous one started."""
+    for probe in range(count):
+        state.probe_seen.clear()
+        async with AsyncSession(engine) as session, session.begin():
+            await registry["ping"].enqueue_async(session, {"probe": probe})
+            state.probe_committed = time.monotonic()  # commit follows at once
+        await asyncio.wait_for(state.probe_seen.wait(), timeout=_TIMEOUT_SECS)
+
+
 class _RollBack(Exception):
     """Raised inside the demo's transaction to roll it back."""
 
@@ -322,8 +361,11 @@ async def run_demo(
 
     out = out or sys.stdout
     progress = progress or sys.stderr
+    orders_count = max(1, jobs // 2)
+    bulk_jobs = orders_count * 2
+    probes = min(200, max(20, jobs // 10))
     state = _State()
-    registry = _registry(state)
+    registry = _registry(state, bulk_jobs)
     orders = _orders_table(schema)
     engine = create_async_engine(
         async_url(database_url),
@@ -339,37 +381,35 @@ async def run_demo(
     print(f"backfill_sa demo on {shown}, schema {schema!r}", file=out)
     try:
         await _fresh_schema(engine, schema, orders)
-        print(
-            f"  1. migrated a fresh schema {schema!r} and created table {schema}.orders", file=out
-        )
+        print(f"  1. migrated a fresh schema {schema!r}, created {schema}.orders", file=out)
         runner = WorkerRunner(config, registry)
         handle = runner.start()
+        await _wait_until(lambda: _listening(runner), "the worker listening", handle)
         queues = ", ".join(f"{name}={limit}" for name, limit in config.queues.items())
         print(f"  2. started a worker in this process: queues {queues}", file=out)
         stop_bar = asyncio.Event()
-        orders_count = max(1, jobs // 2)
-        total = orders_count * 2 + 1
+        total = bulk_jobs + probes + 1
         bar = asyncio.ensure_future(_progress(lambda: state.succeeded, total, progress, stop_bar))
         started = time.monotonic()
         enqueued = await _enqueue_orders(engine, registry, orders, state, orders_count)
         visible = await _rolled_back_order(engine, registry, orders)
+        await _wait_until(lambda: state.bulk_done_at > 0, "running the orders' jobs", handle)
         await _wait_until(
             lambda: runner.result.dead_lettered >= 1, "dead-lettering the flaky job", handle
         )
-        await _wait_until(lambda: state.succeeded >= enqueued - 1, "running every job", handle)
+        await _probe_latency(engine, registry, state, probes)
         async with AsyncSession(engine) as session, session.begin():
             requeued = await requeue_dead_letters_async(session, task="notify_warehouse")
             state.warehouse_up = True
-        await _wait_until(lambda: state.succeeded >= enqueued, "running the requeued job", handle)
+        await _wait_until(lambda: state.succeeded >= total, "running the requeued job", handle)
         stop_bar.set()
         await bar
         result = await handle.stop()
         async with AsyncSession(engine) as session:
             left_in_jobs = int(await session.scalar(select(func.count()).select_from(Job)) or 0)
             left_in_dlq = await count_dead_letters_async(session)
-        elapsed = max(state.last_success - started, 1e-9)
         summary = DemoSummary(
-            jobs=enqueued,
+            jobs=enqueued + probes,
             succeeded=state.succeeded,
             retried=result.retried,
             dead_lettered=result.dead_lettered,
@@ -377,68 +417,61 @@ async def run_demo(
             left_in_jobs=left_in_jobs,
             left_in_dlq=left_in_dlq,
             rolled_back_visible=visible,
-            jobs_per_second=state.succeeded / elapsed,
-            p50_ms=_percentile(state.latencies, 0.50) * 1000,
-            p99_ms=_percentile(state.latencies, 0.99) * 1000,
+            bulk_jobs=bulk_jobs,
+            bulk_seconds=state.bulk_done_at - started,
+            idle_p50_ms=_percentile(state.idle_latencies, 0.50) * 1000,
+            idle_p99_ms=_percentile(state.idle_latencies, 0.99) * 1000,
+            load_p50_ms=_percentile(state.load_latencies, 0.50) * 1000,
+            load_p99_ms=_percentile(state.load_latencies, 0.99) * 1000,
         )
-        _report(
-            summary,
-            state=state,
-            orders=orders_count,
-            elapsed=elapsed,
-            requeued_jobs=requeued.job_ids,
-            out=out,
-        )
+        _report(summary, state=state, orders=orders_count, probes=probes, out=out)
         return summary
     finally:
         await engine.dispose()
 
 
-def _report(
-    summary: DemoSummary,
-    *,
-    state: _State,
-    orders: int,
-    elapsed: float,
-    requeued_jobs: tuple[int, ...],
-    out: TextIO,
-) -> None:
+def _listening(runner: WorkerRunner) -> bool:
+    listener = runner.listener
+    return listener is not None and listener.connected.is_set()
+
+
+def _report(summary: DemoSummary, *, state: _State, orders: int, probes: int, out: TextIO) -> None:
+    def say(line: str) -> None:
+        print(line, file=out)
+
     transactions = -(-orders // _ORDERS_PER_TRANSACTION)
-    print(
-        f"  3. committed {summary.jobs} jobs with {orders} orders in {transactions} transactions"
-        " (each job in the same transaction as its order; fast and bulk queues,"
-        " priorities -10, -5, 0, 5)",
-        file=out,
+    say(
+        f"  3. committed {summary.bulk_jobs + 1} jobs with {orders} orders in {transactions}"
+        " transactions, each job with its order (queues fast and bulk, priorities -5, 0)"
     )
     seen = "neither is there" if summary.rolled_back_visible == 0 else "BUT SOMETHING IS VISIBLE"
-    print(f"  4. rolled back a transaction holding an order and its job: {seen}", file=out)
-    print("  5. notify_warehouse, a job that keeps failing (3 attempts, 100 ms backoff):", file=out)
+    say(f"  4. rolled back a transaction holding an order and its job: {seen}")
+    say("  5. notify_warehouse keeps failing (3 attempts, backoff 100 ms x2):")
     previous: float | None = None
     for attempt, moment, outcome in state.attempts:
         gap = "" if previous is None else f" ({(moment - previous) * 1000:.0f} ms later)"
-        print(f"       attempt {attempt}{gap}: {outcome}", file=out)
+        say(f"       attempt {attempt}{gap}: {outcome}")
         previous = moment
         if outcome == "failed" and attempt == DEMO_RETRY.max_attempts:
-            print("       -> dead-lettered (max_attempts_exceeded)", file=out)
-            print(
-                f"       -> warehouse fixed; requeued from the DLQ as job {requeued_jobs}", file=out
-            )
+            say("       -> dead-lettered (max_attempts_exceeded)")
+            say("       -> warehouse fixed; requeued from the DLQ:")
             previous = None
-    print("Summary", file=out)
-    print(
-        f"  throughput      {summary.jobs_per_second:,.0f} jobs/s ({summary.succeeded} jobs in"
-        f" {elapsed:.2f} s, first commit to last completion, worker running meanwhile)",
-        file=out,
+    say(f"  6. committed {probes} ping jobs one at a time to time the pickup of an idle worker")
+    say("Summary")
+    say(
+        f"  throughput      {summary.jobs_per_second:,.0f} jobs/s ({summary.bulk_jobs} jobs in"
+        f" {summary.bulk_seconds:.2f} s, first order commit to last job done)"
     )
-    print(
-        f"  pickup latency  p50 {summary.p50_ms:.1f} ms, p99 {summary.p99_ms:.1f} ms"
-        " (commit to handler start)",
-        file=out,
+    say(
+        f"  pickup latency  idle worker: p50 {summary.idle_p50_ms:.1f} ms,"
+        f" p99 {summary.idle_p99_ms:.1f} ms; while the orders poured in:"
+        f" p50 {summary.load_p50_ms:.0f} ms, p99 {summary.load_p99_ms:.0f} ms"
+        " (commit to handler start)"
     )
-    print(
-        f"  ended           succeeded {summary.succeeded}, dead-lettered {summary.dead_lettered}"
-        f" then requeued {summary.requeued} (and succeeded), retried attempts {summary.retried},"
-        f" left in jobs {summary.left_in_jobs}, left in DLQ {summary.left_in_dlq}",
-        file=out,
+    say(
+        f"  ended           succeeded {summary.succeeded} of {summary.jobs};"
+        f" dead-lettered {summary.dead_lettered}, requeued {summary.requeued} and succeeded;"
+        f" failed attempts retried {summary.retried};"
+        f" left in jobs {summary.left_in_jobs}, left in DLQ {summary.left_in_dlq}"
     )
-    print("  OK" if summary.ok else "  NOT OK: some job did not end where expected", file=out)
+    say("  OK" if summary.ok else "  NOT OK: some job did not end where expected")
