@@ -163,6 +163,9 @@ def ensure_embedded_url(data_dir: str | os.PathLike[str] | None = None) -> str:
     bin_dir = _bin_dir()
     root = resolve_data_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
+    ignore = root / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# the embedded PostgreSQL of backfill_sa\n*\n")
     pgdata = root / "pgdata"
     with _locked(root):
         running = find_running(root)
