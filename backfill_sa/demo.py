@@ -10,8 +10,10 @@ What it shows, in order:
 4. one transaction rolled back after its enqueue: neither the order nor the job exists;
 5. a job that keeps failing, retried under a fast custom :class:`RetryPolicy`,
    dead-lettered, then requeued from the DLQ once the cause is fixed, and completed;
-6. a summary: jobs per second, pickup latency p50/p99 (commit to handler start,
-   measured in the handler), and where every job ended (checked in the database).
+6. jobs committed one at a time to the idle worker, to time its pickup;
+7. a summary: jobs per second over the orders' jobs, pickup latency p50/p99 (commit
+   to handler start, measured in the handler) on the idle worker and under the
+   orders' backlog, and where every job ended (checked in the database).
 
 A progress bar goes to stderr (plain text, redrawn with ``\\r`` on a terminal).
 """
@@ -442,7 +444,7 @@ def _report(summary: DemoSummary, *, state: _State, orders: int, probes: int, ou
     transactions = -(-orders // _ORDERS_PER_TRANSACTION)
     say(
         f"  3. committed {summary.bulk_jobs + 1} jobs with {orders} orders in {transactions}"
-        " transactions, each job with its order (queues fast and bulk, priorities -5, 0)"
+        " transactions, each job with its order (queues fast and bulk, priorities -10 to 5)"
     )
     seen = "neither is there" if summary.rolled_back_visible == 0 else "BUT SOMETHING IS VISIBLE"
     say(f"  4. rolled back a transaction holding an order and its job: {seen}")
