@@ -123,6 +123,17 @@ def compile_statement(
     return compiled.string, names, defaults
 
 
+class _WorkerConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection released without asyncpg's reset round trip.
+
+    The default reset (UNLISTEN, RESET ALL, advisory unlock, CLOSE ALL) costs one
+    round trip per statement here; worker statements leave no session state behind.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -164,6 +175,7 @@ class Database:
                         min_size=1,
                         max_size=self._pool_size,
                         init=_init_connection,
+                        connection_class=_WorkerConnection,
                         max_inactive_connection_lifetime=300,
                     )
         return self._pool
