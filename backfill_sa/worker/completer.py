@@ -86,6 +86,32 @@ class Completer:
         """Ids of jobs whose outcome is queued or being written (still claimed in the DB)."""
         return set(self._unwritten)
 
+    def take_successes(self) -> list[Outcome]:
+        """Remove and return the queued successes, for a fetch to write with its claim.
+
+        The caller must hand them back with :meth:`record_written` (applied) or
+        :meth:`restore` (not applied).
+        """
+        if not self._pending:
+            return []
+        taken = [o for o in self._pending if o.kind is OutcomeKind.SUCCEEDED]
+        if taken:
+            self._pending = [o for o in self._pending if o.kind is not OutcomeKind.SUCCEEDED]
+        return taken
+
+    def restore(self, outcomes: list[Outcome]) -> None:
+        """Queue again outcomes taken by :meth:`take_successes` whose write failed."""
+        self._pending[:0] = outcomes
+        if outcomes:
+            self._wake.set()
+
+    def record_written(self, outcomes: list[Outcome], accepted_ids: set[int]) -> None:
+        """Account for outcomes written by someone else (a fetch): counts, telemetry."""
+        written = self._accepted(outcomes, accepted_ids)
+        self._unwritten.difference_update(o.job_id for o in outcomes)
+        if self.on_written is not None and written:
+            self.on_written(written)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Flush whenever outcomes arrive, until ``stop`` is set and all is written."""
         while True:
@@ -100,6 +126,8 @@ class Completer:
                 finally:
                     waiter.cancel()
                     stopper.cancel()
+                # Let a fetch that is about to claim take the successes along.
+                await asyncio.sleep(0)
                 continue
             try:
                 await self.flush()

@@ -27,13 +27,17 @@ from typing import Any
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.notify import channel_for
-from backfill_sa.statements.jobs_runtime import job_claim_batch, job_release_orphans
+from backfill_sa.statements.jobs_runtime import (
+    job_claim_batch,
+    job_complete_and_claim,
+    job_release_orphans,
+)
 from backfill_sa.statements.workers import queue_settings
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
 from backfill_sa.telemetry import OutcomeKey, Telemetry
 from backfill_sa.worker.completer import Completer, RunResult
-from backfill_sa.worker.db import Database, is_transient
+from backfill_sa.worker.db import Database, Record, is_transient
 from backfill_sa.worker.executor import Executor, _Cancelled
 from backfill_sa.worker.listener import Listener
 from backfill_sa.worker.maintenance import (
@@ -289,11 +293,14 @@ class WorkerRunner:
             limit = min(free, self.config.batch_size)
             params["limit"] = limit
             state.wake.clear()
+            done = completer.take_successes()
             try:
-                rows = await db.execute(job_claim_batch, params)
+                rows = await self._claim(db, params, done, completer)
             except asyncio.CancelledError:
+                completer.restore(done)
                 raise
             except Exception as exc:
+                completer.restore(done)
                 logger.exception("claiming from queue %r failed", state.name)
                 if is_transient(exc):
                     await self._release_orphans(state, db, completer)
@@ -320,6 +327,26 @@ class WorkerRunner:
                 checked_idle = True
                 continue
             await _wait_any(state.wake, stop, timeout=poll)
+
+    async def _claim(
+        self,
+        db: Database,
+        params: dict[str, Any],
+        done: list[Outcome],
+        completer: Completer,
+    ) -> list[Record]:
+        """Claim a batch; write ``done`` successes in the same statement if any."""
+        if not done:
+            return list(await db.execute(job_claim_batch, params))
+        params["ids"] = [o.job_id for o in done]
+        params["leases"] = [o.lease for o in done]
+        try:
+            result = await db.execute(job_complete_and_claim, params)
+        finally:
+            del params["ids"], params["leases"]
+        claimed = [r for r in result if r["done_id"] is None]
+        completer.record_written(done, {r["done_id"] for r in result if r["done_id"] is not None})
+        return claimed
 
     def _dispatch(
         self, state: _QueueState, rows: Any, executor: Executor, completer: Completer
