@@ -9,6 +9,7 @@ come from :mod:`backfill_sa.statements.jobs_insert`.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from backfill_sa.statements.jobs_insert import (
     JOBS_UPSERT_REPLACE,
     encode_batch,
 )
+from backfill_sa.telemetry import current_trace_carrier
 from backfill_sa.validation import JobRow, JobSpec
 
 __all__ = [
@@ -72,6 +74,16 @@ def _connection(session: Session) -> Connection:
     return session.connection(bind_arguments={"mapper": Job})
 
 
+def _traced(row: JobRow, carrier: dict[str, str]) -> JobRow:
+    """Return ``row`` with the caller's trace context added to its metadata."""
+    if not carrier:
+        return row
+    metadata = json.loads(row.metadata)
+    for key, value in carrier.items():
+        metadata.setdefault(key, value)
+    return row._replace(metadata=json.dumps(metadata, separators=(",", ":")))
+
+
 def _params(row: JobRow, channel: str) -> dict[str, object]:
     return {
         "new_task": row.task,
@@ -93,8 +105,10 @@ def _insert_one(conn: Connection, row: JobRow, channel: str) -> EnqueueResult:
     return EnqueueResult(job_id, _INSERTED)
 
 
-def _insert_keyed(conn: Connection, spec: JobSpec, channel: str) -> EnqueueResult:
-    params = _params(spec.row, channel)
+def _insert_keyed(
+    conn: Connection, spec: JobSpec, channel: str, carrier: dict[str, str]
+) -> EnqueueResult:
+    params = _params(_traced(spec.row, carrier), channel)
     if spec.job_key_mode == "unsafe_dedupe":
         for _ in range(_MAX_KEY_ROUNDS):
             found = conn.execute(JOBS_INSERT_DEDUPE, params).first()
@@ -135,9 +149,10 @@ def write_job(session: Session, spec: JobSpec) -> EnqueueResult:
     """Write one job in ``session``'s transaction (see ``enqueue``)."""
     conn = _connection(session)
     channel = channel_for(schema_of(conn))
+    carrier = current_trace_carrier()
     if spec.row.job_key is None:
-        return _insert_one(conn, spec.row, channel)
-    return _insert_keyed(conn, spec, channel)
+        return _insert_one(conn, _traced(spec.row, carrier), channel)
+    return _insert_keyed(conn, spec, channel, carrier)
 
 
 def write_jobs(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult]:
@@ -151,10 +166,11 @@ def write_jobs(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult
         return []
     conn = _connection(session)
     channel = channel_for(schema_of(conn))
+    carrier = current_trace_carrier()
     results: list[EnqueueResult] = []
     pending: list[JobRow] = []
     for spec in checked:
-        row = spec.row
+        row = _traced(spec.row, carrier)
         if row.job_key is None:
             pending.append(row)
             if len(pending) == BATCH_SIZE:
@@ -165,7 +181,7 @@ def write_jobs(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult
             if pending:
                 results += _insert_batch(conn, pending, channel)
                 pending = []
-            results.append(_insert_keyed(conn, spec, channel))
+            results.append(_insert_keyed(conn, spec, channel, carrier))
     if pending:
         results += _insert_batch(conn, pending, channel)
     return results

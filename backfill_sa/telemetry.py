@@ -43,6 +43,7 @@ from opentelemetry.trace import (
 )
 
 __all__ = [
+    "current_trace_carrier",
     "INSTRUMENTATION_NAME",
     "ClaimedJob",
     "EnqueueSpan",
@@ -533,3 +534,17 @@ class JobSpan(_CurrentSpan):
             self.span.set_attribute("backfill.job.outcome", outcome)
         self._end(exc)
         self._telemetry._record_duration(self._task, self._queue, outcome, seconds)
+
+
+def current_trace_carrier() -> dict[str, str]:
+    """Return the active span's W3C trace context, or ``{}`` when no span is active.
+
+    Enqueue stores it in the job's metadata so the worker's ``backfill.job`` span
+    continues the caller's trace. Without an SDK no span is ever active and this
+    costs well under a microsecond.
+    """
+    if not trace.get_current_span().get_span_context().is_valid:
+        return {}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
