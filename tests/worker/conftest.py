@@ -56,7 +56,8 @@ def config(database_url: str, schema: str) -> Callable[..., WorkerConfig]:
     """``config(**overrides)``: :func:`make_config` bound to this test's schema."""
 
     def build(**overrides: Any) -> WorkerConfig:
-        return make_config(database_url, schema, **overrides)
+        url = overrides.pop("database_url", database_url)
+        return make_config(url, schema, **overrides)
 
     return build
 
