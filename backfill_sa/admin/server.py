@@ -1,0 +1,84 @@
+"""Run the admin app with uvicorn from a database URL: what the ``admin`` CLI command calls."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from backfill_sa.admin.app import create_app
+from backfill_sa.admin.queries import schema_has_tables
+from backfill_sa.dburl import async_url
+from backfill_sa.errors import ConfigurationError
+from backfill_sa.migrations.schema import validate_schema_name
+from backfill_sa.models import DEFAULT_SCHEMA
+
+__all__ = ["serve"]
+
+
+def serve(
+    database_url: str,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    read_only: bool = False,
+) -> None:
+    """Serve the admin API and dashboard until interrupted (Ctrl-C or SIGTERM).
+
+    Creates an asyncpg engine for ``database_url``, checks that ``schema`` holds
+    backfill_sa's tables, serves :func:`~backfill_sa.admin.create_app` with uvicorn
+    and disposes of the engine on the way out. uvicorn logs through the standard
+    ``logging`` module (``uvicorn.*`` loggers); configuring logging is the caller's job.
+
+    There is no authentication: keep the default ``host`` (loopback) unless the
+    app sits behind your own authentication.
+
+    Args:
+        database_url: any PostgreSQL URL form (see :mod:`backfill_sa.dburl`).
+        schema: the schema of backfill_sa's tables.
+        host: the interface to bind; ``127.0.0.1`` keeps the app local.
+        port: the TCP port to listen on.
+        read_only: refuse every mutating request with 403.
+
+    Raises:
+        ConfigurationError: a bad URL, schema name or port, or the schema has no
+            backfill_sa tables (run the migrations first).
+        OSError: the database cannot be reached, or the port cannot be bound.
+        sqlalchemy.exc.SQLAlchemyError: the database refused the connection.
+    """
+    validate_schema_name(schema)
+    if not 0 <= port <= 65535:
+        raise ConfigurationError("port", "must be between 0 and 65535")
+    url = async_url(database_url)
+    asyncio.run(_serve(url.render_as_string(hide_password=False), schema, host, port, read_only))
+
+
+async def _serve(url: str, schema: str, host: str, port: int, read_only: bool) -> None:
+    import uvicorn
+
+    engine = create_async_engine(
+        url,
+        pool_size=4,
+        pool_pre_ping=True,
+        execution_options={"schema_translate_map": {DEFAULT_SCHEMA: schema}},
+    )
+    try:
+        await _require_tables(engine, schema)
+        app = create_app(engine, schema=schema, read_only=read_only)
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off")
+        await uvicorn.Server(config).serve()
+    finally:
+        await engine.dispose()
+
+
+async def _require_tables(engine: AsyncEngine, schema: str) -> None:
+    async with engine.connect() as connection:
+        found = await connection.scalar(schema_has_tables(schema))
+    if not found:
+        hint = "" if schema == DEFAULT_SCHEMA else f" --schema {schema}"
+        raise ConfigurationError(
+            "schema",
+            f"{schema!r} has no backfill_sa tables; "
+            f"run `python -m backfill_sa migrate{hint}` first",
+        )
