@@ -1,0 +1,141 @@
+"""Admin app fixtures: the app on the test's schema, an HTTP client, and row helpers.
+
+The client talks to the ASGI app in-process (httpx's ASGITransport) on the test's
+own event loop, so the app shares the ``async_engine`` fixture; the helpers write and
+read the real tables of the test's schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backfill_sa.admin import create_app
+from backfill_sa.models import DeadLetterJob, FailureReason, Job, Queue, Worker
+
+UTC = dt.timezone.utc
+BASE_URL = "http://admin.test"
+
+jobs: Table = Job.__table__  # type: ignore[assignment]
+dead_letters: Table = DeadLetterJob.__table__  # type: ignore[assignment]
+queues: Table = Queue.__table__  # type: ignore[assignment]
+workers: Table = Worker.__table__  # type: ignore[assignment]
+
+
+class Rows:
+    """Writes and reads rows of the test's schema, each call in its own transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def add_job(self, **values: Any) -> int:
+        """Insert a job (task ``t``, queue ``bulk``, state available unless given)."""
+        values = {"task": "t", "queue": "bulk", "payload": {"n": 1}, **values}
+        if "meta" in values:
+            values["metadata"] = values.pop("meta")
+        async with self.engine.begin() as conn:
+            return int((await conn.execute(insert(jobs).values(values).returning(jobs.c.id))).scalar_one())
+
+    async def add_dead_letter(self, **values: Any) -> int:
+        """Insert a dead-letter entry (task ``send_email``, queue ``bulk`` unless given)."""
+        moment = dt.datetime(2026, 1, 1, tzinfo=UTC)
+        defaults: dict[str, Any] = {
+            "original_job_id": 1000,
+            "task": "send_email",
+            "queue": "bulk",
+            "payload": {"to": "a@example.com"},
+            "priority": 0,
+            "max_attempts": 8,
+            "failure_reason": FailureReason.MAX_ATTEMPTS_EXCEEDED.value,
+            "failure_count": 8,
+            "last_error": {"type": "ValueError", "message": "boom", "traceback": "Traceback..."},
+            "metadata": {"tag": "x"},
+            "original_created_at": moment,
+            "original_run_at": moment,
+        }
+        async with self.engine.begin() as conn:
+            stmt = insert(dead_letters).values({**defaults, **values}).returning(dead_letters.c.id)
+            return int((await conn.execute(stmt)).scalar_one())
+
+    async def add_worker(self, worker_id: str, *, silent_for: dt.timedelta, **values: Any) -> None:
+        """Register a worker whose last heartbeat was ``silent_for`` ago (database clock)."""
+        defaults: dict[str, Any] = {"hostname": "host-a", "pid": 4242, "queues": {"bulk": 5}}
+        row = {**defaults, **values, "id": worker_id, "last_heartbeat_at": func.now() - silent_for}
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(workers).values(row))
+
+    async def add_queue(self, name: str, **values: Any) -> None:
+        """Insert a queue settings row."""
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(queues).values(name=name, **values))
+
+    async def job(self, job_id: int) -> dict[str, Any] | None:
+        """The job row with this id, or None."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        """Every job row, by id."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(jobs).order_by(jobs.c.id))
+            return [dict(row) for row in result.mappings()]
+
+    async def dead_letter_ids(self) -> list[int]:
+        """Ids of every dead-letter entry, ascending."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(dead_letters.c.id).order_by(dead_letters.c.id))
+            return list(result.scalars())
+
+    async def queue(self, name: str) -> dict[str, Any] | None:
+        """The queue settings row, or None."""
+        async with self.engine.connect() as conn:
+            stmt = select(queues).where(queues.c.name == name)
+            row = (await conn.execute(stmt)).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def clear_jobs(self) -> None:
+        """Delete every job."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(jobs))
+
+
+@pytest.fixture
+def rows(async_engine: AsyncEngine) -> Rows:
+    """Row helpers on the test's schema."""
+    return Rows(async_engine)
+
+
+def client_for(app: Any) -> httpx.AsyncClient:
+    """An httpx client that calls ``app`` in-process."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+
+
+@pytest.fixture
+async def client(async_engine: AsyncEngine, schema: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the admin app on the test's schema (read-write)."""
+    async with client_for(create_app(async_engine, schema=schema)) as http:
+        yield http
+
+
+@pytest.fixture
+async def ro_client(async_engine: AsyncEngine, schema: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the admin app in read-only mode."""
+    async with client_for(create_app(async_engine, schema=schema, read_only=True)) as http:
+        yield http
+
+
+def assert_invalid(response: httpx.Response, field: str, rule_part: str) -> None:
+    """The response is a 400 naming ``field``, with ``rule_part`` in its rule."""
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "invalid"
+    assert body["field"] == field
+    assert rule_part in body["rule"], body
+    assert body["message"] == f"{field}: {body['rule']}"
