@@ -40,7 +40,9 @@ class Rows:
         if "meta" in values:
             values["metadata"] = values.pop("meta")
         async with self.engine.begin() as conn:
-            return int((await conn.execute(insert(jobs).values(values).returning(jobs.c.id))).scalar_one())
+            return int(
+                (await conn.execute(insert(jobs).values(values).returning(jobs.c.id))).scalar_one()
+            )
 
     async def add_dead_letter(self, **values: Any) -> int:
         """Insert a dead-letter entry (task ``send_email``, queue ``bulk`` unless given)."""

@@ -179,7 +179,7 @@ async def test_dlq_list_filters_and_pages(client: httpx.AsyncClient, rows: Rows)
     body = (await client.get("/api/dlq")).json()
     assert body["total"] == 4
     assert body["entries"][0]["id"] == new  # newest first
-    assert set(e["id"] for e in body["entries"]) == {old, new, other_task, permanent}
+    assert {e["id"] for e in body["entries"]} == {old, new, other_task, permanent}
     entry = body["entries"][0]
     assert entry["error_type"] == "ValueError"
     assert entry["error_message"] == "boom"
