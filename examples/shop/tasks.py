@@ -37,7 +37,7 @@ def make_registry(database_url: str | None = None) -> TaskRegistry:
             if order is None:
                 raise PermanentError(f"order {payload['order_id']} does not exist")
             order.status = "confirmed"
-        ctx.logger.info("order %s confirmed", payload["order_id"])
+        print(f"order {payload['order_id']} confirmed (attempt {ctx.attempt})", flush=True)
 
     # An ``async def`` handler runs on the worker's event loop.
     @registry.task("send_receipt")  # default queue "bulk", priority 0

@@ -7,6 +7,9 @@ the shop its ``shop`` schema) exactly as a user would.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 
 from sqlalchemy import create_engine, func, select
 
@@ -93,3 +96,42 @@ def test_cli_worker_burst_runs_the_shop_jobs(fresh_database: str) -> None:
     engine.dispose()
     assert statuses == ["confirmed"]
     assert jobs == 0
+
+
+def test_cli_worker_runs_until_sigterm_then_exits_0(fresh_database: str) -> None:
+    env = base_env(fresh_database)
+    env["PYTHONUNBUFFERED"] = "1"
+    placed = run_command(["-m", "examples.shop.app", "--enqueue-only"], env=env)
+    assert placed.code == 0, placed.stderr
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backfill_sa",
+            "worker",
+            "--tasks",
+            "examples.shop.tasks:make_registry",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        # Each line blocks until a job has run: both are done before the signal.
+        lines = {worker.stdout.readline().strip() for _ in range(2)}
+        assert lines == {
+            "receipt for order 1 sent to ada@example.com",
+            "order 1 confirmed (attempt 1)",
+        }
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+    assert worker.returncode == 0, err
+    assert "worker: 2 succeeded" in out
