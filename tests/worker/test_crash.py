@@ -32,6 +32,7 @@ from tests.worker.conftest import (
     start_script,
     wait_for,
 )
+from tests.worker.proxy import FaultyProxy
 
 
 def _named(database_url: str, application_name: str) -> str:
@@ -230,3 +231,74 @@ async def test_worker_recovers_when_all_its_connections_are_terminated(
     assert ran == dict.fromkeys(ids, 1)  # every job ran, none twice
     assert count(sync_engine, "jobs") == 0
     assert count(sync_engine, "dead_letter_jobs") == 0
+
+
+async def test_claim_whose_reply_was_lost_is_not_left_running(
+    *,
+    database_url: str,
+    sync_engine: Engine,
+    registry: TaskRegistry,
+    config: Callable[..., WorkerConfig],
+) -> None:
+    """The server commits a claim, the connection dies before the reply arrives.
+
+    The worker never learns which jobs it claimed. They must not stay ``running``
+    under a live worker's name (the rescuer leaves live workers' claims alone for
+    the 30-minute stale-lock timeout): the worker has to give them back.
+    """
+    total = 10
+    ran: Counter[int] = Counter()
+    all_done = asyncio.Event()
+
+    @registry.task("work")
+    async def work(payload: Any, ctx: JobContext) -> None:
+        ran[ctx.job_id] += 1
+        if len(ran) == total:
+            all_done.set()
+
+    target = make_url(database_url)
+    proxy = FaultyProxy(target.host or "127.0.0.1", target.port or 5432)
+    port = await proxy.start()
+    via_proxy = target.set(host="127.0.0.1", port=port)
+    runner = WorkerRunner(
+        config(
+            database_url=via_proxy.render_as_string(hide_password=False),
+            worker_id="lossy",
+            queues={"bulk": 4},
+            # No leader renewal inside the test's window: the claim is the only
+            # statement that returns rows.
+            heartbeat_interval=timedelta(minutes=1),
+            heartbeat_expiry=timedelta(minutes=2),
+        ),
+        registry,
+    )
+    handle = runner.start()
+    try:
+        await wait_for(
+            lambda: runner.listener is not None and runner.listener.connected.is_set(),
+            what="the LISTEN connection",
+        )
+        proxy.armed = True
+        ids = add_jobs(sync_engine, [JobSpec("work", {"n": n}) for n in range(total)])
+        await asyncio.wait_for(proxy.tripped.wait(), timeout=10)
+        lost = rows(sync_engine, "SELECT id FROM {s}.jobs WHERE state = 'running'")
+        assert len(lost) == 4, "the claim of 4 jobs committed; its reply was swallowed"
+        assert proxy.cut_dark() == 1
+
+        try:
+            await asyncio.wait_for(all_done.wait(), timeout=10)
+        except asyncio.TimeoutError:
+            stuck = rows(
+                sync_engine,
+                "SELECT id, state, locked_by, attempts FROM {s}.jobs ORDER BY id",
+            )
+            raise AssertionError(
+                f"jobs never ran: {sorted(set(ids) - set(ran))}; still in the table: {stuck}"
+            ) from None
+    finally:
+        result = await asyncio.wait_for(handle.stop(), timeout=20)
+        await proxy.close()
+
+    assert ran == dict.fromkeys(ids, 1)
+    assert result.succeeded == total
+    assert count(sync_engine, "jobs") == 0

@@ -1,0 +1,162 @@
+"""A TCP proxy in front of PostgreSQL that can lose one reply after the server committed.
+
+Real network faults for tests, not mocks: the worker talks to the real server
+through this proxy. When :attr:`FaultyProxy.armed`, the first reply that carries
+rows (a ``DataRow`` message) is forwarded up to nothing: the proxy swallows it and
+everything after it on that connection, from the ``ReadyForQuery`` that follows
+(so the server has committed), and sets :attr:`FaultyProxy.tripped`. The test then
+calls :meth:`FaultyProxy.cut_dark` and the client sees its connection drop, like a
+network failure between the commit and the reply.
+
+The proxy answers the client's TLS (and GSS) encryption request with "no" itself:
+it reads PostgreSQL's message framing, which encryption would hide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+_DATA_ROW = ord("D")
+_READY_FOR_QUERY = ord("Z")
+_NOTIFICATION = ord("A")
+# SSLRequest and GSSENCRequest: length 8, then a magic request code.
+_ENCRYPTION_REQUESTS = frozenset(
+    (8).to_bytes(4, "big") + code.to_bytes(4, "big") for code in (80877103, 80877104)
+)
+
+
+class _Link:
+    """One client connection and its upstream connection."""
+
+    def __init__(self, client: asyncio.StreamWriter, server: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.server = server
+        self.dark = False
+        self.saw_rows = False
+        self.held = bytearray()
+
+    def abort(self) -> None:
+        for writer in (self.client, self.server):
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+
+
+class FaultyProxy:
+    """Forwards bytes between clients and ``host:port``; can lose one reply on demand.
+
+    Args:
+        host: the PostgreSQL server's host.
+        port: the PostgreSQL server's port.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        """Prepare the proxy; :meth:`start` listens."""
+        self.host = host
+        self.port = port
+        self.armed = False
+        self.tripped = asyncio.Event()
+        self._links: set[_Link] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        """Listen on a free local port and return it."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def cut_dark(self) -> int:
+        """Drop the connections whose replies are being swallowed; return how many."""
+        dark = [link for link in self._links if link.dark]
+        for link in dark:
+            link.abort()
+        return len(dark)
+
+    async def close(self) -> None:
+        """Stop listening and drop every connection."""
+        if self._server is not None:
+            self._server.close()
+        for link in list(self._links):
+            link.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            writer.transport.abort()
+            return
+        link = _Link(writer, up_writer)
+        self._links.add(link)
+        try:
+            await asyncio.gather(
+                self._client_to_server(reader, link), self._server_to_client(up_reader, link)
+            )
+        finally:
+            link.abort()
+            self._links.discard(link)
+
+    async def _client_to_server(self, reader: asyncio.StreamReader, link: _Link) -> None:
+        try:
+            # Refuse TLS and GSS encryption ourselves, so the session stays readable.
+            while True:
+                first = await reader.readexactly(8)
+                if first not in _ENCRYPTION_REQUESTS:
+                    link.server.write(first)
+                    break
+                link.client.write(b"N")
+                await link.client.drain()
+            while data := await reader.read(65536):
+                link.server.write(data)
+                await link.server.drain()
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            link.abort()
+
+    async def _server_to_client(self, reader: asyncio.StreamReader, link: _Link) -> None:
+        buffer = bytearray()
+        try:
+            while data := await reader.read(65536):
+                buffer += data
+                out = bytearray()
+                while len(buffer) >= 5:
+                    size = 1 + int.from_bytes(buffer[1:5], "big")
+                    if len(buffer) < size:
+                        break
+                    message, buffer = bytes(buffer[:size]), buffer[size:]
+                    out += self._pass(link, message)
+                if out:
+                    link.client.write(out)
+                    await link.client.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            link.abort()
+
+    def _pass(self, link: _Link, message: bytes) -> bytes:
+        """Return what of ``message`` (and of the reply held so far) goes to the client."""
+        kind = message[0]
+        if link.dark:
+            return b""
+        if kind == _NOTIFICATION:  # asynchronous, outside any reply
+            return message
+        if not self.armed:
+            released, link.held = bytes(link.held) + message, bytearray()
+            return released
+        # Armed: hold each reply until its ReadyForQuery, then decide.
+        link.held += message
+        if kind == _DATA_ROW:
+            link.saw_rows = True
+        if kind != _READY_FOR_QUERY:
+            return b""
+        rows, link.saw_rows = link.saw_rows, False
+        released, link.held = bytes(link.held), bytearray()
+        if not rows:
+            return released
+        # The reply with rows is complete, so committed: lose it and all that follows.
+        link.dark = True
+        self.armed = False
+        self.tripped.set()
+        return b""
