@@ -45,6 +45,7 @@ from sqlalchemy.schema import CreateSchema, DropSchema
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.dburl import async_url, parse_url
+from backfill_sa.demo_summary import DemoSummary, percentile, progress_bar, report
 from backfill_sa.errors import ConfigurationError, RetryableError
 from backfill_sa.models import DEFAULT_SCHEMA, Job
 from backfill_sa.priority import BULK, FAST, Priority
@@ -68,7 +69,6 @@ DEMO_RETRY = RetryPolicy(
 _ORDERS_PER_TRANSACTION = 25
 _MARKER = "backfill_sa demo: dropped and recreated by every demo run"
 _TIMEOUT_SECS = 45.0
-_BULK_TASKS = ("charge_card", "send_receipt")
 
 
 @dataclasses.dataclass
@@ -85,64 +85,6 @@ class _State:
     attempts: list[tuple[int, float, str]] = dataclasses.field(default_factory=list)
     probe_committed: float = 0.0
     probe_seen: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoSummary:
-    """What the demo measured and verified.
-
-    Attributes:
-        jobs: jobs committed (orders' jobs, latency probes and the failing job).
-        succeeded: jobs whose handler succeeded, the requeued one included.
-        retried: failed attempts the worker rescheduled.
-        dead_lettered: jobs the worker moved to the dead-letter queue.
-        requeued: dead-letter entries moved back to the jobs table.
-        left_in_jobs: rows still in the jobs table at the end (expected 0).
-        left_in_dlq: entries still in the dead-letter queue at the end (expected 0).
-        rolled_back_visible: order rows plus jobs of the rolled-back transaction
-            found afterwards (expected 0).
-        bulk_jobs: the orders' jobs, committed while the worker ran.
-        bulk_seconds: from the first order commit to the last of those jobs done.
-        jobs_per_second: ``bulk_jobs / bulk_seconds``.
-        idle_p50_ms: median pickup latency of jobs committed one at a time to an
-            idle worker (commit to handler start), milliseconds.
-        idle_p99_ms: 99th percentile of the same.
-        load_p50_ms: median pickup latency of the orders' jobs (includes queueing
-            behind the backlog), milliseconds.
-        load_p99_ms: 99th percentile of the same.
-    """
-
-    jobs: int
-    succeeded: int
-    retried: int
-    dead_lettered: int
-    requeued: int
-    left_in_jobs: int
-    left_in_dlq: int
-    rolled_back_visible: int
-    bulk_jobs: int
-    bulk_seconds: float
-    idle_p50_ms: float
-    idle_p99_ms: float
-    load_p50_ms: float
-    load_p99_ms: float
-
-    @property
-    def jobs_per_second(self) -> float:
-        """Throughput of the orders' jobs: ``bulk_jobs / bulk_seconds``."""
-        return self.bulk_jobs / max(self.bulk_seconds, 1e-9)
-
-    @property
-    def ok(self) -> bool:
-        """Whether every job ended where the demo expects it."""
-        return (
-            self.succeeded == self.jobs
-            and self.dead_lettered == 1
-            and self.requeued == 1
-            and self.left_in_jobs == 0
-            and self.left_in_dlq == 0
-            and self.rolled_back_visible == 0
-        )
 
 
 def _orders_table(schema: str) -> Table:
@@ -309,33 +251,6 @@ async def _wait_until(condition: Callable[[], bool], what: str, worker: WorkerHa
         await asyncio.sleep(0.01)
 
 
-async def _progress(done: Callable[[], int], total: int, out: TextIO, stop: asyncio.Event) -> None:
-    started = time.monotonic()
-    live = out.isatty()
-
-    def draw(end: str) -> None:
-        count = min(done(), total)
-        filled = int(30 * count / total)
-        rate = count / max(time.monotonic() - started, 1e-9)
-        out.write(
-            f"\r  [{'#' * filled}{'.' * (30 - filled)}] {count}/{total} jobs  {rate:,.0f}/s{end}"
-        )
-        out.flush()
-
-    while not stop.is_set():
-        if live:
-            draw("")
-        await asyncio.sleep(0.1)
-    draw("\n")
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 async def run_demo(
     database_url: str,
     *,
@@ -391,7 +306,9 @@ async def run_demo(
         print(f"  2. started a worker in this process: queues {queues}", file=out)
         stop_bar = asyncio.Event()
         total = bulk_jobs + probes + 1
-        bar = asyncio.ensure_future(_progress(lambda: state.succeeded, total, progress, stop_bar))
+        bar = asyncio.ensure_future(
+            progress_bar(lambda: state.succeeded, total, progress, stop_bar)
+        )
         started = time.monotonic()
         enqueued = await _enqueue_orders(engine, registry, orders, state, orders_count)
         visible = await _rolled_back_order(engine, registry, orders)
@@ -421,12 +338,20 @@ async def run_demo(
             rolled_back_visible=visible,
             bulk_jobs=bulk_jobs,
             bulk_seconds=state.bulk_done_at - started,
-            idle_p50_ms=_percentile(state.idle_latencies, 0.50) * 1000,
-            idle_p99_ms=_percentile(state.idle_latencies, 0.99) * 1000,
-            load_p50_ms=_percentile(state.load_latencies, 0.50) * 1000,
-            load_p99_ms=_percentile(state.load_latencies, 0.99) * 1000,
+            idle_p50_ms=percentile(state.idle_latencies, 0.50) * 1000,
+            idle_p99_ms=percentile(state.idle_latencies, 0.99) * 1000,
+            load_p50_ms=percentile(state.load_latencies, 0.50) * 1000,
+            load_p99_ms=percentile(state.load_latencies, 0.99) * 1000,
         )
-        _report(summary, state=state, orders=orders_count, probes=probes, out=out)
+        report(
+            summary,
+            attempts=state.attempts,
+            max_attempts=DEMO_RETRY.max_attempts,
+            orders=orders_count,
+            transactions=-(-orders_count // _ORDERS_PER_TRANSACTION),
+            probes=probes,
+            out=out,
+        )
         return summary
     finally:
         await engine.dispose()
@@ -435,45 +360,3 @@ async def run_demo(
 def _listening(runner: WorkerRunner) -> bool:
     listener = runner.listener
     return listener is not None and listener.connected.is_set()
-
-
-def _report(summary: DemoSummary, *, state: _State, orders: int, probes: int, out: TextIO) -> None:
-    def say(line: str) -> None:
-        print(line, file=out)
-
-    transactions = -(-orders // _ORDERS_PER_TRANSACTION)
-    say(
-        f"  3. committed {summary.bulk_jobs + 1} jobs with {orders} orders in {transactions}"
-        " transactions, each job with its order (queues fast and bulk, priorities -10 to 5)"
-    )
-    seen = "neither is there" if summary.rolled_back_visible == 0 else "BUT SOMETHING IS VISIBLE"
-    say(f"  4. rolled back a transaction holding an order and its job: {seen}")
-    say("  5. notify_warehouse keeps failing (3 attempts, backoff 100 ms x2):")
-    previous: float | None = None
-    for attempt, moment, outcome in state.attempts:
-        gap = "" if previous is None else f" ({(moment - previous) * 1000:.0f} ms later)"
-        say(f"       attempt {attempt}{gap}: {outcome}")
-        previous = moment
-        if outcome == "failed" and attempt == DEMO_RETRY.max_attempts:
-            say("       -> dead-lettered (max_attempts_exceeded)")
-            say("       -> warehouse fixed; requeued from the DLQ:")
-            previous = None
-    say(f"  6. committed {probes} ping jobs one at a time to time the pickup of an idle worker")
-    say("Summary")
-    say(
-        f"  throughput      {summary.jobs_per_second:,.0f} jobs/s ({summary.bulk_jobs} jobs in"
-        f" {summary.bulk_seconds:.2f} s, first order commit to last job done)"
-    )
-    say(
-        f"  pickup latency  idle worker: p50 {summary.idle_p50_ms:.1f} ms,"
-        f" p99 {summary.idle_p99_ms:.1f} ms; while the orders poured in:"
-        f" p50 {summary.load_p50_ms:.0f} ms, p99 {summary.load_p99_ms:.0f} ms"
-        " (commit to handler start)"
-    )
-    say(
-        f"  ended           succeeded {summary.succeeded} of {summary.jobs};"
-        f" dead-lettered {summary.dead_lettered}, requeued {summary.requeued} and succeeded;"
-        f" failed attempts retried {summary.retried};"
-        f" left in jobs {summary.left_in_jobs}, left in DLQ {summary.left_in_dlq}"
-    )
-    say("  OK" if summary.ok else "  NOT OK: some job did not end where expected")
