@@ -189,7 +189,11 @@ class Database:
         return compiled
 
     async def execute(
-        self, statement: Executable, params: Mapping[str, Any] | None = None
+        self,
+        statement: Executable,
+        params: Mapping[str, Any] | None = None,
+        *,
+        retry: bool = True,
     ) -> Sequence[Record]:
         """Run one statement and return its rows (empty when it returns none).
 
@@ -197,6 +201,9 @@ class Database:
         :mod:`backfill_sa.statements` are module constants): its compiled form is
         cached by identity. The first try runs without tenacity's bookkeeping; a
         transient failure falls back to retries with exponential backoff and jitter.
+        ``retry=False`` raises the first failure instead: for statements that are not
+        safe to repeat blindly (a claim whose reply was lost has taken jobs that only
+        the caller can give back).
 
         Raises:
             asyncpg.PostgresError: a non-transient error, or a transient one that
@@ -210,7 +217,7 @@ class Database:
         try:
             return await self._fetch(compiled.sql, args)
         except Exception as exc:
-            if not is_transient(exc):
+            if not retry or not is_transient(exc):
                 raise
             logger.warning("transient database error, retrying: %s", exc)
         retrying = AsyncRetrying(

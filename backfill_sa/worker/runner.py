@@ -337,11 +337,11 @@ class WorkerRunner:
     ) -> list[Record]:
         """Claim a batch; write ``done`` successes in the same statement if any."""
         if not done:
-            return list(await db.execute(job_claim_batch, params))
+            return list(await db.execute(job_claim_batch, params, retry=False))
         params["ids"] = [o.job_id for o in done]
         params["leases"] = [o.lease for o in done]
         try:
-            result = await db.execute(job_complete_and_claim, params)
+            result = await db.execute(job_complete_and_claim, params, retry=False)
         finally:
             del params["ids"], params["leases"]
         claimed = [r for r in result if r["done_id"] is None]
