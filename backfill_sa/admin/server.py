@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backfill_sa.admin.app import create_app
@@ -14,6 +17,8 @@ from backfill_sa.migrations.schema import validate_schema_name
 from backfill_sa.models import DEFAULT_SCHEMA
 
 __all__ = ["serve"]
+
+logger = logging.getLogger(__name__)
 
 
 def serve(
@@ -28,8 +33,9 @@ def serve(
 
     Creates an asyncpg engine for ``database_url``, checks that ``schema`` holds
     backfill_sa's tables, serves :func:`~backfill_sa.admin.create_app` with uvicorn
-    and disposes of the engine on the way out. uvicorn logs through the standard
-    ``logging`` module (``uvicorn.*`` loggers); configuring logging is the caller's job.
+    and disposes of the engine on the way out. Once listening it logs
+    ``admin: serving http://HOST:PORT/`` at INFO (``backfill_sa.admin.server``); uvicorn
+    logs through ``uvicorn.*`` loggers. Configuring logging is the caller's job.
 
     There is no authentication: keep the default ``host`` (loopback) unless the
     app sits behind your own authentication.
@@ -38,23 +44,23 @@ def serve(
         database_url: any PostgreSQL URL form (see :mod:`backfill_sa.dburl`).
         schema: the schema of backfill_sa's tables.
         host: the interface to bind; ``127.0.0.1`` keeps the app local.
-        port: the TCP port to listen on.
+        port: the TCP port to listen on (0: any free port, shown in the log line).
         read_only: refuse every mutating request with 403.
 
     Raises:
         ConfigurationError: a bad URL, schema name or port, or the schema has no
             backfill_sa tables (run the migrations first).
-        OSError: the database cannot be reached, or the port cannot be bound.
+        OSError: the database cannot be reached, or ``host``/``port`` cannot be bound
+            (address in use, unknown host).
         sqlalchemy.exc.SQLAlchemyError: the database refused the connection.
     """
     validate_schema_name(schema)
     if not 0 <= port <= 65535:
         raise ConfigurationError("port", "must be between 0 and 65535")
-    url = async_url(database_url)
-    asyncio.run(_serve(url.render_as_string(hide_password=False), schema, host, port, read_only))
+    asyncio.run(_serve(async_url(database_url), schema, host, port, read_only))
 
 
-async def _serve(url: str, schema: str, host: str, port: int, read_only: bool) -> None:
+async def _serve(url: URL, schema: str, host: str, port: int, read_only: bool) -> None:
     import uvicorn
 
     engine = create_async_engine(
@@ -67,7 +73,21 @@ async def _serve(url: str, schema: str, host: str, port: int, read_only: bool) -
         await _require_tables(engine, schema)
         app = create_app(engine, schema=schema, read_only=read_only)
         config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off")
-        await uvicorn.Server(config).serve()
+        # Bound here, not by uvicorn, so that a taken port is an OSError for the
+        # caller rather than uvicorn's sys.exit(1).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.create_server((host, port), family=family) as listener:
+            bound = listener.getsockname()[1]
+            shown = f"[{host}]" if ":" in host else host
+            logger.info(
+                "admin: serving http://%s:%d/ (schema %r%s)",
+                shown,
+                bound,
+                schema,
+                ", read-only" if read_only else "",
+                extra={"host": host, "port": bound, "schema": schema, "read_only": read_only},
+            )
+            await uvicorn.Server(config).serve(sockets=[listener])
     finally:
         await engine.dispose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
@@ -23,15 +24,9 @@ serve(sys.argv[1], schema=sys.argv[2], port=int(sys.argv[3]), read_only=True)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_serve_refuses_an_unmigrated_schema(database_url: str) -> None:
     with pytest.raises(ConfigurationError) as info:
-        serve(database_url, schema="t_admin_not_migrated", port=_free_port())
+        serve(database_url, schema="t_admin_not_migrated", port=0)
     assert info.value.field == "schema"
     assert "python -m backfill_sa migrate --schema t_admin_not_migrated" in info.value.rule
 
@@ -47,28 +42,35 @@ def test_serve_refuses_bad_settings(
     assert info.value.field == field
 
 
+def test_serve_reports_a_taken_port(database_url: str, schema: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = int(taken.getsockname()[1])
+        with pytest.raises(OSError, match="in use"):
+            serve(database_url, schema=schema, port=port)
+
+
 async def test_serve_answers_http_until_interrupted(
     database_url: str, schema: str, rows: Rows
 ) -> None:
     await rows.add_job(queue="served")
-    port = _free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _SCRIPT,
         database_url,
         schema,
-        str(port),
+        "0",
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stderr is not None
     try:
         log = b""
-        while b"Uvicorn running on" not in log:
+        while (found := re.search(rb"admin: serving http://127\.0\.0\.1:(\d+)/", log)) is None:
             line = await asyncio.wait_for(process.stderr.readline(), timeout=30)
             assert line, f"server exited early: {log.decode()}"
             log += line
+        port = int(found[1])
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             overview = await http.get("/api/overview")
             refused = await http.post("/api/queues/served/pause")
