@@ -1,10 +1,11 @@
-"""Command line: ``python -m benchmarks run [options]`` and ``python -m benchmarks show``.
+"""Command line: ``python -m benchmarks run [options]``, ``show`` and ``imports``.
 
 Examples::
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python -m benchmarks run
     python -m benchmarks run --quick --libs ours,pgqueuer --only W1,W3
     python -m benchmarks show benchmarks/results/latest.json --markdown
+    python -m benchmarks imports
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from benchmarks.adapters import ADAPTERS, DEFAULT_LIBS
 from benchmarks.database import server_from_env
+from benchmarks.imports import measure_imports, render_imports
 from benchmarks.report import render, write_json
 from benchmarks.runner import ALL_WORKLOADS, RunSettings, run
 from benchmarks.workloads import WorkloadContext
@@ -59,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     go.add_argument("--profile", action="store_true", help="py-spy our worker in a W3 drain")
     go.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
     go.add_argument("--keep-databases", action="store_true", help="do not drop bench_* dbs")
+    commands.add_parser("imports", help="what the worker's imports cost (RSS, time)")
     show = commands.add_parser("show", help="print the table of a results file")
     show.add_argument("path", type=Path, nargs="?", default=DEFAULT_JSON)
     show.add_argument("--markdown", action="store_true", help="as a Markdown table")
@@ -108,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "imports":
+        print(render_imports(measure_imports()), end="")
+        return 0
     if args.command == "show":
         path: Path = args.path
         print(render(json.loads(path.read_text()), markdown=args.markdown), end="")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.imports import summary_line
+
 __all__ = ["Row", "ROWS", "render", "write_json"]
 
 Results = Mapping[str, Any]
@@ -144,6 +146,11 @@ def _extras(results: Results) -> list[str]:
                 f"  {label:>10}: p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms"
                 f"  (n={summary['count']})"
             )
+    imports = results.get("imports")
+    if isinstance(imports, list):
+        line = summary_line(imports)
+        if line:
+            lines.append(line)
     for workload, per_lib in workloads.items():
         for lib, result in per_lib.items():
             if isinstance(result, Mapping) and "error" in result:

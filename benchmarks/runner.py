@@ -20,6 +20,7 @@ from typing import Any
 from benchmarks.adapters import ADAPTERS, Adapter, load_adapter
 from benchmarks.database import Server
 from benchmarks.drain import measure_drain
+from benchmarks.imports import measure_imports
 from benchmarks.machine import describe_machine, package_version
 from benchmarks.pgbench import run_pgbench
 from benchmarks.profiling import Profiler, summarize_collapsed
@@ -196,6 +197,10 @@ async def run(settings: RunSettings) -> dict[str, Any]:
         "baseline": {},
     }
     began = time.perf_counter()
+    try:
+        results["imports"] = measure_imports()
+    except RuntimeError as exc:
+        results["imports"] = [{"module": "-", "error": str(exc)}]
     adapters = await _setup(settings, results)
     results["libraries_run"] = [lib for lib in settings.libs if lib in ADAPTERS]
     try:
