@@ -117,7 +117,6 @@ def create_app(
 
 
 async def _dashboard(request: Request) -> Response:
-    query_params(request, ())
     return dashboard_response()
 
 
@@ -133,7 +132,12 @@ def _error_response(request: Request, exc: Exception) -> Response:
         response.headers.update(exc.headers or {})
         return response
     if isinstance(exc, (SQLAlchemyError, OSError)):
-        logger.warning("admin: database error on %s", request.url.path, exc_info=exc)
+        logger.warning(
+            "admin: database error on %s",
+            request.url.path,
+            exc_info=exc,
+            extra={"path": request.url.path},
+        )
         cause = getattr(exc, "orig", None) or exc
         message = " ".join(str(cause).split()) or type(cause).__name__
         return ApiError(503, "database", f"database error: {message}").response()
