@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -28,6 +29,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     read_only: bool = False,
+    on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the admin API and dashboard until interrupted (Ctrl-C or SIGTERM).
 
@@ -46,6 +48,8 @@ def serve(
         host: the interface to bind; ``127.0.0.1`` keeps the app local.
         port: the TCP port to listen on (0: any free port, shown in the log line).
         read_only: refuse every mutating request with 403.
+        on_ready: called with the app's URL (``http://HOST:PORT/``) once the port is
+            bound, before the first request is served; e.g. to print it.
 
     Raises:
         ConfigurationError: a bad URL, schema name or port, or the schema has no
@@ -57,10 +61,21 @@ def serve(
     validate_schema_name(schema)
     if not 0 <= port <= 65535:
         raise ConfigurationError("port", "must be between 0 and 65535")
-    asyncio.run(_serve(async_url(database_url), schema, host, port, read_only))
+    url = async_url(database_url)
+    asyncio.run(
+        _serve(url, schema=schema, host=host, port=port, read_only=read_only, on_ready=on_ready)
+    )
 
 
-async def _serve(url: URL, schema: str, host: str, port: int, read_only: bool) -> None:
+async def _serve(
+    url: URL,
+    *,
+    schema: str,
+    host: str,
+    port: int,
+    read_only: bool,
+    on_ready: Callable[[str], None] | None,
+) -> None:
     import uvicorn
 
     engine = create_async_engine(
@@ -77,16 +92,17 @@ async def _serve(url: URL, schema: str, host: str, port: int, read_only: bool) -
         # caller rather than uvicorn's sys.exit(1).
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.create_server((host, port), family=family) as listener:
-            bound = listener.getsockname()[1]
-            shown = f"[{host}]" if ":" in host else host
+            bound = int(listener.getsockname()[1])
+            address = f"http://{f'[{host}]' if ':' in host else host}:{bound}/"
             logger.info(
-                "admin: serving http://%s:%d/ (schema %r%s)",
-                shown,
-                bound,
+                "admin: serving %s (schema %r%s)",
+                address,
                 schema,
                 ", read-only" if read_only else "",
                 extra={"host": host, "port": bound, "schema": schema, "read_only": read_only},
             )
+            if on_ready is not None:
+                on_ready(address)
             await uvicorn.Server(config).serve(sockets=[listener])
     finally:
         await engine.dispose()

@@ -20,7 +20,13 @@ _SCRIPT = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 from backfill_sa.admin import serve
-serve(sys.argv[1], schema=sys.argv[2], port=int(sys.argv[3]), read_only=True)
+serve(
+    sys.argv[1],
+    schema=sys.argv[2],
+    port=int(sys.argv[3]),
+    read_only=True,
+    on_ready=lambda url: print("ready at", url, file=sys.stderr),
+)
 """
 
 
@@ -66,11 +72,13 @@ async def test_serve_answers_http_until_interrupted(
     assert process.stderr is not None
     try:
         log = b""
-        while (found := re.search(rb"admin: serving http://127\.0\.0\.1:(\d+)/", log)) is None:
+        while (found := re.search(rb"ready at http://127\.0\.0\.1:(\d+)/", log)) is None:
             line = await asyncio.wait_for(process.stderr.readline(), timeout=30)
             assert line, f"server exited early: {log.decode()}"
             log += line
         port = int(found[1])
+        # The log line says the same, for operators.
+        assert f"admin: serving http://127.0.0.1:{port}/".encode() in log
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             overview = await http.get("/api/overview")
             refused = await http.post("/api/queues/served/pause")
