@@ -93,6 +93,8 @@ def test_an_index_of_every_row_would_wade_through_the_scheduled_ones(
 ) -> None:
     """The control: the same query over a non-partial index reads far more pages."""
     with admin_engine.begin() as conn:
+        if conn.execute(text("SHOW server_version_num")).scalar_one() >= "180000":
+            pytest.skip("PostgreSQL 18's B-tree skip scan hops over the scheduled rows too")
         conn.execute(text(f'DROP INDEX "{filled}".ix_jobs_claim'))
         conn.execute(
             text(f'CREATE INDEX ix_every_row ON "{filled}".jobs (queue, priority, run_at, id)')
