@@ -8,6 +8,7 @@ import hashlib
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -128,18 +129,19 @@ async def test_worker_expiry_decides_liveness(
 
 
 async def test_database_errors_are_503(async_engine: AsyncEngine, admin_engine: Engine) -> None:
+    empty = f"t_empty_{uuid.uuid4().hex[:8]}"  # a schema without our tables
     with admin_engine.begin() as conn:
-        conn.execute(text("CREATE SCHEMA IF NOT EXISTS t_admin_empty"))
+        conn.execute(text(f'CREATE SCHEMA "{empty}"'))
     try:
-        async with client_for(create_app(async_engine, schema="t_admin_empty")) as http:
+        async with client_for(create_app(async_engine, schema=empty)) as http:
             response = await http.get("/api/overview")
     finally:
         with admin_engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA t_admin_empty"))
+            conn.execute(text(f'DROP SCHEMA "{empty}"'))
     assert response.status_code == 503
     body = response.json()
     assert body["error"] == "database"
-    assert "t_admin_empty" in body["message"]
+    assert f'"{empty}.jobs"' in body["message"]
 
 
 def _modules_after(statement: str) -> set[str]:
