@@ -301,8 +301,11 @@ class WorkerRunner:
                 raise
             except Exception as exc:
                 completer.restore(done)
+                transient = is_transient(exc)
+                if burst and not transient:
+                    raise  # a burst run reports a broken claim instead of looping on it
                 logger.exception("claiming from queue %r failed", state.name)
-                if is_transient(exc):
+                if transient:
                     await self._release_orphans(state, db, completer)
                 await _wait_any(stop, timeout=poll)
                 continue
