@@ -40,8 +40,11 @@ class WorkerConfig:
         poll_interval: fallback polling period when no NOTIFY arrives (200 ms).
         stale_lock_cleanup_interval: how often the leader rescues stale claims (60 s);
             ``None`` disables periodic cleanup (it still runs once at startup).
-        stale_queue_lock_timeout: age after which a leader lease or queue-level lock is
-            considered abandoned (5 min).
+        stale_queue_lock_timeout: kept for compatibility with backfill's settings (5 min).
+            backfill_sa takes no queue-level locks (concurrency is a per-process
+            limit, and the maintenance leader's lease expires after
+            ``heartbeat_expiry``), so there is nothing for it to clean; it is
+            validated and otherwise unused.
         stale_job_lock_timeout: age after which any job claim is rescued even if its
             worker still heartbeats (30 min; at least 5 min).
         shutdown_timeout: how long running jobs may finish after a stop request (30 s).
