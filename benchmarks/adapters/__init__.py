@@ -75,21 +75,31 @@ class Poller(Protocol):
     def unfinished(self) -> int:
         """Return how many drained jobs are not finished yet."""
 
+    def any_unfinished(self) -> bool:
+        """Return whether any drained job is not finished yet (cheaper than counting)."""
+
     def close(self) -> None:
         """Close the connection."""
 
 
-class SqlPoller:
-    """A :class:`Poller` that runs one counting query on an autocommit psycopg connection."""
+NO_PARALLEL = "SET max_parallel_workers_per_gather = 0"
+"""Polls run without parallel workers: those would be processes outside the per-database
+CPU accounting, competing for the cores the drain needs."""
 
-    def __init__(self, dsn: str, query: str) -> None:
-        """Connect to ``dsn``; ``query`` returns one integer.
+
+class SqlPoller:
+    """A :class:`Poller` running two SQL queries on an autocommit psycopg connection."""
+
+    def __init__(self, dsn: str, table: str, where: str) -> None:
+        """Connect to ``dsn``; unfinished jobs are the rows of ``table`` matching ``where``.
 
         Raises:
             psycopg.Error: cannot connect.
         """
         self._conn = psycopg.connect(dsn, autocommit=True)
-        self._query = query
+        self._conn.execute(NO_PARALLEL)
+        self._count = f"SELECT count(*) FROM {table} WHERE {where}"
+        self._exists = f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {where})"
         row = self._conn.execute("SELECT pg_backend_pid()").fetchone()
         self._pid = int(row[0]) if row else 0
 
@@ -104,8 +114,17 @@ class SqlPoller:
         Raises:
             psycopg.Error: the query failed.
         """
-        row = self._conn.execute(self._query).fetchone()
+        row = self._conn.execute(self._count).fetchone()
         return int(row[0]) if row else 0
+
+    def any_unfinished(self) -> bool:
+        """Probe for one unfinished job.
+
+        Raises:
+            psycopg.Error: the query failed.
+        """
+        row = self._conn.execute(self._exists).fetchone()
+        return bool(row[0]) if row else False
 
     def close(self) -> None:
         """Close the connection."""

@@ -9,12 +9,24 @@ reached through ``schema_translate_map``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import Engine, Table, cast, create_engine, func, insert, literal, select, text
+from sqlalchemy import (
+    Engine,
+    Table,
+    cast,
+    create_engine,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -23,12 +35,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from backfill_sa.dburl import async_url, sync_url
 from backfill_sa.enqueue import JobSpec, enqueue, enqueue_async, enqueue_many_async
 from backfill_sa.migrations import upgrade
 from backfill_sa.models import Job
-from benchmarks.adapters import Adapter, Payload, Poller, WorkerSpec
+from benchmarks.adapters import NO_PARALLEL, Adapter, Payload, Poller, WorkerSpec
 from benchmarks.probe import LATENCY_FILE_ENV
 
 __all__ = ["SCHEMA", "OursAdapter"]
@@ -39,42 +52,66 @@ _JOBS = Job.__table__
 _JOBS_TABLE: Table = Job.__table__  # type: ignore[assignment]
 
 
+def sum_of(terms: Iterable[Any]) -> Any:
+    """``a + b + ...`` of SQL expressions."""
+    total: Any = None
+    for term in terms:
+        total = term if total is None else total + term
+    return total
+
+
+def _in_state(name: str) -> ColumnElement[bool]:
+    # A constant, not a bound parameter, so the planner can match the partial indexes.
+    return _JOBS.c.state == literal_column(f"'{name}'")
+
+
 class _OursPoller:
-    """Counts a drain's unfinished jobs through the claim and running indexes.
+    """Counts a drain's unfinished jobs through the claim, running and scheduled indexes.
 
     Every row in ``jobs`` is unfinished, but W5 keeps a million other rows there, so
     the count only looks at the drain's own jobs (``task``, ``queue``, ``priority``)
-    in each state, each branch answerable from a partial index.
+    in each state, each branch answerable from that state's partial index; the
+    existence probes are ordered like those indexes, so they stay index scans however
+    the planner estimates the rows.
     """
 
     def __init__(self, engine: Engine, task: str, queue: str, priority: int) -> None:
         self._conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._conn.exec_driver_sql(NO_PARALLEL)
         self._pid = int(self._conn.execute(select(func.pg_backend_pid())).scalar_one())
-        available = (
-            select(func.count())
-            .select_from(_JOBS)
-            .where(
-                _JOBS.c.state == "available",
-                _JOBS.c.queue == queue,
-                _JOBS.c.priority == priority,
+        c = _JOBS.c
+        branches = (
+            (
+                (_in_state("available"), c.queue == queue, c.priority == priority),
+                (c.queue, c.priority, c.run_at, c.id),
+            ),
+            ((_in_state("running"), c.task == task), (c.locked_by, c.locked_at)),
+            (
+                (
+                    _in_state("scheduled"),
+                    c.run_at < func.now() + timedelta(hours=1),
+                    c.task == task,
+                ),
+                (c.run_at,),
+            ),
+        )
+        counts = [select(func.count()).select_from(_JOBS).where(*w) for w, _ in branches]
+        self._query = select(sum_of(q.scalar_subquery() for q in counts))
+        # Scalar subqueries, not EXISTS: PostgreSQL drops ORDER BY/LIMIT inside EXISTS
+        # and may then pick a sequential scan through a million backlog rows.
+        self._exists = select(
+            or_(
+                *(
+                    select(literal(1))
+                    .select_from(_JOBS)
+                    .where(*w)
+                    .order_by(*o)
+                    .limit(1)
+                    .scalar_subquery()
+                    .is_not(None)
+                    for w, o in branches
+                )
             )
-        )
-        running = (
-            select(func.count())
-            .select_from(_JOBS)
-            .where(_JOBS.c.state == "running", _JOBS.c.task == task)
-        )
-        scheduled = (
-            select(func.count())
-            .select_from(_JOBS)
-            .where(
-                _JOBS.c.state == "scheduled",
-                _JOBS.c.run_at < func.now() + timedelta(hours=1),
-                _JOBS.c.task == task,
-            )
-        )
-        self._query = select(
-            available.scalar_subquery() + running.scalar_subquery() + scheduled.scalar_subquery()
         )
 
     @property
@@ -85,6 +122,10 @@ class _OursPoller:
     def unfinished(self) -> int:
         """Return the drain's unfinished jobs."""
         return int(self._conn.execute(self._query).scalar_one())
+
+    def any_unfinished(self) -> bool:
+        """Probe each state's index for one of the drain's jobs."""
+        return bool(self._conn.execute(self._exists).scalar_one())
 
     def close(self) -> None:
         """Close the connection."""

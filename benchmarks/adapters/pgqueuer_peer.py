@@ -110,9 +110,7 @@ class PgqueuerAdapter(Adapter):
 
     def open_poller(self) -> Poller:
         """Count jobs still queued or picked."""
-        return SqlPoller(
-            self.dsn, "SELECT count(*) FROM pgqueuer WHERE status IN ('queued', 'picked')"
-        )
+        return SqlPoller(self.dsn, "pgqueuer", "status IN ('queued', 'picked')")
 
 
 class PgqueuerUnboundedAdapter(PgqueuerAdapter):

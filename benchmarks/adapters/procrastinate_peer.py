@@ -95,7 +95,4 @@ class ProcrastinateAdapter(Adapter):
 
     def open_poller(self) -> Poller:
         """Count jobs still to do or doing."""
-        return SqlPoller(
-            self.dsn,
-            "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')",
-        )
+        return SqlPoller(self.dsn, "procrastinate_jobs", "status IN ('todo', 'doing')")
