@@ -141,7 +141,7 @@ async def test_database_errors_are_503(async_engine: AsyncEngine, admin_engine: 
     assert response.status_code == 503
     body = response.json()
     assert body["error"] == "database"
-    assert f'"{empty}.jobs"' in body["message"]
+    assert f'relation "{empty}.' in body["message"]
 
 
 def _modules_after(statement: str) -> set[str]:
