@@ -1,6 +1,6 @@
 """Command-line interface: ``python -m backfill_sa COMMAND``; the only place logging is configured.
 
-Commands: ``migrate``, ``worker``, ``enqueue``, ``dlq``, ``demo`` and ``embedded``.
+Commands: ``migrate``, ``worker``, ``enqueue``, ``dlq``, ``demo``, ``admin`` and ``embedded``.
 Every command that needs a database finds it the same way
 (:func:`backfill_sa.embedded.resolve_database_url`): ``DATABASE_URL``, else the
 embedded PostgreSQL in ``.backfill/`` when the ``embedded`` extra is installed.
@@ -287,6 +287,28 @@ def _cmd_embedded(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
+def _cmd_admin(args: argparse.Namespace) -> int:
+    try:
+        from backfill_sa.admin import serve
+    except ImportError as exc:  # the 'admin' extra is not installed
+        raise CommandError(f"admin: {exc}; pip install 'backfill-sa[admin]'") from exc
+
+    def ready(url: str) -> None:
+        mode = ", read-only" if args.read_only else ""
+        print(f"admin: serving {url} (schema {schema!r}{mode}); Ctrl-C stops", file=sys.stderr)
+
+    schema = schema_name(args)
+    serve(
+        database_url(),
+        schema=schema,
+        host=args.host,
+        port=args.port,
+        read_only=args.read_only,
+        on_ready=ready,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``python -m backfill_sa``."""
     parser = _Parser(
@@ -366,6 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embedded.add_argument("action", choices=("start", "stop", "status"))
     embedded.set_defaults(handler=_cmd_embedded)
+    admin = commands.add_parser(
+        "admin", parents=[common], help="serve the admin API and dashboard (extra 'admin')"
+    )
+    admin.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: local only)"
+    )
+    admin.add_argument("--port", type=_positive_int, default=8080, help="TCP port (default 8080)")
+    admin.add_argument("--read-only", action="store_true", help="refuse every change (403)")
+    admin.set_defaults(handler=_cmd_admin)
     return parser
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.acceptance.conftest import Runner
 
-COMMANDS = ("migrate", "worker", "enqueue", "dlq", "demo", "embedded")
+COMMANDS = ("migrate", "worker", "enqueue", "dlq", "demo", "embedded", "admin")
 
 
 def test_help_lists_every_command(cli: Runner) -> None:
