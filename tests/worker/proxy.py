@@ -1,7 +1,8 @@
 """A TCP proxy in front of PostgreSQL that can lose one reply after the server committed.
 
 Real network faults for tests, not mocks: the worker talks to the real server
-through this proxy. When :attr:`FaultyProxy.armed`, the first reply that carries
+through this proxy. :meth:`FaultyProxy.go_down` makes the server unreachable.
+When :attr:`FaultyProxy.armed`, the first reply that carries
 rows (a ``DataRow`` message) is forwarded up to nothing: the proxy swallows it and
 everything after it on that connection, from the ``ReadyForQuery`` that follows
 (so the server has committed), and sets :attr:`FaultyProxy.tripped`. The test then
@@ -55,6 +56,7 @@ class FaultyProxy:
         self.host = host
         self.port = port
         self.armed = False
+        self.down = False
         self.tripped = asyncio.Event()
         self._links: set[_Link] = set()
         self._server: asyncio.Server | None = None
@@ -72,6 +74,12 @@ class FaultyProxy:
             link.abort()
         return len(dark)
 
+    def go_down(self) -> None:
+        """Drop every connection and refuse new ones: the database is unreachable."""
+        self.down = True
+        for link in list(self._links):
+            link.abort()
+
     async def close(self) -> None:
         """Stop listening and drop every connection."""
         if self._server is not None:
@@ -82,6 +90,9 @@ class FaultyProxy:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
         except OSError:

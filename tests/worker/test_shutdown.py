@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -13,6 +14,7 @@ from subprocess import Popen
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.enqueue import JobSpec
@@ -28,6 +30,7 @@ from tests.worker.conftest import (
     rows,
     start_script,
 )
+from tests.worker.proxy import FaultyProxy
 
 
 def _error_type(row: dict[str, Any]) -> str:
@@ -200,3 +203,54 @@ def test_second_signal_stops_at_once_and_returns_the_jobs(
         {"id": job_id, "state": "available", "attempts": 0, "locked_by": None} for job_id in ids
     ]
     assert count(sync_engine, "results") == 0
+
+
+async def test_forced_stop_returns_promptly_while_the_database_is_unreachable(
+    database_url: str,
+    sync_engine: Engine,
+    registry: TaskRegistry,
+    config: Callable[..., WorkerConfig],
+) -> None:
+    """A second signal exits at once, even when the worker cannot write anything.
+
+    The job's outcome cannot be written; the job stays claimed and is rescued once
+    the worker's heartbeat expires, so nothing is lost by not waiting.
+    """
+    target = make_url(database_url)
+    proxy = FaultyProxy(target.host or "127.0.0.1", target.port or 5432)
+    port = await proxy.start()
+    finished = asyncio.Event()
+
+    @registry.task("cut")
+    async def cut(payload: Any, ctx: JobContext) -> None:
+        proxy.go_down()  # the database becomes unreachable as the job ends
+        finished.set()
+
+    [job_id] = add_jobs(sync_engine, [JobSpec("cut")])
+    runner = WorkerRunner(
+        config(
+            database_url=target.set(host="127.0.0.1", port=port).render_as_string(
+                hide_password=False
+            )
+        ),
+        registry,
+    )
+    handle = runner.start()
+    try:
+        await asyncio.wait_for(finished.wait(), timeout=10)
+        runner.stop()
+        began = time.monotonic()
+        try:
+            await asyncio.wait_for(handle.stop(force=True), timeout=10)
+        except asyncio.TimeoutError:
+            raise AssertionError("a forced stop still waits for the database") from None
+        assert time.monotonic() - began < 5
+    finally:
+        handle.task.cancel()
+        with contextlib.suppress(BaseException):
+            await handle.task
+        await proxy.close()
+
+    row = job(sync_engine, job_id)
+    assert row is not None
+    assert (row["state"], row["locked_by"]) == ("running", runner.worker_id)
