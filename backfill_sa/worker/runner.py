@@ -11,7 +11,6 @@ leader) the rescue of stale claims run beside it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -229,19 +228,24 @@ class WorkerRunner:
                 await asyncio.gather(*fetchers)
             await self._drain(executor)
             flushed.set()
-            await asyncio.wait_for(asyncio.shield(background[0]), timeout=None)
+            await self._await_flush(background[0])
         finally:
             stop.set()
             flushed.set()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await completer.flush()
-            with contextlib.suppress(Exception):
-                await leader.resign()
-            with contextlib.suppress(Exception):
-                await heartbeat.unregister()
+            # Last writes are bounded: with the database gone, outcomes not written
+            # stay claimed under this worker and are rescued once its heartbeat expires.
+            for last_write in (completer.flush, leader.resign):
+                await self._bounded(last_write(), "final write")
+            if completer.pending == 0:
+                await self._bounded(heartbeat.unregister(), "unregistering")
+            else:
+                logger.warning(
+                    "%d job outcomes could not be written; their jobs will be rescued",
+                    completer.pending,
+                )
             executor.close()
             unwatch()
             await db.dispose()
@@ -249,6 +253,29 @@ class WorkerRunner:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
         return self.result
+
+    async def _await_flush(self, completer_task: asyncio.Task[None]) -> None:
+        """Wait for the completer to write what is left: up to the shutdown timeout,
+        or not at all once a forced stop is asked for."""
+        assert self._force is not None
+        force = asyncio.ensure_future(self._force.wait())
+        try:
+            await asyncio.wait(
+                [completer_task, force],
+                timeout=self.config.shutdown_timeout.total_seconds(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            force.cancel()
+
+    async def _bounded(self, write: Awaitable[None], what: str) -> None:
+        """Run a shutdown write for at most a few seconds (none after a forced stop)."""
+        assert self._force is not None
+        timeout = 0.5 if self._force.is_set() else 5.0
+        try:
+            await asyncio.wait_for(write, timeout=timeout)
+        except Exception as exc:  # includes the timeout
+            logger.warning("%s at shutdown failed: %r", what, exc)
 
     def _record_rescue(self, rescue: RescueResult) -> None:
         self.result.rescued += rescue.rescued
