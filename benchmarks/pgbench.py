@@ -3,7 +3,9 @@
 ``pgbench -n -c 1 -T <s> -f script.sql`` with a one-line INSERT of a ~120-byte JSON
 payload (one round trip per commit: what the server itself can do), and the same insert
 wrapped in ``BEGIN; ...; COMMIT;`` (three round trips, the shape of a session's
-transaction) for context. Runs in a database of its own, dropped afterwards.
+transaction) for context. Runs in a database of its own, dropped afterwards. The
+server CPU per insert is read from pgbench's backend every 0.1 s while it runs (the
+last tenth of a second is lost when it exits).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks.database import Server
@@ -64,8 +67,16 @@ def _run(server: Server, binary: str, dsn: str, body: str, seconds: int) -> dict
         argv = [binary, "-n", "-c", "1", "-T", str(seconds), "-f", str(script), dsn]
         with server.cpu_meter(DATABASE) as pg:
             before = pg.seconds() if pg else None
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
-            after = pg.seconds() if pg else None
+            process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            # pgbench's backend lives only while pgbench runs: read it until the end.
+            after = before
+            while process.poll() is None:
+                after = pg.seconds() if pg else None
+                time.sleep(0.1)
+            stdout, stderr = process.communicate()
+    done = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
     match = _TPS.search(done.stdout)
     if done.returncode != 0 or match is None:
         raise RuntimeError(f"pgbench failed ({done.returncode}): {done.stderr or done.stdout}")

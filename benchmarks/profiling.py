@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,9 +24,10 @@ class Profiler:
         """Write collapsed stacks to ``output``, sampling ``rate`` times a second.
 
         Raises:
-            FileNotFoundError: py-spy is not installed.
+            FileNotFoundError: py-spy is neither on PATH nor beside the interpreter.
         """
-        binary = shutil.which("py-spy")
+        beside = Path(sys.executable).parent / "py-spy"
+        binary = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
         if binary is None:
             raise FileNotFoundError("py-spy: not on PATH (pip install py-spy)")
         self.binary = binary
