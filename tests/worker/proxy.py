@@ -57,6 +57,7 @@ class FaultyProxy:
         self.port = port
         self.armed = False
         self.down = False
+        self.refused = 0
         self.tripped = asyncio.Event()
         self._links: set[_Link] = set()
         self._server: asyncio.Server | None = None
@@ -75,7 +76,7 @@ class FaultyProxy:
         return len(dark)
 
     def go_down(self) -> None:
-        """Drop every connection and refuse new ones: the database is unreachable."""
+        """Drop every connection and refuse new ones (counted in :attr:`refused`)."""
         self.down = True
         for link in list(self._links):
             link.abort()
@@ -91,6 +92,7 @@ class FaultyProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:
+            self.refused += 1
             writer.transport.abort()
             return
         try:

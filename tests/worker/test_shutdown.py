@@ -12,6 +12,7 @@ from datetime import timedelta
 from subprocess import Popen
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
@@ -28,6 +29,7 @@ from tests.worker.conftest import (
     read_json_line,
     rows,
     start_script,
+    wait_for,
 )
 from tests.worker.proxy import FaultyProxy
 
@@ -258,3 +260,62 @@ async def test_forced_stop_returns_promptly_while_the_database_is_unreachable(
     row = job(sync_engine, job_id)
     assert row is not None
     assert (row["state"], row["locked_by"]) == ("running", runner.worker_id)
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["graceful", "forced"])
+async def test_stop_is_bounded_when_the_database_goes_away_while_idle(
+    force: bool,
+    database_url: str,
+    registry: TaskRegistry,
+    config: Callable[..., WorkerConfig],
+) -> None:
+    """An idle worker whose database vanished still stops on time.
+
+    Its fetchers keep claiming every poll interval; a claim that fails makes the
+    fetcher give back orphaned claims first, which needs the database too. Neither
+    may hold the stop beyond the shutdown timeout (graceful) or at all (forced).
+    """
+    target = make_url(database_url)
+    proxy = FaultyProxy(target.host or "127.0.0.1", target.port or 5432)
+    port = await proxy.start()
+    shutdown_timeout = 1.0
+    # Forced: at once. Graceful: the shutdown timeout, plus a few seconds for the last
+    # writes (resign, unregister), not the 60 s retry window of a transient error.
+    limit = 2 if force else shutdown_timeout + 15
+    runner = WorkerRunner(
+        config(
+            database_url=target.set(host="127.0.0.1", port=port).render_as_string(
+                hide_password=False
+            ),
+            shutdown_timeout=timedelta(seconds=shutdown_timeout),
+        ),
+        registry,
+    )
+    handle = runner.start()
+    try:
+        await wait_for(
+            lambda: runner.listener is not None and runner.listener.connected.is_set(),
+            what="the LISTEN connection",
+        )
+        proxy.go_down()
+        # The worker is now retrying: several reconnects were turned away.
+        await wait_for(lambda: proxy.refused >= 5, what="the worker to retry")
+        began = time.monotonic()
+        if force:
+            runner.stop()  # first signal
+            runner.force_stop()  # second signal
+        else:
+            runner.stop()
+        done, _ = await asyncio.wait({handle.task}, timeout=limit + 3)
+        elapsed = time.monotonic() - began
+    finally:
+        for _ in range(5):
+            if handle.task.done():
+                break
+            handle.task.cancel()
+            await asyncio.wait({handle.task}, timeout=1)
+        await proxy.close()
+
+    assert done, "the stop waits for the database"
+    assert elapsed < limit, elapsed
+    handle.task.result()
