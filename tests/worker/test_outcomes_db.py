@@ -1,4 +1,4 @@
-"""How each way an attempt ends lands in the database: retries, snoozes, the DLQ, timeouts."""
+"""How each way an attempt ends lands in the database: retries, snoozes, the DLQ."""
 
 from __future__ import annotations
 
