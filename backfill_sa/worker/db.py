@@ -32,7 +32,8 @@ from tenacity import (
     before_sleep_log,
     retry_if_exception,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from backfill_sa.dburl import libpq_dsn
@@ -222,7 +223,7 @@ class Database:
             logger.warning("transient database error, retrying: %s", exc)
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            wait=wait_exponential_jitter(initial=0.05, max=5.0),
+            wait=wait_exponential(multiplier=0.05, max=5.0) + wait_random(0, 0.05),
             stop=stop_after_delay(self._retry_for),
             before_sleep=before_sleep_log(logger, logging.WARNING),
             reraise=True,

@@ -61,6 +61,7 @@ class _QueueState:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     slot: asyncio.Event = field(default_factory=asyncio.Event)
     peak: int = 0
+    orphans_possible: bool = False
 
 
 async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
@@ -312,6 +313,11 @@ class WorkerRunner:
         }
         checked_idle = False
         while not stop.is_set():
+            # A claim whose reply was lost may have committed: give its jobs back
+            # before claiming again (one try per round, so a stop is never held up).
+            if state.orphans_possible and not await self._release_orphans(state, db, completer):
+                await _wait_any(stop, timeout=poll)
+                continue
             free = state.capacity - len(state.running)
             if free <= 0:
                 state.slot.clear()
@@ -333,7 +339,7 @@ class WorkerRunner:
                     raise  # a burst run reports a broken claim instead of looping on it
                 logger.exception("claiming from queue %r failed", state.name)
                 if transient:
-                    await self._release_orphans(state, db, completer)
+                    state.orphans_possible = True
                 await _wait_any(stop, timeout=poll)
                 continue
             if rows:
@@ -429,8 +435,12 @@ class WorkerRunner:
 
     async def _release_orphans(
         self, state: _QueueState, db: Database, completer: Completer
-    ) -> None:
-        """Give back claims whose reply was lost with the connection."""
+    ) -> bool:
+        """Give back claims whose reply was lost with the connection; return success.
+
+        One try, no internal retries: the fetcher tries again next round (and claims
+        nothing meanwhile), so a stop is never held up by a dead database.
+        """
         known = set(state.running.values()) | completer.unwritten_ids()
         try:
             rows = await db.execute(
@@ -440,12 +450,15 @@ class WorkerRunner:
                     "claim_queue": state.name,
                     "known_ids": sorted(known),
                 },
+                retry=False,
             )
-        except Exception:
-            logger.exception("releasing orphaned claims of queue %r failed", state.name)
-            return
+        except Exception as exc:
+            logger.warning("releasing orphaned claims of queue %r failed: %r", state.name, exc)
+            return False
+        state.orphans_possible = False
         if rows:
             logger.warning("released %d claims whose reply was lost", len(rows))
+        return True
 
     def _wake(self, queue: str) -> None:
         if queue == "*":
