@@ -36,6 +36,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     SmallInteger,
+    Table,
     Text,
     func,
     text,
@@ -53,7 +54,12 @@ __all__ = [
     "LeaderLease",
     "Queue",
     "Worker",
+    "dead_letter_table",
+    "jobs_table",
+    "leader_table",
     "metadata",
+    "queues_table",
+    "workers_table",
 ]
 
 DEFAULT_SCHEMA = "backfill"
@@ -282,3 +288,19 @@ class LeaderLease(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), doc="The role is free after this time unless renewed."
     )
+
+
+def _table(model: type[Base]) -> Table:
+    return metadata.tables[f"{DEFAULT_SCHEMA}.{model.__tablename__}"]
+
+
+jobs_table = _table(Job)
+"""``backfill.jobs`` as a Core ``Table``, for statement builders."""
+queues_table = _table(Queue)
+"""``backfill.queues`` as a Core ``Table``."""
+dead_letter_table = _table(DeadLetterJob)
+"""``backfill.dead_letter_jobs`` as a Core ``Table``."""
+workers_table = _table(Worker)
+"""``backfill.workers`` as a Core ``Table``."""
+leader_table = _table(LeaderLease)
+"""``backfill.leader`` as a Core ``Table``."""

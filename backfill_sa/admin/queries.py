@@ -32,7 +32,14 @@ from sqlalchemy import (
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from backfill_sa.models import DEFAULT_SCHEMA, DeadLetterJob, Job, JobState, Queue, Worker, metadata
+from backfill_sa.models import (
+    Job,
+    JobState,
+    dead_letter_table,
+    jobs_table,
+    queues_table,
+    workers_table,
+)
 
 __all__ = [
     "JobFilter",
@@ -45,10 +52,10 @@ __all__ = [
     "worker_list",
 ]
 
-jobs: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Job.__tablename__}"]
-dlq: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{DeadLetterJob.__tablename__}"]
-queues: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Queue.__tablename__}"]
-workers: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Worker.__tablename__}"]
+jobs: Table = jobs_table
+dlq: Table = dead_letter_table
+queues: Table = queues_table
+workers: Table = workers_table
 
 _now = func.now()
 

@@ -36,13 +36,11 @@ from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 from backfill_sa.models import (
-    DEFAULT_SCHEMA,
-    DeadLetterJob,
-    Job,
     JobState,
-    Queue,
-    Worker,
-    metadata,
+    dead_letter_table,
+    jobs_table,
+    queues_table,
+    workers_table,
 )
 
 __all__ = [
@@ -57,10 +55,10 @@ __all__ = [
     "job_retry_many",
 ]
 
-jobs: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Job.__tablename__}"]
-dlq: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{DeadLetterJob.__tablename__}"]
-queues: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Queue.__tablename__}"]
-workers: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Worker.__tablename__}"]
+jobs: Table = jobs_table
+dlq: Table = dead_letter_table
+queues: Table = queues_table
+workers: Table = workers_table
 
 _now = func.now()
 # State literals are rendered inline, never bound: a generic prepared plan can use a

@@ -20,7 +20,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.sql import Executable
 
-from backfill_sa.models import DEFAULT_SCHEMA, LeaderLease, Queue, Worker, metadata
+from backfill_sa.models import (
+    leader_table,
+    queues_table,
+    workers_table,
+)
 
 __all__ = [
     "leader_elect",
@@ -31,9 +35,9 @@ __all__ = [
     "worker_heartbeat",
 ]
 
-workers: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Worker.__tablename__}"]
-leader: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{LeaderLease.__tablename__}"]
-queues: Table = metadata.tables[f"{DEFAULT_SCHEMA}.{Queue.__tablename__}"]
+workers: Table = workers_table
+leader: Table = leader_table
+queues: Table = queues_table
 
 _MS = literal_column("interval '1 millisecond'", Interval())
 
