@@ -45,6 +45,9 @@ class DrainResult:
         other_cpu_s: CPU the rest of the machine used meanwhile (other processes, the
             server's background processes, the harness's polls): noise when large.
         machine_cpu_s: all CPU used on the machine meanwhile.
+        transactions_per_job: transactions the workers committed or rolled back in the
+            database from their start to their exit (``pg_stat_database``, the harness's
+            polls subtracted), per job: the round trips that cost most on this machine.
     """
 
     jobs: int
@@ -60,10 +63,45 @@ class DrainResult:
     includes_startup: bool
     other_cpu_s: float
     machine_cpu_s: float
+    transactions_per_job: float
 
     def as_dict(self) -> dict[str, object]:
         """The fields as a JSON-ready dict."""
         return asdict(self)
+
+
+class _Counting:
+    """A poller that counts the queries it sends (to subtract them from the database's
+    transaction counter)."""
+
+    def __init__(self, inner: Poller) -> None:
+        self.inner = inner
+        self.queries = 0
+
+    @property
+    def backend_pid(self) -> int:
+        return self.inner.backend_pid
+
+    def unfinished(self) -> int:
+        self.queries += 1
+        return self.inner.unfinished()
+
+    def any_unfinished(self) -> bool:
+        self.queries += 1
+        return self.inner.any_unfinished()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _transactions(adapter: Adapter) -> int:
+    """Transactions committed or rolled back in the adapter's database so far."""
+    with adapter.server.connect(adapter.database) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        ).fetchone()
+    return int(str(row[0])) if row else 0
 
 
 def _wait_for(
@@ -136,7 +174,7 @@ def measure_drain(
         ValueError: nothing was queued.
     """
     own_poller = poller is None
-    counter = adapter.open_poller() if poller is None else poller
+    counter = _Counting(adapter.open_poller() if poller is None else poller)
     try:
         initial = counter.unfinished()
         if initial == 0:
@@ -145,6 +183,8 @@ def measure_drain(
             counter.backend_pid, adapter.database, exclude=[counter.backend_pid]
         )
         spec = adapter.worker(queues, log_dir / f"{tag}-latency.txt")
+        xact0 = _transactions(adapter)
+        polls0 = counter.queries
         with WorkerGroup(spec, workers, log_dir, tag) as group:
             meters = [ProcessMeter(pid) for pid in group.pids]
             spawned = time.perf_counter()
@@ -178,9 +218,11 @@ def measure_drain(
             busy = busy_cpu_seconds() - busy0
             harness = own_cpu_seconds() - harness0
             peak = max(m.peak_rss() for m in meters)
+        # The workers have exited, so their statistics are flushed.
+        transactions = _transactions(adapter) - xact0 - (counter.queries - polls0) - 1
     finally:
         if own_poller:
-            counter.close()
+            counter.inner.close()
     seconds = ended - begin
     worker_cpu = cpu1 - cpu0
     pg_cpu = pg1 - pg0 if pg1 is not None and pg0 is not None else None
@@ -198,5 +240,6 @@ def measure_drain(
         event_loop=spec.event_loop,
         includes_startup=includes_startup,
         other_cpu_s=max(0.0, other),
+        transactions_per_job=transactions / initial,
         machine_cpu_s=busy,
     )

@@ -49,6 +49,7 @@ ROWS: tuple[Row, ...] = (
     Row("W3 CPU per job, worker + PG (ms)", "W3", ("cpu_ms_per_job",), False, 3),
     Row("W3 worker CPU (s)", "W3", ("worker_cpu_s",), False, 2),
     Row("W3 PostgreSQL CPU (s)", "W3", ("pg_cpu_s",), False, 2),
+    Row("W3 transactions per job", "W3", ("transactions_per_job",), False, 2),
     Row("W3 worker peak RSS (MB)", "W3", ("worker_peak_rss_mb",), False, 1),
     Row("W4 pickup latency p50 (ms)", "W4", ("p50_ms",), False, 2),
     Row("W4 pickup latency p99 (ms)", "W4", ("p99_ms",), False, 2),
