@@ -139,7 +139,7 @@ def _extras(results: Results) -> list[str]:
     if isinstance(w7, Mapping) and "latency" in w7:
         lines.append(
             f"W7 (ours): bulk backlog {w7['bulk_backlog']:,} jobs, "
-            f"{w7['backlog_left_at_stream_end']} left when the stream ended; "
+            f"{int(w7['backlog_left_at_stream_end'] or 0):,} left when the stream ended; "
             f"{w7['rate_per_s']:.0f} latency jobs/s for {w7['stream_s']:.0f} s"
         )
         for label, summary in w7["latency"].items():
