@@ -17,12 +17,12 @@ imported when a migration actually runs.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeGuard, overload
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backfill_sa.errors import ConfigurationError, MigrationError
 from backfill_sa.migrations.autogen import include_name, include_object
@@ -30,6 +30,7 @@ from backfill_sa.migrations.schema import DEFAULT_SCHEMA, validate_schema_name
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "BRANCH_LABEL",
@@ -55,6 +56,13 @@ application's ``alembic.ini`` must not split ``version_locations`` on colons: us
 """
 
 _VERSIONS = Path(__file__).resolve().parent / "versions"
+
+
+def _is_async_engine(engine: object) -> TypeGuard[AsyncEngine]:
+    """Whether ``engine`` is an AsyncEngine, without importing the asyncio extension
+    (and with it the ORM) for callers that never use it."""
+    module = sys.modules.get("sqlalchemy.ext.asyncio")
+    return module is not None and isinstance(engine, module.AsyncEngine)
 
 
 def version_location() -> str:
@@ -140,8 +148,9 @@ def upgrade(
     Example:
         ``upgrade(create_engine(url))`` or ``await upgrade(create_async_engine(url))``
     """
-    if isinstance(engine, AsyncEngine):
+    if _is_async_engine(engine):
         return upgrade_async(engine, schema=schema, revision=revision)
+    assert isinstance(engine, Engine)
     try:
         with engine.begin() as connection:
             _upgrade_on(connection, schema, revision)
