@@ -10,8 +10,8 @@ from types import MappingProxyType
 
 from backfill_sa.errors import ConfigurationError
 from backfill_sa.migrations.schema import SCHEMA_NAME_PATTERN
-from backfill_sa.models import DEFAULT_SCHEMA
 from backfill_sa.priority import BULK, FAST
+from backfill_sa.tables import DEFAULT_SCHEMA
 
 __all__ = ["MIN_STALE_JOB_LOCK_TIMEOUT", "WorkerConfig"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backfill_sa.models import DEFAULT_SCHEMA
+from backfill_sa.tables import DEFAULT_SCHEMA
 
 __all__ = ["channel_for", "schema_of"]
 

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 from backfill_sa.models import (
-    Job,
     JobState,
     dead_letter_table,
     jobs_table,
@@ -234,5 +233,5 @@ def worker_list(worker_expiry: dt.timedelta) -> Select[Unpack[tuple[Any, ...]]]:
 
 def schema_has_tables(schema: str) -> Select[bool]:
     """One boolean: whether ``schema`` holds backfill_sa's jobs table."""
-    name = f'"{schema}".{Job.__tablename__}'
+    name = f'"{schema}".{jobs_table.name}'
     return select(func.to_regclass(name).is_not(None))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -28,7 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.sql.dml import ReturningDelete, ReturningUpdate
 
-from backfill_sa.models import DeadLetterJob, Job
+from backfill_sa.models import DeadLetterJob
+from backfill_sa.tables import dead_letter_table, jobs_table
 
 __all__ = [
     "DeadLetterFilter",
@@ -42,8 +43,8 @@ __all__ = [
     "select_many",
 ]
 
-_dlq = cast(Table, DeadLetterJob.__table__)
-_jobs = cast(Table, Job.__table__)
+_dlq: Table = dead_letter_table
+_jobs: Table = jobs_table
 
 _ISO_UTC = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
 """to_char format of ``last_requeued_at``: fixed width, so Python 3.10 can parse it."""

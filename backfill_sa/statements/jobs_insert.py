@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by, insert
 from sqlalchemy.sql.selectable import CTE
 
-from backfill_sa.models import Job
+from backfill_sa.tables import jobs_table
 from backfill_sa.validation import JobRow
 
 __all__ = [
@@ -64,7 +64,7 @@ __all__ = [
     "encode_batch",
 ]
 
-_jobs: Table = Job.__table__  # type: ignore[assignment]
+_jobs: Table = jobs_table
 _c = _jobs.c
 _TZ = DateTime(timezone=True)
 _AVAILABLE = "available"

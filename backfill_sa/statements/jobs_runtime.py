@@ -35,7 +35,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.selectable import TableValuedAlias
 
-from backfill_sa.models import (
+from backfill_sa.tables import (
     JobState,
     dead_letter_table,
     jobs_table,

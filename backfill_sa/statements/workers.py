@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.sql import Executable
 
-from backfill_sa.models import (
+from backfill_sa.tables import (
     leader_table,
     queues_table,
     workers_table,

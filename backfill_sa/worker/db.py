@@ -37,7 +37,7 @@ from tenacity import (
 )
 
 from backfill_sa.dburl import libpq_dsn
-from backfill_sa.models import DEFAULT_SCHEMA
+from backfill_sa.tables import DEFAULT_SCHEMA
 
 __all__ = ["TRANSIENT_SQLSTATES", "Database", "Record", "is_transient"]
 

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from backfill_sa.models import FailureReason
 from backfill_sa.notify import channel_for
 from backfill_sa.statements.jobs_runtime import (
     job_dead_letter_many,
@@ -30,6 +29,7 @@ from backfill_sa.statements.workers import (
     worker_delete_expired,
     worker_heartbeat,
 )
+from backfill_sa.tables import FailureReason
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.outcomes import error_json
 

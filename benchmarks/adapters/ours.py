@@ -49,7 +49,7 @@ __all__ = ["SCHEMA", "OursAdapter"]
 SCHEMA = "bench_bf"
 TRANSLATE = {"schema_translate_map": {"backfill": SCHEMA}}
 _JOBS = Job.__table__
-_JOBS_TABLE: Table = Job.__table__  # type: ignore[assignment]
+_JOBS_TABLE: Table = Job.__table__
 
 
 def sum_of(terms: Iterable[Any]) -> Any:

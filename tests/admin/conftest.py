@@ -22,10 +22,10 @@ from backfill_sa.models import DeadLetterJob, FailureReason, Job, Queue, Worker
 UTC = dt.timezone.utc
 BASE_URL = "http://admin.test"
 
-jobs: Table = Job.__table__  # type: ignore[assignment]
-dead_letters: Table = DeadLetterJob.__table__  # type: ignore[assignment]
-queues: Table = Queue.__table__  # type: ignore[assignment]
-workers: Table = Worker.__table__  # type: ignore[assignment]
+jobs: Table = Job.__table__
+dead_letters: Table = DeadLetterJob.__table__
+queues: Table = Queue.__table__
+workers: Table = Worker.__table__
 
 
 class Rows:
