@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator
 from opentelemetry.trace import (
     NoOpTracerProvider,
@@ -166,7 +167,14 @@ class Telemetry:
         tracer_provider: trace.TracerProvider | None = None,
         propagator: TextMapPropagator | None = None,
     ) -> None:
-        meter = (meter_provider or metrics.get_meter_provider()).get_meter(INSTRUMENTATION_NAME)
+        meters = meter_provider or metrics.get_meter_provider()
+        meter = meters.get_meter(INSTRUMENTATION_NAME)
+        # Per-job metric work (pickup latencies, outcome counts, durations) is skipped
+        # while nothing collects it: a no-op provider, or the API's proxy before an SDK
+        # is installed globally (looked for again at most once a second).
+        self._metering_on = not isinstance(meters, (metrics.NoOpMeterProvider, _ProxyMeterProvider))
+        self._awaited_meters = meters if isinstance(meters, _ProxyMeterProvider) else None
+        self._next_meter_check = 0.0
         tracers = tracer_provider or trace.get_tracer_provider()
         self._tracer = tracers.get_tracer(INSTRUMENTATION_NAME)
         # Spans cost microseconds even when nobody records them, so they are skipped
@@ -252,6 +260,8 @@ class Telemetry:
             attempt: this attempt's number, from 1.
             metadata: the job's metadata, holding the trace context from enqueue.
         """
+        if not self.tracing and not self.metering:
+            return _IDLE_JOB_SPAN
         return JobSpan(
             self, job_id=job_id, task=task, queue=queue, attempt=attempt, metadata=metadata
         )
@@ -271,6 +281,8 @@ class Telemetry:
         below zero. Pass ``claimed_at`` from the database clock (the claim's ``now()``)
         so that application and database clocks cannot skew it.
         """
+        if not self.metering:
+            return
         counts: dict[tuple[str, str], int] = {}
         record = self._instruments.pickup_latency.record
         for job in jobs:
@@ -339,6 +351,26 @@ class Telemetry:
         if trace.get_tracer_provider() is self._awaited_global:
             return False
         self._tracing_on = True  # a global provider can be set only once
+        return True
+
+    @property
+    def metering(self) -> bool:
+        """Whether metrics are collected: False with a no-op provider or no SDK installed.
+
+        With the API's default (proxy) provider, an SDK installed later with
+        ``metrics.set_meter_provider`` is noticed within a second.
+        """
+        if self._metering_on:
+            return True
+        if self._awaited_meters is None:
+            return False
+        now = monotonic()
+        if now < self._next_meter_check:
+            return False
+        self._next_meter_check = now + _GLOBAL_CHECK_INTERVAL_S
+        if metrics.get_meter_provider() is self._awaited_meters:
+            return False
+        self._metering_on = True  # a global provider can be set only once
         return True
 
     # -- internals ----------------------------------------------------------------------
@@ -548,3 +580,31 @@ def current_trace_carrier() -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier
+
+
+class _IdleJobSpan(JobSpan):
+    """The job span while neither traces nor metrics are collected: does nothing."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        """Create the shared idle span."""
+
+    def __enter__(self) -> JobSpan:
+        return self
+
+    def set_outcome(
+        self, outcome: Outcome, *, reason: str | None = None, error: BaseException | None = None
+    ) -> None:
+        """Ignore the outcome: nothing records it."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+_IDLE_JOB_SPAN = _IdleJobSpan()

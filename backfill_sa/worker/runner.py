@@ -565,6 +565,8 @@ class WorkerRunner:
                 state.slot.set()
 
     def _on_written(self, outcomes: list[Outcome]) -> None:
+        if not self.telemetry.metering:
+            return
         counts: Counter[OutcomeKey] = Counter(
             OutcomeKey(TelemetryOutcome(o.kind.value), o.task, o.queue, o.reason) for o in outcomes
         )

@@ -361,3 +361,25 @@ def test_docs_list_every_instrument(sdk: Sdk) -> None:
     assert len(names) == 10
     doc = (Path(__file__).parents[2] / "docs" / "telemetry.md").read_text()
     assert {n for n in names if f"`{n}`" not in doc} == set()
+
+
+def test_nothing_collected_means_no_per_job_work() -> None:
+    """Without an SDK (no-op providers) job spans are one shared idle object and
+    claimed batches are not walked: the worker pays next to nothing."""
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.trace import NoOpTracerProvider
+
+    telemetry = Telemetry(meter_provider=NoOpMeterProvider(), tracer_provider=NoOpTracerProvider())
+    assert not telemetry.metering
+    assert not telemetry.tracing
+    first = telemetry.job_span(job_id=1, task="t", queue="q", attempt=1)
+    second = telemetry.job_span(job_id=2, task="t", queue="q", attempt=1)
+    assert first is second
+    with first as span:
+        span.set_outcome(Outcome.SUCCEEDED)
+
+    class Exploding:
+        def __getitem__(self, key: str) -> object:
+            raise AssertionError("a claimed row was read although nothing collects metrics")
+
+    telemetry.record_claimed([Exploding()], claimed_at=T0)
