@@ -148,6 +148,43 @@ def _histogram(meter: metrics.Meter, name: str, description: str) -> metrics.His
         return meter.create_histogram(name, unit="s", description=description)
 
 
+class _Collecting:
+    """Whether a provider collects anything (is neither no-op nor the unset proxy).
+
+    A proxy provider stands for the API's global one before an SDK installs itself;
+    the global is looked up again at most once a second, since the lookup costs about
+    as much as a span.
+    """
+
+    __slots__ = ("_awaited", "_get_global", "_next_check", "_on")
+
+    def __init__(
+        self,
+        provider: object,
+        noop_type: type,
+        proxy_type: type,
+        get_global: Callable[[], object],
+    ) -> None:
+        self._on = not isinstance(provider, (noop_type, proxy_type))
+        self._awaited = provider if isinstance(provider, proxy_type) else None
+        self._get_global = get_global
+        self._next_check = 0.0
+
+    def on(self) -> bool:
+        if self._on:
+            return True
+        if self._awaited is None:
+            return False
+        now = monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + _GLOBAL_CHECK_INTERVAL_S
+        if self._get_global() is self._awaited:
+            return False
+        self._on = True  # a global provider can be set only once
+        return True
+
+
 class Telemetry:
     """Metrics and spans of one application, from providers it is given.
 
@@ -169,20 +206,17 @@ class Telemetry:
     ) -> None:
         meters = meter_provider or metrics.get_meter_provider()
         meter = meters.get_meter(INSTRUMENTATION_NAME)
-        # Per-job metric work (pickup latencies, outcome counts, durations) is skipped
-        # while nothing collects it: a no-op provider, or the API's proxy before an SDK
-        # is installed globally (looked for again at most once a second).
-        self._metering_on = not isinstance(meters, (metrics.NoOpMeterProvider, _ProxyMeterProvider))
-        self._awaited_meters = meters if isinstance(meters, _ProxyMeterProvider) else None
-        self._next_meter_check = 0.0
+        # Per-job metric work (pickup latencies, outcome counts, durations) and spans
+        # are skipped while nothing collects them: a no-op provider, or the API's proxy
+        # before an SDK is installed globally (looked for again at most once a second).
+        self._metering = _Collecting(
+            meters, metrics.NoOpMeterProvider, _ProxyMeterProvider, metrics.get_meter_provider
+        )
         tracers = tracer_provider or trace.get_tracer_provider()
         self._tracer = tracers.get_tracer(INSTRUMENTATION_NAME)
-        # Spans cost microseconds even when nobody records them, so they are skipped
-        # while tracing is off: a no-op provider, or the API's proxy before an SDK is
-        # installed globally (looked for again at most once a second, see `tracing`).
-        self._tracing_on = not isinstance(tracers, (NoOpTracerProvider, ProxyTracerProvider))
-        self._awaited_global = tracers if isinstance(tracers, ProxyTracerProvider) else None
-        self._next_global_check = 0.0
+        self._tracing = _Collecting(
+            tracers, NoOpTracerProvider, ProxyTracerProvider, trace.get_tracer_provider
+        )
         self._propagator = propagator or propagate.get_global_textmap()
         self._fields = frozenset(self._propagator.fields)
         self._instruments = _Instruments(meter)
@@ -339,19 +373,7 @@ class Telemetry:
         With the API's default (proxy) provider, an SDK installed later with
         ``trace.set_tracer_provider`` is noticed within a second.
         """
-        if self._tracing_on:
-            return True
-        if self._awaited_global is None:
-            return False
-        # get_tracer_provider() costs about as much as a span: ask at most once a second.
-        now = monotonic()
-        if now < self._next_global_check:
-            return False
-        self._next_global_check = now + _GLOBAL_CHECK_INTERVAL_S
-        if trace.get_tracer_provider() is self._awaited_global:
-            return False
-        self._tracing_on = True  # a global provider can be set only once
-        return True
+        return self._tracing.on()
 
     @property
     def metering(self) -> bool:
@@ -360,18 +382,7 @@ class Telemetry:
         With the API's default (proxy) provider, an SDK installed later with
         ``metrics.set_meter_provider`` is noticed within a second.
         """
-        if self._metering_on:
-            return True
-        if self._awaited_meters is None:
-            return False
-        now = monotonic()
-        if now < self._next_meter_check:
-            return False
-        self._next_meter_check = now + _GLOBAL_CHECK_INTERVAL_S
-        if metrics.get_meter_provider() is self._awaited_meters:
-            return False
-        self._metering_on = True  # a global provider can be set only once
-        return True
+        return self._metering.on()
 
     # -- internals ----------------------------------------------------------------------
 
