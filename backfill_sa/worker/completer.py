@@ -141,7 +141,7 @@ class Completer:
         """Write every queued outcome now.
 
         Raises:
-            sqlalchemy.exc.DBAPIError: the database refused the write (the outcomes
+            asyncpg.PostgresError, OSError: the database refused the write (the outcomes
                 stay queued).
         """
         async with self._lock:

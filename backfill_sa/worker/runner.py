@@ -138,7 +138,7 @@ class WorkerRunner:
         """Process every job that is due now, then return (burst mode).
 
         Raises:
-            sqlalchemy.exc.DBAPIError: the database could not be reached at start.
+            asyncpg.PostgresError, OSError: as :meth:`run`.
         """
         return await self.run(burst=True)
 
@@ -153,7 +153,9 @@ class WorkerRunner:
                 second: stop at once). The CLI sets this.
 
         Raises:
-            sqlalchemy.exc.DBAPIError: the database could not be reached at start.
+            asyncpg.PostgresError, OSError: the database could not be reached at start
+                (or, in burst mode, a claim failed for a reason other than a transient
+                connection error).
         """
         cfg = self.config
         self._stop = stop = asyncio.Event()
@@ -184,6 +186,7 @@ class WorkerRunner:
         if handle_signals:
             self._install_signals(loop)
         background: list[asyncio.Task[Any]] = []
+        fetchers: list[asyncio.Task[None]] = []
         flushed = asyncio.Event()
         unwatch = self.telemetry.watch_running(self._running_now)
         try:
@@ -208,7 +211,7 @@ class WorkerRunner:
                         )
                     )
                 )
-            fetchers = [
+            fetchers += [
                 loop.create_task(
                     self._fetch(
                         state,
@@ -233,9 +236,9 @@ class WorkerRunner:
         finally:
             stop.set()
             flushed.set()
-            for task in background:
+            for task in (*fetchers, *background):
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.gather(*fetchers, *background, return_exceptions=True)
             # Last writes are bounded: with the database gone, outcomes not written
             # stay claimed under this worker and are rescued once its heartbeat expires.
             for last_write in (completer.flush, leader.resign):
