@@ -53,12 +53,12 @@ def async_url(url: str | URL) -> URL:
         ConfigurationError: see :func:`parse_url`.
     """
     parsed = parse_url(url)
-    query = {k: v for k, v in parsed.query.items() if k not in ("sslmode",)}
-    result = parsed.set(drivername="postgresql+asyncpg", query=query)
-    ssl = parsed.query.get("sslmode")
-    if isinstance(ssl, str) and ssl not in ("disable", "allow", "prefer"):
-        result = result.update_query_dict({"ssl": ssl})
-    return result
+    query = {k: v for k, v in parsed.query.items() if k != "sslmode"}
+    mode = parsed.query.get("sslmode")
+    if isinstance(mode, str) and "ssl" not in query:
+        # asyncpg takes libpq's modes (disable ... verify-full) as its `ssl` argument.
+        query["ssl"] = mode
+    return parsed.set(drivername="postgresql+asyncpg", query=query)
 
 
 def sync_url(url: str | URL) -> URL:
@@ -93,5 +93,9 @@ def libpq_dsn(url: str | URL) -> str:
     Raises:
         ConfigurationError: see :func:`parse_url`.
     """
-    parsed = async_url(url).set(drivername="postgresql")
-    return parsed.render_as_string(hide_password=False)
+    parsed = parse_url(url)
+    query = {k: v for k, v in parsed.query.items() if k != "ssl"}
+    mode = parsed.query.get("ssl")
+    if isinstance(mode, str) and "sslmode" not in query:
+        query["sslmode"] = mode  # a DSN names the mode libpq's way
+    return parsed.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
