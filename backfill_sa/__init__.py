@@ -21,6 +21,7 @@ queue API in :mod:`backfill_sa.dlq`, migrations in :mod:`backfill_sa.migrations`
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from backfill_sa.config import WorkerConfig
@@ -51,14 +52,15 @@ from backfill_sa.errors import (
     Snooze,
     UnknownTaskError,
 )
-from backfill_sa.models import DeadLetterJob, FailureReason, Job, JobState, Queue
 from backfill_sa.priority import BULK, DEAD_LETTER, FAST, Priority
 from backfill_sa.retry import AGGRESSIVE, CONSERVATIVE, DEFAULT, PRESETS, RetryPolicy
 from backfill_sa.retry import FAST as FAST_RETRY
+from backfill_sa.tables import FailureReason, JobState
 from backfill_sa.tasks import JobContext, Task, TaskRegistry
 from backfill_sa.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from backfill_sa.models import DeadLetterJob, Job, Queue
     from backfill_sa.worker import RunResult, WorkerRunner
 
 __all__ = [
@@ -110,10 +112,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load the worker only when it is asked for: enqueue-only apps never import it."""
-    if name in ("WorkerRunner", "RunResult"):
-        from backfill_sa import worker
+_LAZY = {
+    "WorkerRunner": "backfill_sa.worker",
+    "RunResult": "backfill_sa.worker",
+    "Job": "backfill_sa.models",
+    "Queue": "backfill_sa.models",
+    "DeadLetterJob": "backfill_sa.models",
+}
 
-        return getattr(worker, name)
-    raise AttributeError(f"module 'backfill_sa' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    """Load the worker and the ORM models only when asked for.
+
+    Enqueue-only apps never import the worker; a worker process never imports the ORM
+    (it runs Core statements on asyncpg), which keeps its memory down.
+    """
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'backfill_sa' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -30,12 +30,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from backfill_sa.cli_ops import (
     CommandError,
-    async_engine,
     cmd_dlq,
     cmd_enqueue,
     database_url,
     one_line,
-    require_schema,
     schema_name,
 )
 from backfill_sa.errors import (
@@ -237,12 +235,20 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     async def run() -> str:
         from backfill_sa.worker import WorkerRunner
 
-        engine = async_engine(config.database_url, config.schema)
+        runner = WorkerRunner(config, registry)
         try:
-            await require_schema(engine, config.schema)
-        finally:
-            await engine.dispose()
-        result = await WorkerRunner(config, registry).run(burst=args.burst, handle_signals=True)
+            ready = await runner.schema_ready()
+        except OSError as exc:  # asyncpg's errors are OSError or PostgresError
+            raise CommandError(f"database: cannot connect: {one_line(exc)}", code=1) from exc
+        except Exception as exc:
+            raise CommandError(f"database: {one_line(exc)}", code=1) from exc
+        if not ready:
+            hint = "" if config.schema == "backfill" else f" --schema {config.schema}"
+            raise CommandError(
+                f"schema {config.schema!r} has no backfill_sa tables; "
+                f"run `python -m backfill_sa migrate{hint}` first"
+            )
+        result = await runner.run(burst=args.burst, handle_signals=True)
         return (
             f"worker: {result.succeeded} succeeded, {result.retried} retried, "
             f"{result.snoozed} snoozed, {result.dead_lettered} dead-lettered"

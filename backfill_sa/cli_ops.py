@@ -6,16 +6,18 @@ import argparse
 import asyncio
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from backfill_sa.dburl import async_url
 from backfill_sa.migrations.schema import DEFAULT_SCHEMA, validate_schema_name
-from backfill_sa.models import DeadLetterJob
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+    from backfill_sa.models import DeadLetterJob
 
 __all__ = ["CommandError", "async_engine", "database_url", "require_schema", "schema_name"]
 
@@ -55,6 +57,9 @@ def database_url() -> str:
 
 def async_engine(url: str, schema: str) -> AsyncEngine:
     """Return an asyncpg engine (no pool) whose ``backfill`` schema is ``schema``."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
     return create_async_engine(
         async_url(url),
         poolclass=NullPool,
@@ -80,6 +85,12 @@ async def require_schema(engine: AsyncEngine, schema: str) -> None:
             f"schema {schema!r} has no backfill_sa tables; "
             f"run `python -m backfill_sa migrate{hint}` first"
         )
+
+
+def _session(engine: AsyncEngine) -> AsyncSession:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    return AsyncSession(engine)
 
 
 def one_line(exc: BaseException) -> str:
@@ -109,7 +120,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         engine = async_engine(database_url(), schema)
         try:
             await require_schema(engine, schema)
-            async with AsyncSession(engine) as session, session.begin():
+            async with _session(engine) as session, session.begin():
                 result = await enqueue_async(session, args.task, args.payload, **options)
         finally:
             await engine.dispose()
@@ -134,7 +145,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         engine = async_engine(database_url(), schema)
         try:
             await require_schema(engine, schema)
-            async with AsyncSession(engine) as session, session.begin():
+            async with _session(engine) as session, session.begin():
                 return await action(session, args)
         finally:
             await engine.dispose()

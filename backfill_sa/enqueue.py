@@ -22,10 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, TypedDict
 
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
-
-import backfill_sa.orm_jobs  # noqa: F401  (importing it registers the ORM listeners)
 from backfill_sa.job_writer import (
     BATCH_SIZE,
     EnqueueOutcome,
@@ -41,6 +37,8 @@ from backfill_sa.validation import DEFAULT_MAX_PAYLOAD_BYTES, JobKeyMode, JobSpe
 if TYPE_CHECKING:
     import datetime as dt
 
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
     from typing_extensions import Unpack
 
 __all__ = [

@@ -12,12 +12,14 @@ import enum
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
-from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 from backfill_sa.errors import BackfillError, JobValidationError
-from backfill_sa.models import Job
 from backfill_sa.notify import channel_for, schema_of
 from backfill_sa.statements.jobs_insert import (
     JOBS_INSERT_AFTER_RUNNING,
@@ -71,6 +73,8 @@ _INSERTED = EnqueueOutcome.INSERTED
 
 
 def _connection(session: Session) -> Connection:
+    from backfill_sa.models import Job  # a Session user has the ORM loaded anyway
+
     return session.connection(bind_arguments={"mapper": Job})
 
 

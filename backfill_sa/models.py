@@ -146,3 +146,8 @@ class LeaderLease(Base):
     worker_id: Mapped[str]
     elected_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime]
+
+
+# Importing the models registers the listeners that validate `session.add(Job(...))`
+# and wake workers on commit (they need the classes above, hence at the end).
+import backfill_sa.orm_jobs  # noqa: E402, F401

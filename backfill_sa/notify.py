@@ -7,10 +7,14 @@ One channel per schema keeps deployments (and tests) that share a database apart
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backfill_sa.tables import DEFAULT_SCHEMA
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = ["channel_for", "schema_of"]
 
@@ -26,7 +30,8 @@ def schema_of(connection: Connection | AsyncConnection) -> str:
     Reads the connection's ``schema_translate_map`` execution option; without one the
     tables live in the default schema ``backfill``.
     """
-    sync = connection.sync_connection if isinstance(connection, AsyncConnection) else connection
+    # Duck-typed so that importing this module does not load the asyncio extension.
+    sync = connection if isinstance(connection, Connection) else connection.sync_connection
     options = sync.get_execution_options() if sync is not None else {}
     mapping = options.get("schema_translate_map") or {}
     target = mapping.get(DEFAULT_SCHEMA, DEFAULT_SCHEMA)

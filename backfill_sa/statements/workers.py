@@ -10,8 +10,10 @@ from sqlalchemy import (
     BigInteger,
     Interval,
     Table,
+    Text,
     bindparam,
     case,
+    cast,
     delete,
     func,
     literal_column,
@@ -30,6 +32,7 @@ __all__ = [
     "leader_elect",
     "leader_resign",
     "queue_settings",
+    "schema_probe",
     "worker_delete",
     "worker_delete_expired",
     "worker_heartbeat",
@@ -98,6 +101,10 @@ leader_resign = delete(leader).where(
     leader.c.name == bindparam("name"), leader.c.worker_id == bindparam("worker_id")
 )
 """Params: name, worker_id. Gives the role up at shutdown so another worker takes it."""
+
+schema_probe = select(cast(func.to_regclass(bindparam("qualified_name", type_=Text)), Text))
+"""Params: qualified_name (``"schema".jobs``). Returns the table's name, or NULL when the
+schema has not been migrated."""
 
 queue_settings = select(queues.c.name, queues.c.paused, queues.c.concurrency)
 """Per-queue rows (paused flag, concurrency override)."""

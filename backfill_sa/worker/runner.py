@@ -31,7 +31,7 @@ from backfill_sa.statements.jobs_runtime import (
     job_complete_and_claim,
     job_release_orphans,
 )
-from backfill_sa.statements.workers import queue_settings
+from backfill_sa.statements.workers import queue_settings, schema_probe
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
 from backfill_sa.telemetry import OutcomeKey, Telemetry
@@ -114,6 +114,21 @@ class WorkerRunner:
         self.result = RunResult()
 
     # -- control ---------------------------------------------------------------
+
+    async def schema_ready(self) -> bool:
+        """Return whether the configured schema holds backfill_sa's tables.
+
+        Raises:
+            asyncpg.PostgresError, OSError: the database cannot be reached.
+        """
+        db = Database(self.config.database_url, schema=self.config.schema, pool_size=1)
+        try:
+            rows = await db.execute(
+                schema_probe, {"qualified_name": f'"{self.config.schema}".jobs'}, retry=False
+            )
+        finally:
+            await db.dispose()
+        return rows[0][0] is not None
 
     def stop(self) -> None:
         """Ask for a graceful stop: claim nothing more, let running jobs finish."""
