@@ -20,8 +20,6 @@ WORKER_IMPORTS = (
     "asyncpg",
     "sqlalchemy",
     "sqlalchemy.sql",
-    "sqlalchemy.orm",
-    "sqlalchemy.ext.asyncio",
     "sqlalchemy.dialects.postgresql.asyncpg",
     "opentelemetry.trace",
     "opentelemetry.metrics",
@@ -33,7 +31,7 @@ WORKER_IMPORTS = (
 )
 """The worker's own imports, roughly in dependency order."""
 
-NOT_LOADED = ("alembic", "psycopg")
+NOT_LOADED = ("sqlalchemy.orm", "sqlalchemy.ext.asyncio", "alembic", "psycopg")
 """Packages measured after the worker's set, to show what they would add."""
 
 _CHILD = r"""
