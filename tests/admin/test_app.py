@@ -97,7 +97,8 @@ async def test_no_schema_keeps_the_engines_mapping(
             assert response.json()["schema"] == "backfill"
         else:
             assert response.status_code == 503
-            assert '"backfill.jobs"' in response.json()["message"]
+            # Whichever of its tables the overview reads first is named, in "backfill".
+            assert 'relation "backfill.' in response.json()["message"]
     finally:
         await plain.dispose()
 
