@@ -26,8 +26,6 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from backfill_sa.cli_ops import (
     CommandError,
     cmd_dlq,
@@ -431,10 +429,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (``... | head``): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (BackfillError, SQLAlchemyError, OSError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, (BackfillError, OSError)) and not _is_sqlalchemy_error(exc):
+            raise
         return _fail(args.command, f"{type(exc).__name__}: {one_line(exc)}", 1)
     except KeyboardInterrupt:
         return 130
+
+
+def _is_sqlalchemy_error(exc: BaseException) -> bool:
+    # A command that never loaded SQLAlchemy (the worker) cannot have raised its errors.
+    loaded = sys.modules.get("sqlalchemy.exc")
+    return loaded is not None and isinstance(exc, loaded.SQLAlchemyError)
 
 
 def _fail(command: str, message: str, code: int) -> int:

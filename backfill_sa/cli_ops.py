@@ -8,11 +8,8 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
-
 from backfill_sa.dburl import async_url
-from backfill_sa.migrations.schema import DEFAULT_SCHEMA, validate_schema_name
+from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -74,6 +71,9 @@ async def require_schema(engine: AsyncEngine, schema: str) -> None:
         CommandError: the schema is not migrated (exit code 2), or the database cannot
             be reached (exit code 1).
     """
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         async with engine.connect() as connection:
             found = await connection.scalar(select(func.to_regclass(f'"{schema}".jobs')))

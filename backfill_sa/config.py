@@ -9,9 +9,8 @@ from datetime import timedelta
 from types import MappingProxyType
 
 from backfill_sa.errors import ConfigurationError
-from backfill_sa.migrations.schema import SCHEMA_NAME_PATTERN
 from backfill_sa.priority import BULK, FAST
-from backfill_sa.tables import DEFAULT_SCHEMA
+from backfill_sa.schema_name import DEFAULT_SCHEMA, SCHEMA_NAME_PATTERN
 
 __all__ = ["MIN_STALE_JOB_LOCK_TIMEOUT", "WorkerConfig"]
 

@@ -5,18 +5,26 @@
 ``postgresql+driver://`` form. The worker and async APIs need asyncpg, sync
 helpers (migrations, CLI) need a sync driver: psycopg (v3) when installed, else
 psycopg2, else the pure-Python pg8000.
+
+:func:`check_url` and :func:`libpq_dsn` work on the text and load no SQLAlchemy (the
+worker uses them); the functions that return a SQLAlchemy ``URL`` import it when called.
 """
 
 from __future__ import annotations
 
 import importlib.util
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+import re
+from typing import TYPE_CHECKING
 
 from backfill_sa.errors import ConfigurationError
 
-__all__ = ["async_url", "libpq_dsn", "parse_url", "sync_url"]
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+__all__ = ["async_url", "check_url", "libpq_dsn", "parse_url", "sync_url"]
+
+_POSTGRES_SCHEME = re.compile(r"^(?:postgres|postgresql)(?:\+[A-Za-z0-9_]+)?://", re.IGNORECASE)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _SYNC_DRIVERS = (("psycopg", "psycopg"), ("psycopg2", "psycopg2"), ("pg8000", "pg8000"))
 
@@ -27,10 +35,13 @@ def parse_url(url: str | URL) -> URL:
     Raises:
         ConfigurationError: the URL cannot be parsed or is not a PostgreSQL URL.
     """
-    if isinstance(url, URL):
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not isinstance(url, str):
         parsed = url
     else:
-        text = url.strip()
+        text = check_url(url)
         if text.startswith("postgres://"):
             text = "postgresql://" + text[len("postgres://") :]
         try:
@@ -87,15 +98,49 @@ def sync_url(url: str | URL) -> URL:
     )
 
 
+def check_url(url: str) -> str:
+    """Return ``url`` stripped of surrounding blanks if it is a PostgreSQL URL.
+
+    Only the scheme is checked (``postgresql``, ``postgres``, or either with a
+    ``+driver``); the rest is left to the driver that connects.
+
+    Raises:
+        ConfigurationError: the text is not a URL, or not a PostgreSQL one.
+    """
+    text = url.strip()
+    if _POSTGRES_SCHEME.match(text):
+        return text
+    scheme = _SCHEME.match(text)
+    if scheme is None:
+        raise ConfigurationError(
+            "DATABASE_URL", "cannot be parsed as a database URL (expected scheme://...)"
+        )
+    raise ConfigurationError(
+        "DATABASE_URL", f"must be a PostgreSQL URL, got scheme {scheme.group(1)!r}"
+    )
+
+
 def libpq_dsn(url: str | URL) -> str:
     """Return ``url`` as a plain ``postgresql://`` DSN (for asyncpg.connect or psql).
 
+    The driver suffix is dropped and asyncpg's ``ssl=MODE`` query parameter becomes
+    libpq's ``sslmode=MODE`` (unless ``sslmode`` is there already); everything else
+    is kept as written.
+
     Raises:
-        ConfigurationError: see :func:`parse_url`.
+        ConfigurationError: see :func:`check_url`.
     """
-    parsed = parse_url(url)
-    query = {k: v for k, v in parsed.query.items() if k != "ssl"}
-    mode = parsed.query.get("ssl")
-    if isinstance(mode, str) and "sslmode" not in query:
-        query["sslmode"] = mode  # a DSN names the mode libpq's way
-    return parsed.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    text = check_url(text)
+    rest = _POSTGRES_SCHEME.sub("", text, count=1)
+    base, _, query = rest.partition("?")
+    pairs = [pair for pair in query.split("&") if pair]
+    keys = {pair.partition("=")[0] for pair in pairs}
+    if "ssl" in keys:
+        keep_ssl_as_sslmode = "sslmode" not in keys
+        pairs = [
+            "sslmode" + pair[3:] if keep_ssl_as_sslmode else pair
+            for pair in pairs
+            if pair.partition("=")[0] != "ssl" or keep_ssl_as_sslmode
+        ]
+    return "postgresql://" + base + ("?" + "&".join(pairs) if pairs else "")

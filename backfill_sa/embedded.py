@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from backfill_sa.dburl import parse_url
+from backfill_sa.dburl import check_url
 from backfill_sa.errors import BackfillError, DatabaseNotConfiguredError
 
 __all__ = [
@@ -135,7 +135,7 @@ def resolve_database_url(env: Mapping[str, str] | None = None) -> str:
     source = os.environ if env is None else env
     url = source.get("DATABASE_URL", "").strip()
     if url:
-        parse_url(url)
+        check_url(url)
         return url
     if not embedded_available():
         raise DatabaseNotConfiguredError("DATABASE_URL", _INSTALL_HINT)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection
-
-from backfill_sa.tables import DEFAULT_SCHEMA
+from backfill_sa.schema_name import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = ["channel_for", "schema_of"]
@@ -30,7 +29,9 @@ def schema_of(connection: Connection | AsyncConnection) -> str:
     Reads the connection's ``schema_translate_map`` execution option; without one the
     tables live in the default schema ``backfill``.
     """
-    # Duck-typed so that importing this module does not load the asyncio extension.
+    # Imported here: the worker uses this module and loads no SQLAlchemy.
+    from sqlalchemy import Connection
+
     sync = connection if isinstance(connection, Connection) else connection.sync_connection
     options = sync.get_execution_options() if sync is not None else {}
     mapping = options.get("schema_translate_map") or {}

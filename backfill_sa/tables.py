@@ -1,8 +1,9 @@
 """The library's tables as SQLAlchemy Core ``Table`` objects on its own ``MetaData``.
 
 This is the schema's single definition. :mod:`backfill_sa.models` maps ORM classes
-onto these tables for applications; the worker and the statement builders use the
-tables directly, so a worker process never imports the ORM.
+onto these tables for applications; the statement builders use the tables directly,
+and the worker runs their SQL rendered ahead of time
+(:mod:`backfill_sa.statements.worker_sql`), so a worker process loads no SQLAlchemy.
 
 Job states (drawn in ``docs/state_machine.md``):
 
@@ -16,8 +17,6 @@ to ``dead_letter_jobs`` in the same statement.
 """
 
 from __future__ import annotations
-
-import enum
 
 from sqlalchemy import (
     BigInteger,
@@ -37,6 +36,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from backfill_sa.schema_name import DEFAULT_SCHEMA
+from backfill_sa.states import FailureReason, JobState
+
 __all__ = [
     "DEFAULT_SCHEMA",
     "NAMING_CONVENTION",
@@ -50,7 +52,6 @@ __all__ = [
     "workers_table",
 ]
 
-DEFAULT_SCHEMA = "backfill"
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -62,23 +63,6 @@ NAMING_CONVENTION: dict[str, str] = {
 
 metadata = MetaData(schema=DEFAULT_SCHEMA, naming_convention=NAMING_CONVENTION)
 """The library's own MetaData; pass it to nothing of the application's."""
-
-
-class JobState(str, enum.Enum):
-    """States a row in ``backfill.jobs`` can be in."""
-
-    AVAILABLE = "available"
-    SCHEDULED = "scheduled"
-    RUNNING = "running"
-
-
-class FailureReason(str, enum.Enum):
-    """Why a job ended in the dead-letter queue."""
-
-    MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
-    PERMANENT_ERROR = "permanent_error"
-    UNKNOWN_TASK = "unknown_task"
-    INVALID_PAYLOAD = "invalid_payload"
 
 
 def _ts(name: str, doc: str, *, default_now: bool = False, nullable: bool = False) -> Column:  # type: ignore[type-arg]

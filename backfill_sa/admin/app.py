@@ -37,9 +37,9 @@ from backfill_sa.admin.protocol import (
 )
 from backfill_sa.admin.serialize import dead_letter, requeue_result
 from backfill_sa.errors import ConfigurationError, JobValidationError
-from backfill_sa.migrations.schema import validate_schema_name
 from backfill_sa.notify import channel_for
-from backfill_sa.tables import DEFAULT_SCHEMA, FailureReason, JobState
+from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
+from backfill_sa.states import FailureReason, JobState
 
 __all__ = ["create_app"]
 

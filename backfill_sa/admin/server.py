@@ -14,8 +14,7 @@ from backfill_sa.admin.app import create_app
 from backfill_sa.admin.queries import schema_has_tables
 from backfill_sa.dburl import async_url
 from backfill_sa.errors import ConfigurationError
-from backfill_sa.migrations.schema import validate_schema_name
-from backfill_sa.tables import DEFAULT_SCHEMA
+from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
 
 __all__ = ["serve"]
 

@@ -13,10 +13,13 @@ snapshots and must not change when the models do.
 
 from __future__ import annotations
 
-import os
-import re
-
-from backfill_sa.errors import ConfigurationError
+from backfill_sa.schema_name import (
+    DEFAULT_SCHEMA,
+    SCHEMA_ENV_VAR,
+    SCHEMA_NAME_PATTERN,
+    resolve_schema,
+    validate_schema_name,
+)
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -26,55 +29,6 @@ __all__ = [
     "target_schema",
     "validate_schema_name",
 ]
-
-DEFAULT_SCHEMA = "backfill"
-"""The schema the models name; other names are reached by schema translation."""
-
-SCHEMA_ENV_VAR = "BACKFILL_SCHEMA"
-"""Environment variable that selects another schema for one deployment."""
-
-SCHEMA_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-"""Schema names we accept: they never need quoting and fit PostgreSQL's 63 bytes."""
-
-
-def validate_schema_name(name: str, *, field: str = "schema") -> str:
-    """Return ``name`` if it is a usable schema name.
-
-    Args:
-        name: the candidate schema name.
-        field: the setting the name came from, used in the error message.
-
-    Returns:
-        ``name``, unchanged.
-
-    Raises:
-        ConfigurationError: the name is not 1-63 lower-case letters, digits or
-            underscores starting with a letter or underscore.
-    """
-    if not isinstance(name, str) or not SCHEMA_NAME_PATTERN.match(name):
-        raise ConfigurationError(
-            field,
-            f"{name!r} must be 1-63 lower-case letters, digits or underscores, "
-            "starting with a letter or underscore",
-        )
-    return name
-
-
-def resolve_schema(schema: str | None = None) -> str:
-    """Return ``schema`` if given, else ``$BACKFILL_SCHEMA``, else ``backfill``; validated.
-
-    Args:
-        schema: an explicit schema name, or ``None`` to use the environment.
-
-    Raises:
-        ConfigurationError: the resulting name is not a valid schema name.
-    """
-    if schema is not None:
-        return validate_schema_name(schema)
-    from_env = os.environ.get(SCHEMA_ENV_VAR)
-    if from_env:
-        return validate_schema_name(from_env, field=SCHEMA_ENV_VAR)
-    return DEFAULT_SCHEMA
 
 
 def target_schema() -> str:

@@ -16,20 +16,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from backfill_sa.notify import channel_for
-from backfill_sa.statements.jobs_runtime import (
+from backfill_sa.statements.worker_sql import (
     job_dead_letter_many,
     job_find_stale,
     job_promote_due,
     job_retry_many,
-)
-from backfill_sa.statements.workers import (
     leader_elect,
     leader_resign,
     worker_delete,
     worker_delete_expired,
     worker_heartbeat,
 )
-from backfill_sa.tables import FailureReason
+from backfill_sa.states import FailureReason
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.outcomes import error_json
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from backfill_sa.errors import InvalidPayloadError, PermanentError, Snooze
 from backfill_sa.retry import DEFAULT, RetryPolicy
-from backfill_sa.tables import FailureReason
+from backfill_sa.states import FailureReason
 from backfill_sa.tasks import Task
 
 __all__ = ["MAX_ERROR_CHARS", "Outcome", "OutcomeKind", "classify", "error_json"]

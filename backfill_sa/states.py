@@ -1,0 +1,28 @@
+"""Job states and dead-letter reasons: the words the tables, the worker and the API share.
+
+Standard library only, so that the worker can use them without loading SQLAlchemy.
+The state machine is drawn in ``docs/state_machine.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["FailureReason", "JobState"]
+
+
+class JobState(str, enum.Enum):
+    """States a row in ``backfill.jobs`` can be in."""
+
+    AVAILABLE = "available"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+
+
+class FailureReason(str, enum.Enum):
+    """Why a job ended in the dead-letter queue."""
+
+    MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
+    PERMANENT_ERROR = "permanent_error"
+    UNKNOWN_TASK = "unknown_task"
+    INVALID_PAYLOAD = "invalid_payload"
