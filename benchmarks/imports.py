@@ -18,9 +18,6 @@ __all__ = ["WORKER_IMPORTS", "measure_imports", "render_imports", "summary_line"
 
 WORKER_IMPORTS = (
     "asyncpg",
-    "sqlalchemy",
-    "sqlalchemy.sql",
-    "sqlalchemy.dialects.postgresql.asyncpg",
     "opentelemetry.trace",
     "opentelemetry.metrics",
     "tenacity",
@@ -31,7 +28,14 @@ WORKER_IMPORTS = (
 )
 """The worker's own imports, roughly in dependency order."""
 
-NOT_LOADED = ("sqlalchemy.orm", "sqlalchemy.ext.asyncio", "alembic", "psycopg")
+NOT_LOADED = (
+    "sqlalchemy",
+    "sqlalchemy.dialects.postgresql.asyncpg",
+    "sqlalchemy.orm",
+    "sqlalchemy.ext.asyncio",
+    "alembic",
+    "psycopg",
+)
 """Packages measured after the worker's set, to show what they would add."""
 
 _CHILD = r"""

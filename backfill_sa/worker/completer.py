@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from backfill_sa.statements.jobs_runtime import (
+from backfill_sa.statements.worker_sql import (
     job_complete_many,
     job_dead_letter_many,
     job_retry_many,

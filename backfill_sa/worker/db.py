@@ -1,7 +1,8 @@
-"""The worker's database access: an asyncpg pool running pre-compiled Core statements.
+"""The worker's database access: an asyncpg pool running pre-rendered statements.
 
-The SQL comes from SQLAlchemy Core builders (:mod:`backfill_sa.statements`), compiled
-once per schema for the asyncpg dialect; execution goes straight to asyncpg, whose
+The SQL comes from SQLAlchemy Core builders (:mod:`backfill_sa.statements`), rendered
+for asyncpg ahead of time into :mod:`backfill_sa.statements.worker_sql`, so a worker
+process never loads SQLAlchemy. Execution goes straight to asyncpg, whose
 prepared-statement cache makes each run a single round trip with no per-call
 compilation or result-processing layer. Every worker statement is atomic on its
 own, so connections stay in autocommit (no BEGIN/COMMIT).
@@ -16,17 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeAlias
 
 import asyncpg
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.sql import Executable
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
 from tenacity import (
     AsyncRetrying,
     before_sleep_log,
@@ -37,7 +33,8 @@ from tenacity import (
 )
 
 from backfill_sa.dburl import libpq_dsn
-from backfill_sa.tables import DEFAULT_SCHEMA
+from backfill_sa.schema_name import DEFAULT_SCHEMA
+from backfill_sa.statements.rendered import RenderedSql
 
 __all__ = ["TRANSIENT_SQLSTATES", "Database", "Record", "is_transient"]
 
@@ -74,7 +71,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 def is_transient(exc: BaseException) -> bool:
     """Return whether ``exc`` is a database error worth retrying as it is."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+    if getattr(exc, "connection_invalidated", False) is True:  # SQLAlchemy's DBAPIError
         return True
     if isinstance(
         exc,
@@ -88,40 +85,15 @@ def is_transient(exc: BaseException) -> bool:
     state = _sqlstate(exc)
     if state is not None:
         return state in TRANSIENT_SQLSTATES or state.startswith("08")
-    if isinstance(exc, (InterfaceError, OperationalError)):
+    if _is_sqlalchemy_connection_error(exc):
         return True
     return isinstance(exc, (ConnectionError, OSError, asyncio.TimeoutError))
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    sql: str
-    names: tuple[str, ...]
-    defaults: Mapping[str, Any]
-
-
-_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
-
-
-def compile_statement(
-    statement: Executable, schema: str
-) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    """Compile a Core statement for asyncpg with ``backfill`` mapped to ``schema``.
-
-    Returns the SQL text (``$n`` placeholders), the parameter names in placeholder
-    order, and the values of parameters bound inside the statement itself.
-    """
-    assert isinstance(statement, ClauseElement)
-    translate = {DEFAULT_SCHEMA: schema} if schema != DEFAULT_SCHEMA else None
-    compiled = statement.compile(  # the asyncpg dialect compiles with SQLCompiler
-        dialect=_DIALECT,
-        schema_translate_map=translate,
-        render_schema_translate=translate is not None,
-    )
-    assert isinstance(compiled, SQLCompiler)
-    names = tuple(compiled.positiontup or ())
-    defaults = {n: compiled.binds[n].value for n in names if compiled.binds[n].value is not None}
-    return compiled.string, names, defaults
+def _is_sqlalchemy_connection_error(exc: BaseException) -> bool:
+    # The worker never loads SQLAlchemy; code that does may hand us its errors.
+    loaded = sys.modules.get("sqlalchemy.exc")
+    return loaded is not None and isinstance(exc, (loaded.InterfaceError, loaded.OperationalError))
 
 
 class _WorkerConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -165,7 +137,7 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._retry_for = retry_for.total_seconds()
-        self._compiled: dict[int, _Compiled] = {}
+        self._sql: dict[int, str] = {}
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -181,17 +153,9 @@ class Database:
                     )
         return self._pool
 
-    def _compile(self, statement: Executable) -> _Compiled:
-        key = id(statement)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            sql, names, defaults = compile_statement(statement, self.schema)
-            compiled = self._compiled[key] = _Compiled(sql, names, defaults)
-        return compiled
-
     async def execute(
         self,
-        statement: Executable,
+        statement: RenderedSql,
         params: Mapping[str, Any] | None = None,
         *,
         retry: bool = True,
@@ -199,8 +163,8 @@ class Database:
         """Run one statement and return its rows (empty when it returns none).
 
         The statement object must live as long as this Database (the statements of
-        :mod:`backfill_sa.statements` are module constants): its compiled form is
-        cached by identity. The first try runs without tenacity's bookkeeping; a
+        :mod:`backfill_sa.statements.worker_sql` are module constants): its text for
+        this schema is cached by identity. The first try runs without tenacity's bookkeeping; a
         transient failure falls back to retries with exponential backoff and jitter.
         ``retry=False`` raises the first failure instead: for statements that are not
         safe to repeat blindly (a claim whose reply was lost has taken jobs that only
@@ -211,12 +175,12 @@ class Database:
                 outlasted the retry window.
             KeyError: a parameter the statement needs is missing.
         """
-        compiled = self._compile(statement)
-        values = params or {}
-        defaults = compiled.defaults
-        args = [values[n] if n in values else defaults.get(n) for n in compiled.names]
+        sql = self._sql.get(id(statement))
+        if sql is None:
+            sql = self._sql[id(statement)] = statement.for_schema(self.schema)
+        args = statement.arguments(params or {})
         try:
-            return await self._fetch(compiled.sql, args)
+            return await self._fetch(sql, args)
         except Exception as exc:
             if not retry or not is_transient(exc):
                 raise
@@ -230,7 +194,7 @@ class Database:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._fetch(compiled.sql, args)
+                return await self._fetch(sql, args)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Record]:

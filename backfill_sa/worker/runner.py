@@ -26,12 +26,13 @@ from typing import Any
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.notify import channel_for
-from backfill_sa.statements.jobs_runtime import (
+from backfill_sa.statements.worker_sql import (
     job_claim_batch,
     job_complete_and_claim,
     job_release_orphans,
+    queue_settings,
+    schema_probe,
 )
-from backfill_sa.statements.workers import queue_settings, schema_probe
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
 from backfill_sa.telemetry import OutcomeKey, Telemetry

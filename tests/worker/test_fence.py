@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.models import FailureReason
-from backfill_sa.statements.jobs_runtime import (
+from backfill_sa.statements.worker_sql import (
     job_claim_batch,
     job_complete_many,
     job_dead_letter_many,

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from backfill_sa.dburl import libpq_dsn
 from backfill_sa.enqueue import JobSpec
 from backfill_sa.notify import channel_for
-from backfill_sa.statements.jobs_runtime import job_claim_batch
+from backfill_sa.statements.worker_sql import job_claim_batch
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.maintenance import Heartbeat, LeaderElection, Promoter, Rescuer
 from tests.worker.conftest import add, add_jobs, count, dead_letters, execute, job, rows

@@ -1,0 +1,42 @@
+"""The worker's pre-rendered SQL is what the Core builders compile to, today."""
+
+from __future__ import annotations
+
+import pytest
+
+from backfill_sa.statements import worker_sql
+from backfill_sa.statements.render import render_all
+from backfill_sa.statements.rendered import SCHEMA_PLACEHOLDER, RenderedSql
+
+
+def test_every_builder_is_rendered_and_matches_the_generated_module() -> None:
+    fresh = render_all()
+    assert sorted(fresh) == sorted(worker_sql.__all__), (
+        "run python -m backfill_sa.statements.render"
+    )
+    for name, expected in fresh.items():
+        stored = getattr(worker_sql, name)
+        assert (stored.text, stored.params, dict(stored.defaults)) == (
+            expected.text,
+            expected.params,
+            dict(expected.defaults),
+        ), f"{name} is stale: run python -m backfill_sa.statements.render"
+
+
+def test_the_schema_is_substituted_in_every_table_reference() -> None:
+    sql = worker_sql.job_claim_batch.for_schema("tenant_a")
+    assert SCHEMA_PLACEHOLDER not in sql
+    assert "tenant_a.jobs" in sql
+    assert "tenant_a.queues" in sql
+
+
+def test_arguments_follow_placeholder_order_with_defaults_filled_in() -> None:
+    stmt = RenderedSql("probe", "SELECT $1, $2, $3", ("a", "b", "c"), {"b": 7})
+    assert stmt.arguments({"a": 1, "c": 3}) == [1, 7, 3]
+    assert stmt.arguments({"a": 1, "b": 2, "c": 3}) == [1, 2, 3]
+
+
+def test_a_missing_argument_names_the_statement_and_the_parameter() -> None:
+    stmt = RenderedSql("probe", "SELECT $1", ("a",))
+    with pytest.raises(KeyError, match="probe: parameter 'a' was not given"):
+        stmt.arguments({})
