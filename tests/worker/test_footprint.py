@@ -1,8 +1,8 @@
-"""What a worker process loads: the CLI worker runs jobs without importing SQLAlchemy.
+"""What a worker process loads: no SQLAlchemy, and the event loop it was asked for.
 
 The worker's SQL is rendered ahead of time (``backfill_sa.statements.worker_sql``);
-this runs ``python -m backfill_sa worker --burst`` in a fresh interpreter against the
-test's schema and checks both that the jobs ran and which packages were imported.
+these run the CLI's ``worker --burst`` in a fresh interpreter against the test's schema
+and check that the jobs ran, which packages were imported and which loop ran them.
 """
 
 from __future__ import annotations
@@ -11,43 +11,43 @@ import json
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 
 from tests.worker.conftest import REPO, add, count, script_env
 
 _WORKER = textwrap.dedent(
     """
-    import json, sys
+    import asyncio, json, sys
+    if sys.argv[3] == "hide-uvloop":
+        sys.modules["uvloop"] = None  # as if the extra were not installed
     from backfill_sa import TaskRegistry
     from backfill_sa.cli import main
 
     registry = TaskRegistry()
-    ran = []
+    ran, loops = [], set()
 
     @registry.task("footprint")
     async def footprint(payload, ctx):
         ran.append(payload["n"])
+        loops.add(type(asyncio.get_running_loop()).__module__.split(".")[0])
 
-    code = main(["worker", "--tasks", "__main__:registry", "--burst",
+    code = main(["worker", "--tasks", "__main__:registry", "--burst", "--loop", sys.argv[2],
                  "--schema", sys.argv[1], "--queue", "bulk=2", "--log-level", "WARNING"])
     heavy = sorted(
         name for name in sys.modules
         if name.split(".")[0] in ("sqlalchemy", "alembic", "psycopg", "greenlet")
     )
-    print(json.dumps({"code": code, "ran": sorted(ran), "heavy": heavy}))
+    print(json.dumps({"code": code, "ran": sorted(ran), "heavy": heavy, "loops": sorted(loops)}))
     """
 )
 
 
-def test_a_worker_process_runs_jobs_without_loading_sqlalchemy(
-    sync_engine: Engine, schema: str
-) -> None:
-    engine = sync_engine
-    for n in range(3):
-        add(engine, "footprint", {"n": n})
+def _run_worker(schema: str, loop: str, hide_uvloop: bool = False) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-c", _WORKER, schema],
+        [sys.executable, "-c", _WORKER, schema, loop, "hide-uvloop" if hide_uvloop else "-"],
         capture_output=True,
         text=True,
         env=script_env(),
@@ -56,8 +56,47 @@ def test_a_worker_process_runs_jobs_without_loading_sqlalchemy(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    report["stderr"] = done.stderr
+    return report
+
+
+def test_a_worker_process_runs_jobs_without_loading_sqlalchemy(
+    sync_engine: Engine, schema: str
+) -> None:
+    for n in range(3):
+        add(sync_engine, "footprint", {"n": n})
+    report = _run_worker(schema, "auto")
     assert report["code"] == 0
     assert report["ran"] == [0, 1, 2]
     assert report["heavy"] == []
-    assert count(engine, "jobs") == 0
+    assert count(sync_engine, "jobs") == 0
+
+
+@pytest.mark.parametrize(
+    ("loop", "hide_uvloop", "expected"),
+    [
+        ("auto", False, "uvloop"),
+        ("uvloop", False, "uvloop"),
+        ("asyncio", False, "asyncio"),
+        ("auto", True, "asyncio"),
+    ],
+)
+def test_the_worker_runs_on_the_event_loop_it_is_given(
+    sync_engine: Engine, schema: str, loop: str, hide_uvloop: bool, expected: str
+) -> None:
+    add(sync_engine, "footprint", {"n": 7})
+    report = _run_worker(schema, loop, hide_uvloop)
+    assert (report["code"], report["ran"], report["loops"]) == (0, [7], [expected])
+    assert count(sync_engine, "jobs") == 0
+
+
+def test_forcing_uvloop_without_it_installed_fails_in_one_line(
+    sync_engine: Engine, schema: str
+) -> None:
+    job_id = add(sync_engine, "footprint", {"n": 1})
+    report = _run_worker(schema, "uvloop", hide_uvloop=True)
+    assert report["code"] == 2
+    assert report["ran"] == []
+    assert "--loop uvloop: uvloop is not installed" in report["stderr"]
+    assert count(sync_engine, "jobs", f"id = {job_id} AND state = 'available'") == 1
