@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 from backfill_sa.errors import BackfillError, JobValidationError
 from backfill_sa.notify import channel_for, schema_of
+from backfill_sa.schema_name import DEFAULT_SCHEMA
 from backfill_sa.statements.jobs_insert import (
     JOBS_INSERT_AFTER_RUNNING,
     JOBS_INSERT_BATCH,
@@ -105,8 +108,140 @@ def _params(row: JobRow, channel: str) -> dict[str, object]:
 
 def _insert_one(conn: Connection, row: JobRow, channel: str) -> EnqueueResult:
     """Insert a job without a key (keyed jobs take :func:`_insert_keyed`)."""
+    direct = _direct_insert_one(conn)
+    if direct is not None:
+        return EnqueueResult(direct.execute(conn, (*row, channel)), _INSERTED)
     job_id: int = conn.execute(JOBS_INSERT_ONE, _params(row, channel)).scalar_one()
     return EnqueueResult(job_id, _INSERTED)
+
+
+# --- the single insert on the DBAPI connection -----------------------------------
+#
+# One job per transaction spends more time in SQLAlchemy's per-execution layers
+# (execution context, parameter processing, result set-up) than in the driver. For
+# the two drivers we support, and only while nothing observes the engine's statements
+# (no event listeners, no echo), JOBS_INSERT_ONE is compiled once per DBAPI
+# connection and schema and run on a plain DBAPI cursor of the caller's connection:
+# the same connection, transaction and savepoint, the same SQL, one statement.
+
+_DIRECT_DRIVERS = frozenset({"asyncpg", "psycopg"})
+_INFO_KEY = "backfill_sa.insert_one"
+"""Key of the compiled statements in ``Connection.info`` (per DBAPI connection)."""
+
+# Where each bound parameter comes from in ``(*JobRow, channel)``; the statement's
+# literal constants follow those ten values.
+_SOURCE_INDEX = {
+    "new_task": 0,
+    "new_queue": 1,
+    "new_payload": 2,
+    "new_priority": 3,
+    "new_run_at": 4,
+    "new_max_attempts": 5,
+    "new_job_key": 6,
+    "new_retry_policy": 7,
+    "new_metadata": 8,
+    "channel": 9,
+}
+
+
+class _DirectStatement(NamedTuple):
+    """:data:`JOBS_INSERT_ONE` compiled for one dialect and schema."""
+
+    sql: str
+    constants: tuple[object, ...]
+    """Values of the statement's literal bound parameters (``'available'``, ...)."""
+    pick: Callable[[tuple[object, ...]], tuple[object, ...]]
+    """The driver's parameters, in statement order, from ``(*row, channel, *constants)``."""
+    names: tuple[str, ...] | None
+    """Parameter names for a named paramstyle (psycopg); ``None`` when positional."""
+
+    def execute(self, conn: Connection, values: tuple[object, ...]) -> int:
+        """Run the insert on ``conn``'s DBAPI connection; return the new job's id.
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the driver raised (wrapped as SQLAlchemy does).
+        """
+        picked = self.pick((*values, *self.constants))
+        params: Any = picked if self.names is None else dict(zip(self.names, picked, strict=True))
+        dbapi_connection = conn.connection.dbapi_connection
+        if dbapi_connection is None:  # pragma: no cover - a live Connection has one
+            raise BackfillError("enqueue: the session's connection is closed")
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(self.sql, params)
+            found = cursor.fetchone()
+        except conn.dialect.loaded_dbapi.Error as error:
+            disconnected = conn.dialect.is_disconnect(error, dbapi_connection, cursor)
+            if disconnected:
+                conn.invalidate(error)
+            raise DBAPIError.instance(
+                self.sql,
+                params,
+                error,
+                conn.dialect.loaded_dbapi.Error,
+                hide_parameters=conn.engine.hide_parameters,
+                connection_invalidated=disconnected,
+                dialect=conn.dialect,
+            ) from error
+        finally:
+            cursor.close()
+        if found is None:  # pragma: no cover - INSERT ... RETURNING always returns
+            raise BackfillError("enqueue: the insert returned no row")
+        return int(found[0])
+
+
+def _direct_insert_one(conn: Connection) -> _DirectStatement | None:
+    """The compiled single insert for ``conn``, or ``None`` to go through SQLAlchemy.
+
+    ``None`` when the driver is not one of ours or when something watches the
+    engine's statements (event listeners such as tracing instrumentation, or echo):
+    they must see the statement, so it takes the ordinary ``Connection.execute``.
+    """
+    # SQLAlchemy's own flags (no public API says "no listeners, no echo").
+    if (
+        conn._has_events
+        or conn.engine._has_events
+        or conn._echo
+        or conn.dialect.driver not in _DIRECT_DRIVERS
+    ):
+        return None
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    target = translate.get(DEFAULT_SCHEMA, DEFAULT_SCHEMA)
+    info = conn.info
+    compiled: dict[object, _DirectStatement] | None = info.get(_INFO_KEY)
+    if compiled is None:
+        compiled = info[_INFO_KEY] = {}
+    statement = compiled.get(target)
+    if statement is None:
+        statement = compiled[target] = _compile_direct(conn, target)
+    return statement
+
+
+def _compile_direct(conn: Connection, target: str | None) -> _DirectStatement:
+    translate = None if target == DEFAULT_SCHEMA else {DEFAULT_SCHEMA: target}
+    compiled = JOBS_INSERT_ONE.compile(
+        dialect=conn.dialect,
+        schema_translate_map=translate,
+        render_schema_translate=translate is not None,
+    )
+    defaults = compiled.construct_params(dict.fromkeys(_SOURCE_INDEX))
+    names = tuple(compiled.positiontup) if compiled.positiontup else tuple(defaults)
+    constant_names = [name for name in names if name not in _SOURCE_INDEX]
+    offset = len(_SOURCE_INDEX)
+    index = {name: offset + i for i, name in enumerate(constant_names)} | _SOURCE_INDEX
+    order = [index[name] for name in names]
+    pick: Callable[[tuple[object, ...]], tuple[object, ...]]
+    if len(order) == 1:  # pragma: no cover - the statement has many parameters
+        only = order[0]
+        pick = lambda values: (values[only],)  # noqa: E731
+    else:
+        pick = itemgetter(*order)
+    return _DirectStatement(
+        sql=compiled.string,
+        constants=tuple(defaults[name] for name in constant_names),
+        pick=pick,
+        names=None if compiled.positional else names,
+    )
 
 
 def _insert_keyed(
