@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import json.encoder
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -67,9 +68,35 @@ DEFAULT_MAX_ATTEMPTS = DEFAULT_RETRY.max_attempts
 JobKeyMode = Literal["replace", "preserve_run_at", "unsafe_dedupe"]
 JOB_KEY_MODES: frozenset[str] = frozenset({"replace", "preserve_run_at", "unsafe_dedupe"})
 
-# One encoder for the process: json.dumps() with non-default options builds a new
-# encoder per call. ensure_ascii=False keeps the text short; size is measured in bytes.
-_ENCODE = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
+
+def _make_encoder() -> Callable[[object], str]:
+    """Return a compact JSON encoder (no NaN/Infinity, non-ASCII kept as is).
+
+    ``JSONEncoder.encode`` builds a new C encoder on every call; this builds it once
+    (without circular-reference markers: a cycle ends in ``RecursionError``, which
+    :func:`dump_json` reports like any other refusal). Pure Python runs fall back to
+    ``JSONEncoder.encode``. ensure_ascii=False keeps the text short; size is measured
+    in bytes.
+    """
+    encoder = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    make: Callable[..., Callable[[object, int], Iterable[str]]] | None = getattr(
+        json.encoder, "c_make_encoder", None
+    )
+    if make is None:  # pragma: no cover - CPython has the C accelerator
+        return encoder.encode
+    chunks = make(
+        None, encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    join = "".join
+
+    def encode(value: object) -> str:
+        return join(chunks(value, 0))
+
+    return encode
+
+
+_ENCODE = _make_encoder()
+"""Compact JSON text of a value; raises TypeError, ValueError or RecursionError."""
 _CONTAINERS = (dict, list, tuple)
 _SCALARS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 _is_str = str.__instancecheck__
@@ -379,17 +406,30 @@ class JobSpec:
             raise JobValidationError("retry", "must be a RetryPolicy or None")
         if self.job_key_mode != "replace":
             check_job_key_mode(self.job_key_mode)
+        # Plain ASCII names without NUL need none of check_name's slower checks.
         task = self.task
-        if not (type(task) is str and 0 < len(task) <= TASK_MAX_LENGTH and _plain(task)):
+        if not (
+            type(task) is str
+            and 0 < len(task) <= TASK_MAX_LENGTH
+            and task.isascii()
+            and "\x00" not in task
+        ):
             task = check_name("task", task, TASK_MAX_LENGTH)
         queue = self.queue
-        if not (type(queue) is str and 0 < len(queue) <= QUEUE_MAX_LENGTH and _plain(queue)):
+        if not (
+            type(queue) is str
+            and 0 < len(queue) <= QUEUE_MAX_LENGTH
+            and queue.isascii()
+            and "\x00" not in queue
+        ):
             queue = check_name("queue", queue, QUEUE_MAX_LENGTH)
         job_key = self.job_key
         if job_key is not None:
             job_key = check_name("job_key", job_key, JOB_KEY_MAX_LENGTH)
         priority = self.priority
-        if type(priority) is not int or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        if type(priority) is Priority:  # the default and the named ones: all in range
+            priority = priority._value_
+        elif type(priority) is not int or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
             priority = check_priority(priority)
         run_at = self.run_at
         if run_at is not None:
@@ -413,8 +453,3 @@ class JobSpec:
             "{}" if metadata is None else dump_json_object(metadata, "metadata", limit),
         )
         object.__setattr__(self, "row", row)
-
-
-def _plain(text: str) -> bool:
-    """ASCII without NUL: needs none of :func:`check_name`'s slower checks."""
-    return text.isascii() and "\x00" not in text

@@ -238,3 +238,34 @@ def test_check_job_key_mode_returns_the_mode() -> None:
     assert check_job_key_mode("replace") == "replace"
     with pytest.raises(JobValidationError):
         check_job_key_mode(None)
+
+
+def test_payload_text_is_what_json_dumps_gives() -> None:
+    values: list[object] = [
+        {"n": 17, "kind": "benchmark", "nested": {"a": [1, 2.5, None, True, False]}},
+        ["é", "日本", {"k": -0.0}, 10**30, 1e-300],
+        "plain",
+        3,
+        {"": {}, "x": []},
+        (1, 2),
+    ]
+    for value in values:
+        expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        assert JobSpec("t", value).row.payload == expected
+
+
+def test_a_refused_payload_does_not_affect_the_next() -> None:
+    items: list[object] = []
+    items.append(items)
+    assert "circular" in _error(payload=items).rule
+    assert JobSpec("t", {"a": [1, [2]]}).row.payload == '{"a":[1,[2]]}'
+    assert JobSpec("t", [[1], [1]]).row.payload == "[[1],[1]]"  # same list twice is fine
+    shared = [1]
+    assert JobSpec("t", {"a": shared, "b": shared}).row.payload == '{"a":[1],"b":[1]}'
+
+
+def test_named_and_plain_int_priorities_both_become_plain_ints() -> None:
+    for given, stored in ((Priority.BULK_DEFAULT, 0), (Priority.FAST_HIGH, -10), (7, 7)):
+        row = JobSpec("t", priority=given).row
+        assert (row.priority, type(row.priority)) == (stored, int)
+    assert type(JobSpec("t").row.priority) is int
