@@ -27,6 +27,7 @@ from backfill_sa.job_writer import (
     EnqueueOutcome,
     EnqueueResult,
     check_specs,
+    write_checked_jobs,
     write_job,
     write_jobs,
 )
@@ -228,7 +229,7 @@ async def enqueue_many_async(
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
     checked = check_specs(specs)
-    return await session.run_sync(write_jobs, checked)
+    return await session.run_sync(write_checked_jobs, checked)
 
 
 def enqueue_fast(

@@ -445,3 +445,44 @@ async def test_orm_added_job_async(async_engine: AsyncEngine) -> None:
         await session.flush()
         state = (await session.execute(select(Job.state).where(Job.id == job.id))).scalar_one()
     assert state == "available"
+
+
+# --- enqueue_many and the caller's trace context ----------------------------------
+
+
+def test_enqueue_many_stores_the_trace_context_on_every_job(sync_engine: Engine) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    specs = [
+        JobSpec("a", {"n": 1}, metadata={"tag": "x"}),
+        JobSpec("b", {"n": 2}, job_key="k"),
+        JobSpec("c", {"n": 3}),
+    ]
+    with (
+        tracer.start_as_current_span("request") as span,
+        Session(sync_engine) as session,
+        session.begin(),
+    ):
+        results = enqueue_many(session, specs)
+        plain = enqueue_many(session, [JobSpec("d"), JobSpec("e")])
+    trace_id = f"{span.get_span_context().trace_id:032x}"
+    assert [r.outcome for r in results + plain] == [INSERTED] * 5
+    with Session(sync_engine) as session:
+        jobs = _jobs(session)
+    assert [job.task for job in jobs] == ["a", "b", "c", "d", "e"]
+    assert [job.id for job in jobs] == [r.id for r in results + plain]
+    for job in jobs:
+        assert trace_id in job.meta["traceparent"]
+    assert jobs[0].meta["tag"] == "x"
+
+
+def test_enqueue_many_without_a_span_stores_metadata_as_given(sync_engine: Engine) -> None:
+    with Session(sync_engine) as session, session.begin():
+        results = enqueue_many(
+            session, [JobSpec("a", metadata={"tag": "x"}), JobSpec("b"), JobSpec("c", job_key="k")]
+        )
+    with Session(sync_engine) as session:
+        jobs = _jobs(session)
+    assert [job.id for job in jobs] == [r.id for r in results]
+    assert [job.meta for job in jobs] == [{"tag": "x"}, {}, {}]
