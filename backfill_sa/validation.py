@@ -267,6 +267,13 @@ def dump_json_object(value: object, field_name: str, max_bytes: int) -> str:
 
 def _keys_are_strings(value: object) -> bool:
     """Whether every dict key inside ``value`` is a string (json would coerce others)."""
+    # The usual payload, a flat dict with string keys, is answered in C.
+    if (
+        type(value) is dict
+        and all(map(_is_str, value))
+        and _SCALARS.issuperset(map(type, value.values()))
+    ):
+        return True
     stack = [value]
     while stack:
         item = stack.pop()
