@@ -44,10 +44,11 @@ def render(name: str, statement: Any) -> RenderedSql:
         render_schema_translate=True,
     )
     assert isinstance(compiled, SQLCompiler)
-    params = tuple(compiled.positiontup or ())
+    inline = tuple(sorted(b.key for b in compiled.literal_execute_params))
+    params = tuple(p for p in compiled.positiontup or () if p not in inline)
     # A parameter bound inside the statement (a literal, or NULL) is not required.
     defaults = {n: compiled.binds[n].value for n in params if not compiled.binds[n].required}
-    return RenderedSql(name, compiled.string, params, defaults)
+    return RenderedSql(name, compiled.string, params, defaults, inline)
 
 
 def render_all() -> dict[str, RenderedSql]:
@@ -90,6 +91,8 @@ def module_source() -> str:
         if sql.defaults:
             items = ", ".join(f"{k!r}: {v!r}" for k, v in sql.defaults.items())
             lines.append(f"    MappingProxyType({{{items}}}),")
+        if sql.inline:
+            lines.append(f"    inline={sql.inline!r},")
         lines.append(")")
     return "\n".join(lines) + "\n"
 

@@ -31,20 +31,36 @@ class RenderedSql:
         text: the SQL, with every table qualified by :data:`SCHEMA_PLACEHOLDER`.
         params: the parameter names, in placeholder order.
         defaults: values of the parameters bound inside the statement itself.
+        inline: integer parameters written into the SQL text rather than bound
+            (``LIMIT``: see :func:`backfill_sa.statements.jobs_runtime._any_of`); the
+            text holds ``__[POSTCOMPILE_<name>]`` for each.
     """
 
     name: str
     text: str
     params: tuple[str, ...]
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    inline: tuple[str, ...] = ()
 
-    def for_schema(self, schema: str) -> str:
-        """Return the SQL with its tables in ``schema``.
+    def for_schema(self, schema: str, values: Mapping[str, Any] | None = None) -> str:
+        """Return the SQL with its tables in ``schema`` and its inline values written in.
 
         ``schema`` must be a validated schema name (lower-case letters, digits and
         underscores: it never needs quoting).
+
+        Raises:
+            KeyError: an inline parameter is missing from ``values``.
+            TypeError: an inline value is not an ``int``.
         """
-        return self.text.replace(f"{SCHEMA_PLACEHOLDER}.", f"{schema}.")
+        sql = self.text.replace(f"{SCHEMA_PLACEHOLDER}.", f"{schema}.")
+        for name in self.inline:
+            value = (values or {}).get(name)
+            if type(value) is not int:
+                if value is None:
+                    raise KeyError(f"{self.name}: parameter {name!r} was not given")
+                raise TypeError(f"{self.name}: parameter {name!r} must be an int, not {value!r}")
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", str(value))
+        return sql
 
     def arguments(self, values: Mapping[str, Any]) -> list[Any]:
         """Return the positional arguments for ``values``, defaults filled in.

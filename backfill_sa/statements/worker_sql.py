@@ -38,17 +38,18 @@ job_claim_batch = RenderedSql(
         "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
         "FROM __backfill_schema__.queues \n"
         "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
-        " LIMIT $5::INTEGER FOR UPDATE SKIP LOCKED)\n"
-        " UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now() FROM candidates WHERE __backfill_schema__.jobs.id = candidates.id RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at"
+        " LIMIT __[POSTCOMPILE_limit] FOR UPDATE SKIP LOCKED)\n"
+        " UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now() WHERE __backfill_schema__.jobs.id = ANY (array((SELECT candidates.id \n"
+        "FROM candidates))) RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at"
     ),
     (
         "attempts_1",
         "worker_id",
         "lease_1",
         "claim_queue",
-        "limit",
     ),
     MappingProxyType({"attempts_1": 1, "lease_1": 1}),
+    inline=("limit",),
 )
 
 job_complete_and_claim = RenderedSql(
@@ -60,11 +61,12 @@ job_complete_and_claim = RenderedSql(
         "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
         "FROM __backfill_schema__.queues \n"
         "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
-        " LIMIT $5::INTEGER FOR UPDATE SKIP LOCKED), \n"
+        " LIMIT __[POSTCOMPILE_limit] FOR UPDATE SKIP LOCKED), \n"
         "claimed AS \n"
-        "(UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now() FROM candidates WHERE __backfill_schema__.jobs.id = candidates.id RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at), \n"
+        "(UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now() WHERE __backfill_schema__.jobs.id = ANY (array((SELECT candidates.id \n"
+        "FROM candidates))) RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at), \n"
         "done AS \n"
-        "(DELETE FROM __backfill_schema__.jobs USING unnest($6::BIGINT[], $7::INTEGER[]) AS d(id, lease) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state = 'running' RETURNING __backfill_schema__.jobs.id)\n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($5::BIGINT[], $6::INTEGER[]) AS d(id, lease) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state = 'running' RETURNING __backfill_schema__.jobs.id)\n"
         " SELECT claimed.id, claimed.task, claimed.queue, claimed.payload, claimed.priority, claimed.run_at, claimed.attempts, claimed.max_attempts, claimed.lease, claimed.retry_policy, claimed.metadata, claimed.created_at, claimed.locked_at, CAST(NULL AS BIGINT) AS done_id \n"
         "FROM claimed UNION ALL SELECT CAST(NULL AS BIGINT) AS id, CAST(NULL AS TEXT) AS task, CAST(NULL AS TEXT) AS queue, CAST(NULL AS JSONB) AS payload, CAST(NULL AS SMALLINT) AS priority, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS run_at, CAST(NULL AS SMALLINT) AS attempts, CAST(NULL AS SMALLINT) AS max_attempts, CAST(NULL AS INTEGER) AS lease, CAST(NULL AS JSONB) AS retry_policy, CAST(NULL AS JSONB) AS metadata, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS created_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS locked_at, done.id AS done_id \n"
         "FROM done"
@@ -74,11 +76,11 @@ job_complete_and_claim = RenderedSql(
         "worker_id",
         "lease_1",
         "claim_queue",
-        "limit",
         "ids",
         "leases",
     ),
     MappingProxyType({"attempts_1": 1, "lease_1": 1}),
+    inline=("limit",),
 )
 
 job_complete_many = RenderedSql(
@@ -150,17 +152,16 @@ job_promote_due = RenderedSql(
         "(SELECT __backfill_schema__.jobs.id AS id \n"
         "FROM __backfill_schema__.jobs \n"
         "WHERE __backfill_schema__.jobs.state = 'scheduled' AND __backfill_schema__.jobs.run_at <= now() ORDER BY __backfill_schema__.jobs.run_at \n"
-        " LIMIT $2::INTEGER FOR UPDATE SKIP LOCKED), \n"
+        " LIMIT __[POSTCOMPILE_limit] FOR UPDATE SKIP LOCKED), \n"
         "promoted AS \n"
-        "(UPDATE __backfill_schema__.jobs SET state='available', updated_at=now() FROM due WHERE __backfill_schema__.jobs.id = due.id RETURNING __backfill_schema__.jobs.queue)\n"
+        "(UPDATE __backfill_schema__.jobs SET state='available', updated_at=now() WHERE __backfill_schema__.jobs.id = ANY (array((SELECT due.id \n"
+        "FROM due))) RETURNING __backfill_schema__.jobs.queue)\n"
         " SELECT q.queue, pg_notify($1, q.queue) AS pg_notify_1 \n"
         "FROM (SELECT DISTINCT promoted.queue AS queue \n"
         "FROM promoted) AS q"
     ),
-    (
-        "channel",
-        "limit",
-    ),
+    ("channel",),
+    inline=("limit",),
 )
 
 job_release_orphans = RenderedSql(

@@ -137,7 +137,7 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._retry_for = retry_for.total_seconds()
-        self._sql: dict[int, str] = {}
+        self._sql: dict[tuple[object, ...], str] = {}
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -164,8 +164,9 @@ class Database:
 
         The statement object must live as long as this Database (the statements of
         :mod:`backfill_sa.statements.worker_sql` are module constants): its text for
-        this schema is cached by identity. The first try runs without tenacity's bookkeeping; a
-        transient failure falls back to retries with exponential backoff and jitter.
+        this schema (and inline values) is cached by identity. The first try runs
+        without tenacity's bookkeeping; a transient failure falls back to retries with
+        exponential backoff and jitter.
         ``retry=False`` raises the first failure instead: for statements that are not
         safe to repeat blindly (a claim whose reply was lost has taken jobs that only
         the caller can give back).
@@ -174,11 +175,14 @@ class Database:
             asyncpg.PostgresError: a non-transient error, or a transient one that
                 outlasted the retry window.
             KeyError: a parameter the statement needs is missing.
+            TypeError: an inline parameter (``limit``) is not an ``int``.
         """
-        sql = self._sql.get(id(statement))
+        values = params or {}
+        key = (id(statement), *(values.get(n) for n in statement.inline))
+        sql = self._sql.get(key)
         if sql is None:
-            sql = self._sql[id(statement)] = statement.for_schema(self.schema)
-        args = statement.arguments(params or {})
+            sql = self._sql[key] = statement.for_schema(self.schema, values)
+        args = statement.arguments(values)
         try:
             return await self._fetch(sql, args)
         except Exception as exc:

@@ -16,18 +16,30 @@ def test_every_builder_is_rendered_and_matches_the_generated_module() -> None:
     )
     for name, expected in fresh.items():
         stored = getattr(worker_sql, name)
-        assert (stored.text, stored.params, dict(stored.defaults)) == (
+        assert (stored.text, stored.params, dict(stored.defaults), stored.inline) == (
             expected.text,
             expected.params,
             dict(expected.defaults),
+            expected.inline,
         ), f"{name} is stale: run python -m backfill_sa.statements.render"
 
 
 def test_the_schema_is_substituted_in_every_table_reference() -> None:
-    sql = worker_sql.job_claim_batch.for_schema("tenant_a")
+    sql = worker_sql.job_claim_batch.for_schema("tenant_a", {"limit": 7})
     assert SCHEMA_PLACEHOLDER not in sql
     assert "tenant_a.jobs" in sql
     assert "tenant_a.queues" in sql
+
+
+def test_the_claim_limit_is_written_into_the_text_and_must_be_an_int() -> None:
+    claim = worker_sql.job_complete_and_claim
+    assert claim.inline == ("limit",)
+    assert "limit" not in claim.params
+    assert "LIMIT 7 FOR UPDATE SKIP LOCKED" in claim.for_schema("s", {"limit": 7})
+    with pytest.raises(TypeError, match="'limit' must be an int"):
+        claim.for_schema("s", {"limit": "7; DROP TABLE jobs"})
+    with pytest.raises(KeyError, match="'limit' was not given"):
+        claim.for_schema("s", {})
 
 
 def test_arguments_follow_placeholder_order_with_defaults_filled_in() -> None:
