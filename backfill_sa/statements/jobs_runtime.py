@@ -80,7 +80,8 @@ CLAIM_COLUMNS = (
     jobs.c.max_attempts,
     jobs.c.lease,
     jobs.c.retry_policy,
-    jobs.c.metadata,
+    # Most jobs carry no metadata: NULL instead of '{}' spares the worker a decode.
+    func.nullif(jobs.c.metadata, literal_column("'{}'::jsonb"), type_=JSONB).label("metadata"),
     jobs.c.created_at,
     jobs.c.locked_at,
 )

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import json.scanner
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import asyncpg
 from tenacity import (
@@ -36,7 +37,7 @@ from backfill_sa.dburl import libpq_dsn
 from backfill_sa.schema_name import DEFAULT_SCHEMA
 from backfill_sa.statements.rendered import RenderedSql
 
-__all__ = ["TRANSIENT_SQLSTATES", "Database", "Record", "is_transient"]
+__all__ = ["TRANSIENT_SQLSTATES", "Database", "Record", "decode_json", "is_transient"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,36 @@ class _WorkerConnection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
+    cast(Any, json.JSONDecoder())  # typeshed types the argument as the scanner itself
+)
+
+
+def decode_json(text: str) -> Any:
+    """Decode one JSON document as ``json.loads`` does, faster for PostgreSQL's output.
+
+    ``jsonb`` comes out of PostgreSQL without surrounding blanks, so the C scanner
+    can be called directly, without ``json.loads``'s two Python frames (about 1 us
+    of 1.7 for a 120-byte payload; every claimed job decodes its payload and
+    metadata). Anything else (blanks, trailing data) goes through ``json.loads``.
+
+    Raises:
+        json.JSONDecodeError: ``text`` is not one JSON document.
+    """
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
-        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(
+            kind, encoder=json.dumps, decoder=decode_json, schema="pg_catalog"
+        )
 
 
 class Database:

@@ -1,12 +1,15 @@
-"""The worker's pre-rendered SQL is what the Core builders compile to, today."""
+"""The worker's pre-rendered SQL is what the Core builders compile to, and its JSON decoding."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from backfill_sa.statements import worker_sql
 from backfill_sa.statements.render import render_all
 from backfill_sa.statements.rendered import SCHEMA_PLACEHOLDER, RenderedSql
+from backfill_sa.worker.db import decode_json
 
 
 def test_every_builder_is_rendered_and_matches_the_generated_module() -> None:
@@ -52,3 +55,26 @@ def test_a_missing_argument_names_the_statement_and_the_parameter() -> None:
     stmt = RenderedSql("probe", "SELECT $1", ("a",))
     with pytest.raises(KeyError, match="probe: parameter 'a' was not given"):
         stmt.arguments({})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"n": 17, "kind": "benchmark", "pad": "xx"}',
+        "{}",
+        "[1, 2.5, null, true]",
+        '"caf\\u00e9"',
+        '  {"a": 1}  ',
+        "0",
+    ],
+)
+def test_the_workers_json_decoder_agrees_with_json_loads(text: str) -> None:
+    assert decode_json(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1} {"b": 2}', "", "{", "nan?"])
+def test_the_workers_json_decoder_refuses_what_json_loads_refuses(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    with pytest.raises(json.JSONDecodeError):
+        decode_json(text)

@@ -141,3 +141,17 @@ async def test_handler_gets_the_job_context(
     assert ctx.worker_id == "worker-ctx"
     assert ctx.logger.extra is not None
     assert ctx.logger.extra["job_id"] == job_id
+
+
+async def test_a_job_without_metadata_gets_an_empty_mapping(
+    sync_engine: Engine, registry: TaskRegistry, config: Callable[..., WorkerConfig]
+) -> None:
+    seen: list[Any] = []
+
+    @registry.task("bare")
+    async def bare(payload: Any, ctx: JobContext) -> None:
+        seen.append((payload, ctx.metadata))
+
+    add(sync_engine, "bare", {})
+    assert (await WorkerRunner(config(), registry).run_once()).succeeded == 1
+    assert seen == [({}, {})]
