@@ -71,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> RunSettings:
     quick: bool = args.quick
     only = _names(args.only, ALL_WORKLOADS, "--only") if args.only else ALL_WORKLOADS
-    if "W1" in only and "W1sync" not in only:
-        only = (*only, "W1sync")
+    if "W1" in only:
+        only = (*only, *(w for w in ("W1sync", "W1floor") if w not in only))
     if "W1" in only and "pgbench" not in only:
         only = ("pgbench", *only)
     jobs = args.jobs if args.jobs is not None else (2_000 if quick else 20_000)

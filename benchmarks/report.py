@@ -44,6 +44,8 @@ ROWS: tuple[Row, ...] = (
     Row("W1 client CPU per job (us)", "W1", ("client_cpu_us_per_job",), False),
     Row("W1 PostgreSQL CPU per job (us)", "W1", ("pg_cpu_us_per_job",), False),
     Row("W1 sync Session (jobs/s)", "W1sync", ("jobs_per_s",), True),
+    Row("W1 floor: AsyncSession, 1-row INSERT (txn/s)", "W1floor", ("async", "jobs_per_s"), True),
+    Row("W1 floor: sync Session, 1-row INSERT (txn/s)", "W1floor", ("sync", "jobs_per_s"), True),
     Row("W2 bulk enqueue, 1,000/txn (jobs/s)", "W2", ("jobs_per_s",), True),
     Row("W3 drain (jobs/s)", "W3", ("jobs_per_s",), True),
     Row("W3 CPU per job, worker + PG (ms)", "W3", ("cpu_ms_per_job",), False, 3),

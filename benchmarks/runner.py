@@ -29,6 +29,7 @@ from benchmarks.workloads import (
     load_queue,
     w1_enqueue_one,
     w1_enqueue_one_sync,
+    w1_session_floor,
     w2_enqueue_batches,
     w3_drain,
     w4_pickup_latency,
@@ -52,6 +53,7 @@ def _ours_only(name: str) -> Workload:
 WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
     "W1": (w1_enqueue_one, False),
     "W1sync": (w1_enqueue_one_sync, True),
+    "W1floor": (w1_session_floor, True),
     "W2": (w2_enqueue_batches, False),
     "W3": (w3_drain, False),
     "W4": (w4_pickup_latency, False),
@@ -63,7 +65,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
 """Workload -> (function, backfill_sa only)."""
 
 ALL_WORKLOADS = ("pgbench", *WORKLOADS)
-ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W2"})
+ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W1floor", "W2"})
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ JSON-ready dict of its measures.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ __all__ = [
     "load_queue",
     "w1_enqueue_one",
     "w1_enqueue_one_sync",
+    "w1_session_floor",
     "w2_enqueue_batches",
     "w3_drain",
     "w4_pickup_latency",
@@ -101,21 +102,11 @@ async def w1_enqueue_one(adapter: Adapter, ctx: WorkloadContext) -> dict[str, ob
     Raises:
         Exception: whatever the library raises.
     """
-    payloads = [drain_payload(i) for i in range(ctx.jobs)]
-    for payload in payloads[:WARMUP_JOBS]:
+
+    async def call(payload: Payload) -> None:
         await adapter.enqueue_one("noop", payload)
-    calls: list[float] = []
-    with ctx.server.cpu_meter(adapter.database) as pg:
-        meters = _Meters(pg)
-        meters.start()
-        begin = time.perf_counter()
-        for payload in payloads:
-            start = time.perf_counter()
-            await adapter.enqueue_one("noop", payload)
-            calls.append(time.perf_counter() - start)
-        seconds = time.perf_counter() - begin
-        cpu = meters.per_job_us(ctx.jobs)
-    return _enqueue_result(ctx.jobs, seconds, calls, cpu)
+
+    return await _one_per_transaction(adapter, ctx, call)
 
 
 async def w1_enqueue_one_sync(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
@@ -127,9 +118,43 @@ async def w1_enqueue_one_sync(adapter: Adapter, ctx: WorkloadContext) -> dict[st
     enqueue_sync: Callable[..., None] | None = getattr(adapter, "enqueue_one_sync", None)
     if enqueue_sync is None:
         raise TypeError(f"{adapter.name}: no sync enqueue")
+
+    async def call(payload: Payload) -> None:
+        enqueue_sync("noop", payload)
+
+    return await _one_per_transaction(adapter, ctx, call)
+
+
+async def w1_session_floor(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
+    """W1's floor: the same loop, each transaction a session committing a one-row INSERT.
+
+    No queue is involved: this is what SQLAlchemy's ``AsyncSession`` (and ``Session``)
+    cost on this machine for the shape W1 must take, the ceiling for any enqueue that
+    goes through a session. backfill_sa's adapter only.
+
+    Raises:
+        TypeError: the adapter has no plain-insert methods.
+    """
+    insert_async: Callable[[Payload], Awaitable[None]] | None = getattr(adapter, "insert_one", None)
+    insert_sync: Callable[[Payload], None] | None = getattr(adapter, "insert_one_sync", None)
+    if insert_async is None or insert_sync is None:
+        raise TypeError(f"{adapter.name}: no plain-insert methods")
+
+    async def call_sync(payload: Payload) -> None:
+        insert_sync(payload)
+
+    return {
+        "async": await _one_per_transaction(adapter, ctx, insert_async),
+        "sync": await _one_per_transaction(adapter, ctx, call_sync),
+    }
+
+
+async def _one_per_transaction(
+    adapter: Adapter, ctx: WorkloadContext, call: Callable[[Payload], Awaitable[None]]
+) -> dict[str, object]:
     payloads = [drain_payload(i) for i in range(ctx.jobs)]
     for payload in payloads[:WARMUP_JOBS]:
-        enqueue_sync("noop", payload)
+        await call(payload)
     calls: list[float] = []
     with ctx.server.cpu_meter(adapter.database) as pg:
         meters = _Meters(pg)
@@ -137,7 +162,7 @@ async def w1_enqueue_one_sync(adapter: Adapter, ctx: WorkloadContext) -> dict[st
         begin = time.perf_counter()
         for payload in payloads:
             start = time.perf_counter()
-            enqueue_sync("noop", payload)
+            await call(payload)
             calls.append(time.perf_counter() - start)
         seconds = time.perf_counter() - begin
         cpu = meters.per_job_us(ctx.jobs)
