@@ -1,17 +1,15 @@
-"""WorkerRunner: claims jobs per queue, runs them, writes outcomes, shuts down cleanly.
+"""WorkerRunner: starts a worker's services, runs them until stopped, shuts down cleanly.
 
-One fetch loop per queue claims a batch sized to that queue's free slots with one
-statement (``FOR UPDATE SKIP LOCKED`` over the partial claim index), starts a task
-per job, and sleeps until a NOTIFY, a freed slot, or the poll interval wakes it.
-Outcomes go to the :class:`~backfill_sa.worker.completer.Completer`, which writes
-them in batches. Heartbeats, promotion of due scheduled jobs and (on the elected
-leader) the rescue of stale claims run beside it.
+One :class:`~backfill_sa.worker.fetcher.QueueFetcher` per queue claims and starts
+jobs; outcomes go to the :class:`~backfill_sa.worker.completer.Completer`, which
+writes them in batches. Heartbeats, promotion of due scheduled jobs and (on the
+elected leader) the rescue of stale claims run beside them. The runner owns their
+lifetimes: start-up, LISTEN wake-ups, signals, the shutdown drain and the last writes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
@@ -20,25 +18,19 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.notify import channel_for
-from backfill_sa.statements.worker_sql import (
-    job_claim_batch,
-    job_complete_and_claim,
-    job_release_orphans,
-    queue_settings,
-    schema_probe,
-)
+from backfill_sa.statements.worker_sql import queue_settings, schema_probe
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
 from backfill_sa.telemetry import OutcomeKey, Telemetry
 from backfill_sa.worker.completer import Completer, RunResult
-from backfill_sa.worker.db import Database, Record, is_transient
-from backfill_sa.worker.executor import Executor, _Cancelled
+from backfill_sa.worker.db import Database
+from backfill_sa.worker.executor import Executor
+from backfill_sa.worker.fetcher import FetchServices, QueueFetcher, wait_any
 from backfill_sa.worker.listener import Listener
 from backfill_sa.worker.maintenance import (
     Heartbeat,
@@ -47,35 +39,11 @@ from backfill_sa.worker.maintenance import (
     Rescuer,
     RescueResult,
 )
-from backfill_sa.worker.outcomes import Outcome, OutcomeKind, error_json
+from backfill_sa.worker.outcomes import Outcome
 
 __all__ = ["WorkerHandle", "WorkerRunner"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _QueueState:
-    name: str
-    capacity: int
-    running: dict[asyncio.Task[Outcome], int] = field(default_factory=dict)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    slot: asyncio.Event = field(default_factory=asyncio.Event)
-    peak: int = 0
-    orphans_possible: bool = False
-
-
-async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
-    """Return when any event is set or ``timeout`` seconds pass."""
-    for event in events:
-        if event.is_set():
-            return
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 class WorkerRunner:
@@ -110,7 +78,7 @@ class WorkerRunner:
         self.telemetry = telemetry or Telemetry()
         self._stop: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
-        self._queues: dict[str, _QueueState] = {}
+        self._queues: dict[str, QueueFetcher] = {}
         self.listener: Listener | None = None
         self.result = RunResult()
 
@@ -197,7 +165,18 @@ class WorkerRunner:
             heartbeat_expiry=cfg.heartbeat_expiry,
             stale_job_lock_timeout=cfg.stale_job_lock_timeout,
         )
-        self._queues = {name: _QueueState(name, limit) for name, limit in cfg.queues.items()}
+        self._queues = {name: QueueFetcher(name, limit) for name, limit in cfg.queues.items()}
+        services = FetchServices(
+            worker_id=self.worker_id,
+            db=db,
+            executor=executor,
+            completer=completer,
+            promoter=promoter,
+            telemetry=self.telemetry,
+            poll_interval=cfg.poll_interval.total_seconds(),
+            batch_size=cfg.batch_size,
+            stop=stop,
+        )
         loop = asyncio.get_running_loop()
         if handle_signals:
             self._install_signals(loop)
@@ -228,17 +207,8 @@ class WorkerRunner:
                     )
                 )
             fetchers += [
-                loop.create_task(
-                    self._fetch(
-                        state,
-                        db=db,
-                        executor=executor,
-                        completer=completer,
-                        promoter=promoter,
-                        burst=burst,
-                    )
-                )
-                for state in self._queues.values()
+                loop.create_task(fetcher.run(services, burst=burst))
+                for fetcher in self._queues.values()
             ]
             if burst:
                 await asyncio.gather(*fetchers)
@@ -303,186 +273,19 @@ class WorkerRunner:
             self.telemetry.record_rescued(rescue.by_task_queue)
 
     def _running_now(self) -> dict[str, int]:
-        return {name: len(state.running) for name, state in self._queues.items()}
+        return {name: len(fetcher.running) for name, fetcher in self._queues.items()}
 
     @property
     def peak_running(self) -> dict[str, int]:
         """Most jobs of each queue seen running at once during the last run."""
-        return {name: state.peak for name, state in self._queues.items()}
+        return {name: fetcher.peak for name, fetcher in self._queues.items()}
 
-    # -- fetching --------------------------------------------------------------
-
-    async def _fetch(
-        self,
-        state: _QueueState,
-        *,
-        db: Database,
-        executor: Executor,
-        completer: Completer,
-        promoter: Promoter,
-        burst: bool,
-    ) -> None:
-        assert self._stop is not None
-        stop = self._stop
-        poll = self.config.poll_interval.total_seconds()
-        params: dict[str, Any] = {
-            "claim_queue": state.name,
-            "worker_id": self.worker_id,
-            "limit": 0,
-        }
-        checked_idle = False
-        while not stop.is_set():
-            # A claim whose reply was lost may have committed: give its jobs back
-            # before claiming again (one try per round, so a stop is never held up).
-            if state.orphans_possible and not await self._release_orphans(state, db, completer):
-                await _wait_any(stop, timeout=poll)
-                continue
-            free = state.capacity - len(state.running)
-            if free <= 0:
-                state.slot.clear()
-                await _wait_any(state.slot, stop)
-                continue
-            limit = min(free, self.config.batch_size)
-            params["limit"] = limit
-            state.wake.clear()
-            done = completer.take_successes()
-            try:
-                rows = await self._claim(db, params, done, completer)
-            except asyncio.CancelledError:
-                completer.restore(done)
-                raise
-            except Exception as exc:
-                completer.restore(done)
-                transient = is_transient(exc)
-                if burst and not transient:
-                    raise  # a burst run reports a broken claim instead of looping on it
-                logger.exception("claiming from queue %r failed", state.name)
-                if transient:
-                    state.orphans_possible = True
-                await _wait_any(stop, timeout=poll)
-                continue
-            if rows:
-                checked_idle = False
-                self._dispatch(state, rows, executor, completer)
-                self.telemetry.record_claimed(rows, claimed_at=rows[0]["locked_at"])
-                if len(rows) == limit:
-                    continue
-            if burst:
-                if rows:
-                    continue
-                if state.running:
-                    state.slot.clear()
-                    await _wait_any(state.slot, stop)
-                    continue
-                if checked_idle:
-                    return
-                # Outcomes such as Snooze(0) make jobs available again once written.
-                await completer.flush()
-                await promoter.run_once()
-                checked_idle = True
-                continue
-            await _wait_any(state.wake, stop, timeout=poll)
-
-    async def _claim(
-        self,
-        db: Database,
-        params: dict[str, Any],
-        done: list[Outcome],
-        completer: Completer,
-    ) -> list[Record]:
-        """Claim a batch; write ``done`` successes in the same statement if any."""
-        if not done:
-            return list(await db.execute(job_claim_batch, params, retry=False))
-        params["ids"] = [o.job_id for o in done]
-        params["leases"] = [o.lease for o in done]
-        try:
-            result = await db.execute(job_complete_and_claim, params, retry=False)
-        finally:
-            del params["ids"], params["leases"]
-        claimed = [r for r in result if r["done_id"] is None]
-        completer.record_written(done, {r["done_id"] for r in result if r["done_id"] is not None})
-        return claimed
-
-    def _dispatch(
-        self, state: _QueueState, rows: Any, executor: Executor, completer: Completer
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        for row in rows:
-            task = loop.create_task(executor.run(row))
-            state.running[task] = row["id"]
-            task.add_done_callback(functools.partial(self._job_done, state, completer, row))
-        state.peak = max(state.peak, len(state.running))
-
-    def _job_done(
-        self,
-        state: _QueueState,
-        completer: Completer,
-        row: Any,
-        task: asyncio.Task[Outcome],
-    ) -> None:
-        del state.running[task]
-        if task.cancelled():
-            # Cancelled before the handler started: give the job back untouched.
-            outcome = Outcome(
-                OutcomeKind.RETRIED,
-                row["id"],
-                row["lease"],
-                row["task"],
-                row["queue"],
-                error=error_json(None, row["attempts"], message="worker shut down"),
-                refund=1,
-            )
-        else:
-            exc = task.exception()
-            if exc is None:
-                outcome = task.result()
-            elif isinstance(exc, _Cancelled):
-                outcome = exc.outcome
-            else:  # pragma: no cover - Executor.run never raises anything else
-                logger.error("job %s: executor failed", row["id"], exc_info=exc)
-                outcome = Outcome(
-                    OutcomeKind.RETRIED,
-                    row["id"],
-                    row["lease"],
-                    row["task"],
-                    row["queue"],
-                    delay_ms=1000,
-                    error=error_json(exc, row["attempts"]),
-                )
-        completer.add(outcome)
-        state.slot.set()
-
-    async def _release_orphans(
-        self, state: _QueueState, db: Database, completer: Completer
-    ) -> bool:
-        """Give back claims whose reply was lost with the connection; return success.
-
-        One try, no internal retries: the fetcher tries again next round (and claims
-        nothing meanwhile), so a stop is never held up by a dead database.
-        """
-        known = set(state.running.values()) | completer.unwritten_ids()
-        try:
-            rows = await db.execute(
-                job_release_orphans,
-                {
-                    "worker_id": self.worker_id,
-                    "claim_queue": state.name,
-                    "known_ids": sorted(known),
-                },
-                retry=False,
-            )
-        except Exception as exc:
-            logger.warning("releasing orphaned claims of queue %r failed: %r", state.name, exc)
-            return False
-        state.orphans_possible = False
-        if rows:
-            logger.warning("released %d claims whose reply was lost", len(rows))
-        return True
+    # -- waking and stopping ---------------------------------------------------
 
     def _wake(self, queue: str) -> None:
         if queue == "*":
-            for state in self._queues.values():
-                state.wake.set()
+            for fetcher in self._queues.values():
+                fetcher.wake.set()
             return
         target = self._queues.get(queue)
         if target is not None:
@@ -493,7 +296,7 @@ class WorkerRunner:
     async def _drain(self, executor: Executor) -> None:
         """Let running jobs finish within the shutdown timeout, then cancel the rest."""
         assert self._force is not None
-        tasks = {t for state in self._queues.values() for t in state.running}
+        tasks = {t for fetcher in self._queues.values() for t in fetcher.running}
         if not tasks:
             return
         timeout = self.config.shutdown_timeout.total_seconds()
@@ -538,7 +341,7 @@ class WorkerRunner:
     ) -> None:
         seconds = interval.total_seconds()
         while not stop.is_set():
-            await _wait_any(stop, timeout=seconds)
+            await wait_any(stop, timeout=seconds)
             if stop.is_set():
                 return
             try:
@@ -575,13 +378,9 @@ class WorkerRunner:
 
     async def _refresh_queue_settings(self, db: Database) -> None:
         for row in await db.execute(queue_settings):
-            state = self._queues.get(row["name"])
-            if state is None:
-                continue
-            capacity = row["concurrency"] or self.config.queues[row["name"]]
-            if capacity != state.capacity:
-                state.capacity = capacity
-                state.slot.set()
+            fetcher = self._queues.get(row["name"])
+            if fetcher is not None:
+                fetcher.set_capacity(row["concurrency"] or self.config.queues[row["name"]])
 
     def _on_written(self, outcomes: list[Outcome]) -> None:
         if not self.telemetry.metering:
