@@ -74,7 +74,10 @@ def _function(frame: str) -> str:
     # py-spy raw frames read "function (path/to/file.py:123)"; drop the line number.
     name, _, location = frame.partition(" (")
     path = location.rsplit(":", 1)[0]
-    short = "/".join(path.split("/")[-2:])
+    parts = path.split("/")
+    # Two components, or three inside backfill_sa's subpackages (backfill_sa/telemetry/core.py).
+    keep = 3 if len(parts) >= 3 and parts[-3] == "backfill_sa" else 2
+    short = "/".join(parts[-keep:])
     return f"{name} ({short})"
 
 
@@ -89,7 +92,7 @@ def _percent(counter: Counter[str], total: int, top: int) -> list[str]:
 def summarize_collapsed(path: Path, top: int = 25) -> str:
     """Summarise a collapsed-stack file in % of samples: the functions on top of the stack
     (self), anywhere in it (inclusive), our own functions and files (inclusive), and the
-    share of samples inside ``backfill_sa/telemetry.py``.
+    share of samples inside the ``backfill_sa/telemetry/`` package.
 
     Raises:
         OSError: the file cannot be read.
@@ -98,6 +101,7 @@ def summarize_collapsed(path: Path, top: int = 25) -> str:
     inclusive: Counter[str] = Counter()
     ours: Counter[str] = Counter()
     files: Counter[str] = Counter()
+    telemetry = 0
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -112,14 +116,16 @@ def summarize_collapsed(path: Path, top: int = 25) -> str:
         mine = {f for f in frames if "backfill_sa" in _file(f) or "worker/" in _file(f)}
         for frame in mine:
             ours[frame] += count
-        for name in {_file(f) for f in mine}:
+        names = {_file(f) for f in mine}
+        for name in names:
             files[name] += count
+        if any(name.startswith("backfill_sa/telemetry/") for name in names):
+            telemetry += count
     if total == 0:
         return "no samples\n"
-    telemetry = files.get("backfill_sa/telemetry.py", 0)
     lines = [
         f"{total} samples (idle waits excluded)",
-        f"telemetry (backfill_sa/telemetry.py, inclusive): {100 * telemetry / total:.1f}%",
+        f"telemetry (backfill_sa/telemetry/, inclusive): {100 * telemetry / total:.1f}%",
         "",
         f"top {top} by self time:",
         *_percent(own, total, top),
