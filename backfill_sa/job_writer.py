@@ -3,7 +3,9 @@
 ``enqueue`` calls :func:`write_job` / :func:`write_jobs` directly; ``enqueue_async``
 runs the same functions on the AsyncSession's sync session (``run_sync``). Each uses
 the session's own connection and transaction and never commits; the statements
-come from :mod:`backfill_sa.statements.jobs_insert`.
+come from :mod:`backfill_sa.statements.jobs_insert`. A job without a key is inserted
+on a DBAPI cursor of that connection when nothing observes the engine's statements
+(see :func:`_direct_insert_one`); everything else goes through ``Connection.execute``.
 """
 
 from __future__ import annotations
@@ -121,7 +123,8 @@ def _insert_one(conn: Connection, row: JobRow, channel: str) -> EnqueueResult:
 #
 # One job per transaction spends more time in SQLAlchemy's per-execution layers
 # (execution context, parameter processing, result set-up) than in the driver. For
-# the two drivers we support, and only while nothing observes the engine's statements
+# the drivers we support (asyncpg; psycopg, whose async dialect has the same driver
+# name and a DBAPI-style cursor too), and only while nothing observes the statements
 # (no event listeners, no echo), JOBS_INSERT_ONE is compiled once per DBAPI
 # connection and schema and run on a plain DBAPI cursor of the caller's connection:
 # the same connection, transaction and savepoint, the same SQL, one statement.

@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from backfill_sa.dburl import libpq_dsn, sync_url
@@ -209,3 +209,33 @@ async def test_async_database_error_is_wrapped_and_the_session_recovers(
         assert "UndefinedTable" in type(info.value.orig.__cause__).__name__
         await session.rollback()
         assert (await session.execute(select(1))).scalar_one() == 1
+
+
+# --- psycopg's async dialect: also a DBAPI cursor, also the direct path -------------
+
+
+async def test_async_psycopg_direct_path(
+    database_url: str, schema: str, sync_engine: Engine
+) -> None:
+    engine = create_async_engine(
+        sync_url(database_url), execution_options={"schema_translate_map": {"backfill": schema}}
+    )
+    try:
+        async with AsyncSession(engine) as session:
+            assert engine.dialect.driver == "psycopg"
+            await enqueue_async(session, "first")
+            assert await session.run_sync(_took_direct_path)
+            await session.rollback()
+            await enqueue_async(session, "kept")
+            nested = await session.begin_nested()
+            await enqueue_async(session, "dropped")
+            await nested.rollback()
+            await session.commit()
+        missing = engine.execution_options(schema_translate_map={"backfill": "no_such_schema"})
+        async with AsyncSession(missing) as session:
+            with pytest.raises(ProgrammingError):
+                await enqueue_async(session, "t")
+            await session.rollback()
+    finally:
+        await engine.dispose()
+    assert _committed(sync_engine) == [("kept", "bulk")]
