@@ -19,6 +19,7 @@ to ``dead_letter_jobs`` in the same statement.
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    event,
     func,
     text,
 )
@@ -41,6 +43,7 @@ from backfill_sa.states import FailureReason, JobState
 
 __all__ = [
     "DEFAULT_SCHEMA",
+    "JOBS_STORAGE",
     "NAMING_CONVENTION",
     "FailureReason",
     "JobState",
@@ -179,14 +182,20 @@ jobs_table = Table(
         postgresql_where=text("job_key IS NOT NULL"),
     ),
     comment="backfill_sa jobs waiting to run or running",
-    postgresql_with={
-        "fillfactor": "90",
-        "autovacuum_vacuum_scale_factor": "0.01",
-        "autovacuum_vacuum_insert_scale_factor": "0.02",
-        "autovacuum_analyze_scale_factor": "0.02",
-    },
 )
 """``backfill.jobs``: jobs waiting to run or running. Finished jobs are not kept here."""
+
+JOBS_STORAGE = (
+    "fillfactor = 90, autovacuum_vacuum_scale_factor = 0.01,"
+    " autovacuum_vacuum_insert_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02"
+)
+"""Storage parameters of ``jobs``: room for in-page updates, and autovacuum that keeps
+up with a table whose rows all die young. Set by ``ALTER TABLE ... SET`` after the
+table is created (SQLAlchemy 2.0, the newest on Python 3.10, has no table-level
+``postgresql_with``); the migration does the same."""
+
+_SET_STORAGE = DDL(f"ALTER TABLE %(fullname)s SET ({JOBS_STORAGE})")  # type: ignore[no-untyped-call]
+event.listen(jobs_table, "after_create", _SET_STORAGE)
 
 queues_table = Table(
     "queues",

@@ -74,12 +74,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
         schema=schema,
         comment="backfill_sa jobs waiting to run or running",
-        postgresql_with={
-            "fillfactor": "90",
-            "autovacuum_vacuum_scale_factor": "0.01",
-            "autovacuum_vacuum_insert_scale_factor": "0.02",
-            "autovacuum_analyze_scale_factor": "0.02",
-        },
+    )
+    # Storage parameters by ALTER TABLE: SQLAlchemy 2.0 (the newest on Python 3.10)
+    # has no table-level postgresql_with.
+    op.execute(
+        f'ALTER TABLE "{schema}".jobs SET (fillfactor = 90,'
+        " autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.02,"
+        " autovacuum_analyze_scale_factor = 0.02)"
     )
     op.create_index(
         "ix_jobs_claim",
