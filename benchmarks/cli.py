@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks run [options]``, ``show`` and ``imports``.
+"""Command line: ``python -m benchmarks run [options]``, ``show``, ``imports``, ``claim-cost``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m benchmarks run --quick --libs ours,pgqueuer --only W1,W3
     python -m benchmarks show benchmarks/results/latest.json --markdown
     python -m benchmarks imports
+    python -m benchmarks claim-cost --batches 1,10,50
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 from benchmarks.adapters import ADAPTERS, DEFAULT_LIBS
+from benchmarks.claim_cost import measure_claim_cost, render_claim_cost
 from benchmarks.database import server_from_env
 from benchmarks.imports import measure_imports, render_imports
 from benchmarks.report import render, write_json
@@ -62,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     go.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
     go.add_argument("--keep-databases", action="store_true", help="do not drop bench_* dbs")
     commands.add_parser("imports", help="what the worker's imports cost (RSS, time)")
+    cost = commands.add_parser(
+        "claim-cost", help="PostgreSQL CPU per claimed job, by batch size and plan mode"
+    )
+    cost.add_argument("--jobs", type=int, default=20_000, help="jobs per drain")
+    cost.add_argument("--batches", default="1,5,10,20,50", help="batch sizes, comma-separated")
+    cost.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
     show = commands.add_parser("show", help="print the table of a results file")
     show.add_argument("path", type=Path, nargs="?", default=DEFAULT_JSON)
     show.add_argument("--markdown", action="store_true", help="as a Markdown table")
@@ -113,6 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "imports":
         print(render_imports(measure_imports()), end="")
+        return 0
+    if args.command == "claim-cost":
+        try:
+            batches = [int(b) for b in args.batches.split(",") if b.strip()]
+        except ValueError:
+            parser.error(f"--batches: not a list of integers: {args.batches!r}")
+        costs = measure_claim_cost(
+            server_from_env(args.database_url), jobs=args.jobs, batches=batches
+        )
+        print(render_claim_cost(costs), end="")
         return 0
     if args.command == "show":
         path: Path = args.path
