@@ -94,6 +94,9 @@ def _headline(result: Mapping[str, object]) -> str:
     insert = result.get("insert")
     if isinstance(insert, Mapping):
         parts.append(f"tps={insert.get('tps', 0):,.0f}")
+    for name, nested in result.items():  # W1floor: {"async": {...}, "sync": {...}}
+        if isinstance(nested, Mapping) and isinstance(nested.get("jobs_per_s"), float):
+            parts.append(f"{name}_jobs_per_s={nested['jobs_per_s']:,.2f}")
     return " ".join(parts) or ", ".join(f"{k}={v}" for k, v in list(result.items())[:3])
 
 
