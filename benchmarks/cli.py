@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     go.add_argument("--runs", type=int, default=1, help="repeat each workload; report medians")
     go.add_argument("--concurrency", type=int, default=10, help="per-worker concurrency")
     go.add_argument("--profile", action="store_true", help="py-spy our worker in a W3 drain")
+    go.add_argument(
+        "--checkpoint", action="store_true", help="CHECKPOINT after loading each drain's queue"
+    )
     go.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
     go.add_argument("--keep-databases", action="store_true", help="do not drop bench_* dbs")
     commands.add_parser("imports", help="what the worker's imports cost (RSS, time)")
@@ -96,6 +99,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
         log_dir=json_path.parent / "logs",
         poll_interval=0.02 if quick else 0.05,
         pgbench_seconds=3 if quick else 10,
+        checkpoint=args.checkpoint,
         w7_rate=200.0,
         w7_seconds=2.0 if quick else 5.0,
         w8_rounds=200 if quick else 1_000,

@@ -121,7 +121,7 @@ async def _setup(settings: RunSettings, results: dict[str, Any]) -> dict[str, Ad
 async def _profile(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
     raw = ctx.log_dir / "profile-w3.collapsed.txt"
     profiler = Profiler(raw)
-    await load_queue(adapter, ctx.jobs)
+    await load_queue(adapter, ctx.jobs, checkpoint=ctx.checkpoint)
     result = measure_drain(
         adapter,
         queues={"bench": ctx.concurrency},

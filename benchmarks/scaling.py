@@ -61,7 +61,7 @@ async def w5_backlog_drain(adapter: Adapter, ctx: WorkloadContext) -> dict[str, 
     begin = time.perf_counter()
     ours.load_backlog(ctx.backlog, drain_payload(0))
     backlog_s = time.perf_counter() - begin
-    load_s = await load_queue(ours, ctx.jobs)
+    load_s = await load_queue(ours, ctx.jobs, checkpoint=ctx.checkpoint)
     try:
         result = measure_drain(
             ours,
@@ -87,7 +87,7 @@ async def w6_four_workers(adapter: Adapter, ctx: WorkloadContext) -> dict[str, o
     Raises:
         WorkerError: a worker exited or stalled.
     """
-    load_s = await load_queue(adapter, ctx.jobs)
+    load_s = await load_queue(adapter, ctx.jobs, checkpoint=ctx.checkpoint)
     result = measure_drain(
         adapter,
         queues={"bench": ctx.concurrency},

@@ -57,6 +57,7 @@ class WorkloadContext:
         w7_rate: W7's latency jobs per second.
         w7_seconds: W7's stream length.
         w8_rounds: W8's transactions of each kind.
+        checkpoint: run a ``CHECKPOINT`` after loading each drain's queue.
     """
 
     server: Server
@@ -71,6 +72,7 @@ class WorkloadContext:
     w7_rate: float
     w7_seconds: float
     w8_rounds: int
+    checkpoint: bool = False
 
 
 @dataclass
@@ -214,9 +216,15 @@ async def w2_enqueue_batches(adapter: Adapter, ctx: WorkloadContext) -> dict[str
 
 
 async def load_queue(
-    adapter: Adapter, count: int, *, queue: str = "bench", priority: int = 0
+    adapter: Adapter,
+    count: int,
+    *,
+    queue: str = "bench",
+    priority: int = 0,
+    checkpoint: bool = False,
 ) -> float:
-    """Enqueue ``count`` no-op jobs in batches of 1,000, analyse; return seconds taken.
+    """Enqueue ``count`` no-op jobs in batches of 1,000, analyse (and with ``checkpoint``,
+    checkpoint); return seconds taken.
 
     Raises:
         Exception: whatever the library raises.
@@ -225,7 +233,7 @@ async def load_queue(
     for start in range(0, count, BATCH):
         batch: list[Payload] = [drain_payload(n) for n in range(start, min(count, start + BATCH))]
         await adapter.enqueue_batch("noop", batch, queue=queue, priority=priority)
-    adapter.analyze()
+    adapter.analyze(checkpoint=checkpoint)
     return time.perf_counter() - begin
 
 
@@ -235,7 +243,7 @@ async def w3_drain(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
     Raises:
         WorkerError: the worker exited or stalled.
     """
-    load_s = await load_queue(adapter, ctx.jobs)
+    load_s = await load_queue(adapter, ctx.jobs, checkpoint=ctx.checkpoint)
     result = measure_drain(
         adapter,
         queues={"bench": ctx.concurrency},

@@ -189,8 +189,12 @@ class Adapter(abc.ABC):
                 )
             )
 
-    def analyze(self) -> None:
+    def analyze(self, *, checkpoint: bool = False) -> None:
         """Refresh planner statistics of the library's tables (as autovacuum would).
+
+        With ``checkpoint``, a ``CHECKPOINT`` follows: every drain then starts at the
+        same point of the WAL cycle (it pays full-page images for each page it first
+        touches) instead of wherever the load before it left the checkpointer.
 
         Raises:
             psycopg.Error: the server refused.
@@ -198,6 +202,8 @@ class Adapter(abc.ABC):
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             for table in self.tables:
                 conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(table)))
+            if checkpoint:
+                conn.execute("CHECKPOINT")
 
     @abc.abstractmethod
     async def enqueue_one(
