@@ -7,7 +7,10 @@ previous batch), the way one fetcher does with no-op handlers. It reports Postgr
 CPU per job and per statement for several batch sizes, under the server's default plan
 choice and with replanning forced on every execution (``plan_cache_mode =
 force_custom_plan``, which is what the claim cost before its generic plan was usable).
-py-spy sees only the worker; this is the server's side of the same drain.
+py-spy sees only the worker; this is the server's side of the same drain. With
+``--backlog N`` the table first gets N other jobs (half available at a lower priority
+in the same queue, half scheduled a day ahead, as in W5), and every drain runs both
+without and with them: W5's question, asked of the server alone.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class ClaimCost:
 
     plan_mode: str
     batch: int
+    backlog: int
     jobs: int
     statements: int
     seconds: float
@@ -58,9 +62,14 @@ class ClaimCost:
 
 
 def measure_claim_cost(
-    server: Server, *, jobs: int = 20_000, batches: Sequence[int] = (1, 5, 10, 20, 50)
+    server: Server,
+    *,
+    jobs: int = 20_000,
+    batches: Sequence[int] = (1, 5, 10, 20, 50),
+    backlog: int = 0,
 ) -> list[ClaimCost]:
-    """Drain ``jobs`` jobs once per plan mode and batch size; drop the database after.
+    """Drain ``jobs`` jobs once per plan mode and batch size (and, with a ``backlog``,
+    once more beside that many other jobs); drop the database after.
 
     Raises:
         psycopg.Error | asyncpg.PostgresError: the server refused.
@@ -72,29 +81,52 @@ def measure_claim_cost(
     finally:
         engine.dispose()
     try:
-        return [
-            _drain_once(server, dsn, mode, batch, jobs) for mode in PLAN_MODES for batch in batches
-        ]
+        costs = []
+        for others in (0, backlog) if backlog else (0,):
+            _load_backlog(server, others)
+            costs += [
+                _drain_once(server, dsn, mode, batch, jobs=jobs, backlog=others)
+                for mode in PLAN_MODES
+                for batch in batches
+            ]
+        return costs
     finally:
         server.drop_database(DATABASE)
 
 
-def _drain_once(server: Server, dsn: str, mode: str, batch: int, jobs: int) -> ClaimCost:
+def _load_backlog(server: Server, count: int) -> None:
     with server.connect(DATABASE) as conn:
         conn.execute(f"TRUNCATE {SCHEMA}.jobs")
+        if count:
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.jobs (task, queue, payload, priority, run_at, state)"
+                " SELECT 'backlog', 'bench', %s::jsonb, CASE WHEN n %% 2 = 0 THEN 10 ELSE 0 END,"
+                " CASE WHEN n %% 2 = 0 THEN now() ELSE now() + interval '1 day' END,"
+                " CASE WHEN n %% 2 = 0 THEN 'available' ELSE 'scheduled' END"
+                " FROM generate_series(1, %s) AS n",
+                (json.dumps(drain_payload(0)), count),
+            )
+
+
+def _drain_once(
+    server: Server, dsn: str, mode: str, batch: int, *, jobs: int, backlog: int
+) -> ClaimCost:
+    with server.connect(DATABASE) as conn:
+        conn.execute(f"DELETE FROM {SCHEMA}.jobs WHERE task <> 'backlog'")
         conn.execute(
             f"INSERT INTO {SCHEMA}.jobs (task, queue, payload)"
             " SELECT 'noop', 'bench', %s::jsonb FROM generate_series(1, %s)",
             (json.dumps(drain_payload(0)), jobs),
         )
         conn.execute(f"VACUUM ANALYZE {SCHEMA}.jobs")
+        conn.execute("CHECKPOINT")  # every drain starts at the same point of the WAL cycle
     with server.cpu_meter(DATABASE) as meter:
-        statements, seconds, pg = asyncio.run(_drain(dsn, mode, batch, meter))
-    return ClaimCost(mode, batch, jobs, statements, seconds, pg)
+        statements, seconds, pg = asyncio.run(_drain(dsn, mode, batch, jobs, meter))
+    return ClaimCost(mode, batch, backlog, jobs, statements, seconds, pg)
 
 
 async def _drain(
-    dsn: str, mode: str, batch: int, meter: PostgresCpu | None
+    dsn: str, mode: str, batch: int, jobs: int, meter: PostgresCpu | None
 ) -> tuple[int, float, float | None]:
     """Drain the queue; the meter is read while the connection is open (a backend
     that has exited is no longer seen)."""
@@ -108,7 +140,7 @@ async def _drain(
         claim = job_claim_batch.for_schema(SCHEMA, values)
         claim_and_complete = job_complete_and_claim.for_schema(SCHEMA, values)
         done: list[asyncpg.Record] = []
-        statements = 0
+        statements = claimed = 0
         cpu_before = meter.seconds() if meter else 0.0
         start = time.perf_counter()
         while True:
@@ -122,7 +154,8 @@ async def _drain(
             else:
                 done = await conn.fetch(claim, *job_claim_batch.arguments(values))
             statements += 1
-            if not done:
+            claimed += len(done)
+            if not done or claimed >= jobs:  # the backlog's own jobs come after the drain's
                 break
         seconds = time.perf_counter() - start
         pg = meter.seconds() - cpu_before if meter else None
@@ -133,13 +166,13 @@ async def _drain(
 
 def render_claim_cost(costs: Sequence[ClaimCost]) -> str:
     """Return the drains as a table: PostgreSQL CPU per job and per statement."""
-    header = ("plan_cache_mode", "batch", "jobs/s", "PG us/job", "PG us/stmt")
-    lines = ["{:18s} {:>5s} {:>8s} {:>10s} {:>11s}".format(*header)]
+    header = ("plan_cache_mode", "batch", "backlog", "jobs/s", "PG us/job", "PG us/stmt")
+    lines = ["{:18s} {:>5s} {:>9s} {:>8s} {:>10s} {:>11s}".format(*header)]
     for cost in costs:
         per_job = "-" if cost.pg_us_per_job is None else f"{cost.pg_us_per_job:.1f}"
         per_stmt = "-" if cost.pg_us_per_statement is None else f"{cost.pg_us_per_statement:.0f}"
         lines.append(
-            f"{cost.plan_mode:18s} {cost.batch:5d} {cost.jobs / cost.seconds:8,.0f}"
-            f" {per_job:>10s} {per_stmt:>11s}"
+            f"{cost.plan_mode:18s} {cost.batch:5d} {cost.backlog:9,d}"
+            f" {cost.jobs / cost.seconds:8,.0f} {per_job:>10s} {per_stmt:>11s}"
         )
     return "\n".join(lines) + "\n"

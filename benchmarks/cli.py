@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cost.add_argument("--jobs", type=int, default=20_000, help="jobs per drain")
     cost.add_argument("--batches", default="1,5,10,20,50", help="batch sizes, comma-separated")
+    cost.add_argument("--backlog", type=int, default=0, help="also drain beside N other jobs")
     cost.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
     show = commands.add_parser("show", help="print the table of a results file")
     show.add_argument("path", type=Path, nargs="?", default=DEFAULT_JSON)
@@ -132,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             parser.error(f"--batches: not a list of integers: {args.batches!r}")
         costs = measure_claim_cost(
-            server_from_env(args.database_url), jobs=args.jobs, batches=batches
+            server_from_env(args.database_url),
+            jobs=args.jobs,
+            batches=batches,
+            backlog=args.backlog,
         )
         print(render_claim_cost(costs), end="")
         return 0
