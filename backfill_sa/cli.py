@@ -262,7 +262,7 @@ def run_event_loop(main_coroutine: Coroutine[Any, Any, T], loop: str = "auto") -
     """Run ``main_coroutine`` to completion on a new event loop and return its result.
 
     ``loop`` is ``"asyncio"`` (the standard loop), ``"uvloop"`` (the ``uvloop`` extra:
-    about a third less worker CPU per job, see docs/benchmarks.md) or ``"auto"``
+    about an eighth less worker CPU per job in the W3 drain, see docs/benchmarks.md) or ``"auto"``
     (uvloop when it is installed, else asyncio).
 
     Raises:
