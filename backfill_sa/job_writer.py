@@ -235,12 +235,8 @@ def _compile_direct(conn: Connection, target: str | None) -> _DirectStatement:
     offset = len(_SOURCE_INDEX)
     index = {name: offset + i for i, name in enumerate(constant_names)} | _SOURCE_INDEX
     order = [index[name] for name in names]
-    pick: Callable[[tuple[object, ...]], tuple[object, ...]]
-    if len(order) == 1:  # pragma: no cover - the statement has many parameters
-        only = order[0]
-        pick = lambda values: (values[only],)  # noqa: E731
-    else:
-        pick = itemgetter(*order)
+    # The statement binds a dozen parameters, so itemgetter always returns a tuple.
+    pick: Callable[[tuple[object, ...]], tuple[object, ...]] = itemgetter(*order)
     return _DirectStatement(
         sql=compiled.string,
         constants=tuple(defaults[name] for name in constant_names),
@@ -322,13 +318,7 @@ def write_checked_jobs(session: Session, checked: list[JobSpec]) -> list[Enqueue
     rows = [spec.row for spec in checked]
     if carrier:
         rows = [_traced(row, carrier) for row in rows]
-    if [row.job_key for row in rows].count(None) == len(rows):
-        # No keys (the usual batch): straight into batches, no per-job branching.
-        results: list[EnqueueResult] = []
-        for start in range(0, len(rows), BATCH_SIZE):
-            results += _insert_batch(conn, rows[start : start + BATCH_SIZE], channel)
-        return results
-    results = []
+    results: list[EnqueueResult] = []
     pending: list[JobRow] = []
     for spec, row in zip(checked, rows, strict=True):
         if row.job_key is None:
