@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from sqlalchemy.engine import make_url
+
 _DATA_ROW = ord("D")
 _READY_FOR_QUERY = ord("Z")
 _NOTIFICATION = ord("A")
@@ -44,17 +46,21 @@ class _Link:
 
 
 class FaultyProxy:
-    """Forwards bytes between clients and ``host:port``; can lose one reply on demand.
+    """Forwards bytes between clients and a server; can lose one reply on demand.
 
     Args:
-        host: the PostgreSQL server's host.
-        port: the PostgreSQL server's port.
+        database_url: the server's URL. A TCP server (``host:port``) or a unix-socket
+            one (``?host=/socket/dir``, as the embedded server's URL has it).
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, database_url: str) -> None:
         """Prepare the proxy; :meth:`start` listens."""
-        self.host = host
-        self.port = port
+        target = make_url(database_url)
+        socket_dir = target.query.get("host")
+        port = target.query.get("port") or target.port or 5432
+        self.host = str(socket_dir) if socket_dir else target.host or "127.0.0.1"
+        self.port = int(str(port))
+        self._target = target
         self.armed = False
         self.down = False
         self.refused = 0
@@ -62,11 +68,13 @@ class FaultyProxy:
         self._links: set[_Link] = set()
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> int:
-        """Listen on a free local port and return it."""
+    async def start(self) -> str:
+        """Listen on a free local port; return the database URL that goes through it."""
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        query = {k: v for k, v in self._target.query.items() if k not in ("host", "port")}
+        proxied = self._target.set(host="127.0.0.1", port=port, query=query)
+        return proxied.render_as_string(hide_password=False)
 
     def cut_dark(self) -> int:
         """Drop the connections whose replies are being swallowed; return how many."""
@@ -96,7 +104,12 @@ class FaultyProxy:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+            if self.host.startswith("/"):
+                up_reader, up_writer = await asyncio.open_unix_connection(
+                    f"{self.host}/.s.PGSQL.{self.port}"
+                )
+            else:
+                up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
         except OSError:
             writer.transport.abort()
             return

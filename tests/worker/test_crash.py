@@ -256,13 +256,11 @@ async def test_claim_whose_reply_was_lost_is_not_left_running(
         if len(ran) == total:
             all_done.set()
 
-    target = make_url(database_url)
-    proxy = FaultyProxy(target.host or "127.0.0.1", target.port or 5432)
-    port = await proxy.start()
-    via_proxy = target.set(host="127.0.0.1", port=port)
+    proxy = FaultyProxy(database_url)
+    via_proxy = await proxy.start()
     runner = WorkerRunner(
         config(
-            database_url=via_proxy.render_as_string(hide_password=False),
+            database_url=via_proxy,
             worker_id="lossy",
             queues={"bulk": 4},
             # No leader renewal inside the test's window: the claim is the only

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.enqueue import JobSpec
@@ -217,9 +216,8 @@ async def test_forced_stop_returns_promptly_while_the_database_is_unreachable(
     The job's outcome cannot be written; the job stays claimed and is rescued once
     the worker's heartbeat expires, so nothing is lost by not waiting.
     """
-    target = make_url(database_url)
-    proxy = FaultyProxy(target.host or "127.0.0.1", target.port or 5432)
-    port = await proxy.start()
+    proxy = FaultyProxy(database_url)
+    via_proxy = await proxy.start()
     finished = asyncio.Event()
 
     @registry.task("cut")
@@ -229,11 +227,7 @@ async def test_forced_stop_returns_promptly_while_the_database_is_unreachable(
 
     [job_id] = add_jobs(sync_engine, [JobSpec("cut")])
     runner = WorkerRunner(
-        config(
-            database_url=target.set(host="127.0.0.1", port=port).render_as_string(
-                hide_password=False
-            )
-        ),
+        config(database_url=via_proxy),
         registry,
     )
     handle = runner.start()
@@ -275,18 +269,15 @@ async def test_stop_is_bounded_when_the_database_goes_away_while_idle(
     fetcher give back orphaned claims first, which needs the database too. Neither
     may hold the stop beyond the shutdown timeout (graceful) or at all (forced).
     """
-    target = make_url(database_url)
-    proxy = FaultyProxy(target.host or "127.0.0.1", target.port or 5432)
-    port = await proxy.start()
+    proxy = FaultyProxy(database_url)
+    via_proxy = await proxy.start()
     shutdown_timeout = 1.0
     # Forced: at once. Graceful: the shutdown timeout, plus a few seconds for the last
     # writes (resign, unregister), not the 60 s retry window of a transient error.
     limit = 2 if force else shutdown_timeout + 15
     runner = WorkerRunner(
         config(
-            database_url=target.set(host="127.0.0.1", port=port).render_as_string(
-                hide_password=False
-            ),
+            database_url=via_proxy,
             shutdown_timeout=timedelta(seconds=shutdown_timeout),
         ),
         registry,
