@@ -27,13 +27,14 @@ from backfill_sa.job_writer import (
     EnqueueOutcome,
     EnqueueResult,
     check_specs,
+    write_batch,
     write_checked_jobs,
     write_job,
     write_jobs,
 )
 from backfill_sa.priority import BULK, FAST, Priority
 from backfill_sa.retry import RetryPolicy
-from backfill_sa.validation import DEFAULT_MAX_PAYLOAD_BYTES, JobKeyMode, JobSpec
+from backfill_sa.validation import DEFAULT_MAX_PAYLOAD_BYTES, JobKeyMode, JobSpec, batch_payloads
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -50,6 +51,8 @@ __all__ = [
     "JobSpec",
     "enqueue",
     "enqueue_async",
+    "enqueue_batch",
+    "enqueue_batch_async",
     "enqueue_bulk",
     "enqueue_bulk_async",
     "enqueue_critical",
@@ -230,6 +233,92 @@ async def enqueue_many_async(
     """
     checked = check_specs(specs)
     return await session.run_sync(write_checked_jobs, checked)
+
+
+def enqueue_batch(
+    session: Session,
+    task: str,
+    payloads: Iterable[object],
+    *,
+    queue: str = BULK,
+    priority: int = Priority.BULK_DEFAULT,
+    run_at: dt.datetime | None = None,
+    max_attempts: int | None = None,
+    retry: RetryPolicy | None = None,
+    metadata: Mapping[str, object] | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> list[EnqueueResult]:
+    """Add one job per payload, all for ``task`` with the same options, in
+    ``session``'s current transaction: the fast path for bulk loads.
+
+    The options are validated once and each payload is serialised and checked as
+    :func:`enqueue` would; then the jobs go in like :func:`enqueue_many`'s, one
+    statement per :data:`BATCH_SIZE` jobs. Nothing is written unless every payload
+    is valid. For per-job options or a ``job_key``, use :func:`enqueue_many` with
+    :class:`JobSpec` items.
+
+    Args:
+        session: the caller's Session.
+        task: task handler name (1-200 characters).
+        payloads: the jobs' JSON values, in order; ``None`` stores ``{}``.
+        queue, priority, run_at, max_attempts, retry, metadata, max_payload_bytes:
+            as for :func:`enqueue`, applied to every job.
+
+    Returns:
+        One result per payload, in the order given (all ``INSERTED``).
+
+    Raises:
+        JobValidationError: an option breaks a rule, or a payload does (the field
+            is ``payloads[i]``, with the path inside it); raised before any SQL.
+        sqlalchemy.exc.DBAPIError: the database refused a statement.
+    """
+    template = JobSpec(
+        task,
+        None,
+        queue,
+        priority,
+        run_at,
+        max_attempts,
+        retry,
+        metadata=metadata,
+        max_payload_bytes=max_payload_bytes,
+    )
+    texts = batch_payloads(template, payloads)
+    return write_batch(session, template, texts)
+
+
+async def enqueue_batch_async(
+    session: AsyncSession,
+    task: str,
+    payloads: Iterable[object],
+    *,
+    queue: str = BULK,
+    priority: int = Priority.BULK_DEFAULT,
+    run_at: dt.datetime | None = None,
+    max_attempts: int | None = None,
+    retry: RetryPolicy | None = None,
+    metadata: Mapping[str, object] | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> list[EnqueueResult]:
+    """:func:`enqueue_batch` for an AsyncSession (same arguments and rules).
+
+    Raises:
+        JobValidationError: an option or a payload breaks a rule; before any SQL.
+        sqlalchemy.exc.DBAPIError: the database refused a statement.
+    """
+    template = JobSpec(
+        task,
+        None,
+        queue,
+        priority,
+        run_at,
+        max_attempts,
+        retry,
+        metadata=metadata,
+        max_payload_bytes=max_payload_bytes,
+    )
+    texts = batch_payloads(template, payloads)
+    return await session.run_sync(write_batch, template, texts)
 
 
 def enqueue_fast(

@@ -30,11 +30,13 @@ from backfill_sa.schema_name import DEFAULT_SCHEMA
 from backfill_sa.statements.jobs_insert import (
     JOBS_INSERT_AFTER_RUNNING,
     JOBS_INSERT_BATCH,
+    JOBS_INSERT_BATCH_SHARED,
     JOBS_INSERT_DEDUPE,
     JOBS_INSERT_ONE,
     JOBS_UPSERT_PRESERVE_RUN_AT,
     JOBS_UPSERT_REPLACE,
     encode_batch,
+    encode_payloads,
 )
 from backfill_sa.telemetry import current_trace_carrier
 from backfill_sa.validation import JobRow, JobSpec
@@ -45,6 +47,7 @@ __all__ = [
     "EnqueueResult",
     "check_specs",
     "write_checked_jobs",
+    "write_batch",
     "write_job",
     "write_jobs",
 ]
@@ -302,6 +305,29 @@ def write_jobs(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult
         JobValidationError: an item is not a JobSpec (before any SQL).
     """
     return write_checked_jobs(session, check_specs(specs))
+
+
+def write_batch(session: Session, spec: JobSpec, payloads: list[str]) -> list[EnqueueResult]:
+    """Write one job per payload text (``batch_payloads``), each with ``spec``'s other
+    values, in ``session``'s transaction: one statement per :data:`BATCH_SIZE` jobs
+    (see ``enqueue_batch``).
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database refused a statement.
+    """
+    if not payloads:
+        return []
+    conn = _connection(session)
+    params = _params(_traced(spec.row, current_trace_carrier()), channel_for(schema_of(conn)))
+    del params["new_payload"], params["new_job_key"]
+    results: list[EnqueueResult] = []
+    for start in range(0, len(payloads), BATCH_SIZE):
+        params["new_payloads"] = encode_payloads(payloads[start : start + BATCH_SIZE])
+        ids: list[int] = conn.execute(JOBS_INSERT_BATCH_SHARED, params).one().ids
+        results += [EnqueueResult(job_id, _INSERTED) for job_id in ids]
+    if len(results) != len(payloads):
+        raise BackfillError(f"enqueue_batch: wrote {len(results)} jobs for {len(payloads)}")
+    return results
 
 
 def write_checked_jobs(session: Session, checked: list[JobSpec]) -> list[EnqueueResult]:

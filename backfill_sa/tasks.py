@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -163,6 +163,40 @@ class Task:
         from backfill_sa.enqueue import enqueue_many_async
 
         return (await enqueue_many_async(session, [self.spec(payload, **overrides)]))[0]
+
+    def enqueue_batch(
+        self, session: Session, payloads: Iterable[Any], **overrides: Any
+    ) -> list[EnqueueResult]:
+        """Enqueue one job per payload for this task, all with the same options (sync).
+
+        ``enqueue_batch`` with this task's defaults; ``overrides`` are JobSpec options
+        other than ``job_key``.
+
+        Raises:
+            JobValidationError: an option or a payload (``payloads[i]``) breaks a
+                rule; nothing is written.
+        """
+        from backfill_sa.job_writer import write_batch
+        from backfill_sa.validation import batch_payloads
+
+        template = self.spec(None, **overrides)
+        return write_batch(session, template, batch_payloads(template, payloads))
+
+    async def enqueue_batch_async(
+        self, session: AsyncSession, payloads: Iterable[Any], **overrides: Any
+    ) -> list[EnqueueResult]:
+        """:meth:`enqueue_batch` for an AsyncSession.
+
+        Raises:
+            JobValidationError: an option or a payload (``payloads[i]``) breaks a
+                rule; nothing is written.
+        """
+        from backfill_sa.job_writer import write_batch
+        from backfill_sa.validation import batch_payloads
+
+        template = self.spec(None, **overrides)
+        texts = batch_payloads(template, payloads)
+        return await session.run_sync(write_batch, template, texts)
 
     def parse_payload(self, payload: Any) -> Any:
         """Apply the task's ``parse`` hook to a raw payload.

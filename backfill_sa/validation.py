@@ -46,6 +46,7 @@ __all__ = [
     "JobKeyMode",
     "JobRow",
     "JobSpec",
+    "batch_payloads",
     "check_job_key_mode",
     "check_max_attempts",
     "check_name",
@@ -460,3 +461,28 @@ class JobSpec:
             "{}" if metadata is None else dump_json_object(metadata, "metadata", limit),
         )
         object.__setattr__(self, "row", row)
+
+
+def batch_payloads(template: JobSpec, payloads: Iterable[object]) -> list[str]:
+    """Serialise ``payloads`` for jobs that all take ``template``'s validated options.
+
+    Each payload is checked as ``JobSpec`` checks its ``payload`` (``None`` is
+    ``{}``); an error names the payload by its position: ``payloads[3]`` or
+    ``payloads[3].items[2]``.
+
+    Raises:
+        JobValidationError: ``template`` has a ``job_key`` (a key belongs to one job),
+            or a payload is not JSON or is too large.
+    """
+    if template.job_key is not None:
+        raise JobValidationError("job_key", "must be None in a batch: a key belongs to one job")
+    limit = template.max_payload_bytes
+    texts: list[str] = []
+    append = texts.append
+    for index, payload in enumerate(payloads):
+        try:
+            append("{}" if payload is None else dump_json(payload, "payload", limit))
+        except JobValidationError as error:
+            path = error.field.removeprefix("payload")
+            raise JobValidationError(f"payloads[{index}]{path}", error.rule) from None
+    return texts

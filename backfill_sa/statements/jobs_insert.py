@@ -12,7 +12,8 @@ Bound parameters (names are the contract with :mod:`backfill_sa.job_writer`):
 ``new_task``, ``new_queue``, ``new_payload`` (JSON text), ``new_priority``,
 ``new_run_at`` (NULL = now), ``new_max_attempts``, ``new_job_key``,
 ``new_retry_policy`` (JSON text or NULL), ``new_metadata`` (JSON text) and
-``channel``; the batch statement takes ``new_jobs`` (see :func:`encode_batch`). No
+``channel``; the batch statement takes ``new_jobs`` (see :func:`encode_batch`), the
+shared-options batch ``new_payloads`` (see :func:`encode_payloads`). No
 parameter is named like a column: SQLAlchemy would take such a name passed to an
 INSERT or UPDATE as an extra column value.
 
@@ -56,12 +57,14 @@ from backfill_sa.validation import JobRow
 __all__ = [
     "JOBS_INSERT_AFTER_RUNNING",
     "JOBS_INSERT_BATCH",
+    "JOBS_INSERT_BATCH_SHARED",
     "JOBS_INSERT_DEDUPE",
     "JOBS_INSERT_ONE",
     "JOBS_NOTIFY_IF_AVAILABLE",
     "JOBS_UPSERT_PRESERVE_RUN_AT",
     "JOBS_UPSERT_REPLACE",
     "encode_batch",
+    "encode_payloads",
 ]
 
 _jobs: Table = jobs_table
@@ -226,6 +229,11 @@ def encode_batch(rows: Iterable[JobRow]) -> str:
     return "[" + ",".join([_encode_row(row) for row in rows]) + "]"
 
 
+def encode_payloads(payloads: list[str]) -> str:
+    """The JSON array :data:`JOBS_INSERT_BATCH_SHARED` takes, from payload JSON texts."""
+    return "[" + ",".join(payloads) + "]"
+
+
 def _encode_row(row: JobRow) -> str:
     run_at = "null" if row.run_at is None else '"' + row.run_at.isoformat() + '"'
     return (
@@ -265,10 +273,33 @@ def _build_insert_batch() -> Select[Any]:
         "retry_policy",
         "metadata",
     ]
-    # Rows go in in input order (ORDER BY ord), so their identity ids ascend in
-    # input order: the sorted id array maps back onto the input.
-    ins = insert(_jobs).from_select(columns, source).returning(_c.id, _c.queue, _c.state)
-    ins_cte = ins.cte("ins")
+    return _ids_and_woken(insert(_jobs).from_select(columns, source))
+
+
+def _build_insert_batch_shared() -> Select[Any]:
+    document = cast(bindparam("new_payloads", type_=Text), JSONB)
+    elements = (
+        func.jsonb_array_elements(document)
+        .table_valued(column("payload", JSONB), with_ordinality="ord")
+        .render_derived(name="u")
+    )
+    values = _new_job_values(keyed=False) | {"payload": elements.c.payload}
+    source = (
+        select(*(expr.label(name) for name, expr in values.items()))
+        .select_from(elements)
+        .order_by(elements.c.ord)
+    )
+    return _ids_and_woken(insert(_jobs).from_select(list(values), source))
+
+
+def _ids_and_woken(stmt: Any) -> Select[Any]:
+    """``(ids, woken)`` of a batch INSERT ... SELECT whose rows go in in input order.
+
+    Rows inserted in input order (the sources ORDER BY their ordinality) take identity
+    ids that ascend in input order, so the sorted id array maps back onto the input.
+    Each queue with a job available now is notified once.
+    """
+    ins_cte = stmt.returning(_c.id, _c.queue, _c.state).cte("ins")
     ids = select(func.array_agg(aggregate_order_by(ins_cte.c.id, ins_cte.c.id)))
     queues = select(ins_cte.c.queue).where(ins_cte.c.state == _AVAILABLE).distinct()
     woken_queues = queues.subquery("woken_queues")
@@ -306,6 +337,11 @@ JOBS_INSERT_BATCH: Select[Any] = _build_insert_batch()
 """Insert many jobs without keys from one JSON document (:func:`encode_batch`, bound
 as ``new_jobs``); returns one row
 ``(ids, woken)``: the new ids in input order and the number of queues notified."""
+
+JOBS_INSERT_BATCH_SHARED: Select[Any] = _build_insert_batch_shared()
+"""Insert one job per payload, all with the same options: the single-job parameters
+(no ``new_payload``, no key) plus ``new_payloads``, a JSON array of the payloads
+(:func:`encode_payloads`); returns ``(ids, woken)`` as :data:`JOBS_INSERT_BATCH`."""
 
 JOBS_NOTIFY_IF_AVAILABLE: Select[Any] = _build_notify_if_available()
 """Notify the job's queue if the job ``id`` is available now (ORM-added jobs)."""

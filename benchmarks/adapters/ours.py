@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from backfill_sa.dburl import async_url, sync_url
-from backfill_sa.enqueue import JobSpec, enqueue, enqueue_async, enqueue_many_async
+from backfill_sa.enqueue import enqueue, enqueue_async, enqueue_batch_async
 from backfill_sa.migrations import upgrade
 from backfill_sa.models import Job
 from benchmarks.adapters import NO_PARALLEL, Adapter, Payload, Poller, WorkerSpec
@@ -232,10 +232,9 @@ class OursAdapter(Adapter):
     async def enqueue_batch(
         self, task: str, payloads: Sequence[Payload], *, queue: str = "bench", priority: int = 0
     ) -> None:
-        """``JobSpec`` per job, one ``enqueue_many_async`` call, the caller's commit."""
-        specs = [JobSpec(task, p, queue=queue, priority=priority) for p in payloads]
+        """One ``enqueue_batch_async`` call (one task, shared options), the caller's commit."""
         async with AsyncSession(self.async_engine, expire_on_commit=False) as session:
-            await enqueue_many_async(session, specs)
+            await enqueue_batch_async(session, task, payloads, queue=queue, priority=priority)
             await session.commit()
 
     def worker(self, queues: Mapping[str, int], latency_file: Path) -> WorkerSpec:

@@ -23,6 +23,7 @@ from backfill_sa.enqueue import (
     JobSpec,
     enqueue,
     enqueue_async,
+    enqueue_batch,
     enqueue_many,
     enqueue_many_async,
 )
@@ -290,6 +291,19 @@ def test_enqueue_many_notifies_each_queue_with_runnable_jobs_once(
     _commit_marker(sync_engine)
     received = _received_until(listener, "marker", schema)
     assert sorted(received) == ["bulk", "fast", "marker"]
+
+
+def test_enqueue_batch_notifies_its_queue_once_on_commit_only(
+    sync_engine: Engine, listener: psycopg.Connection[Any], schema: str
+) -> None:
+    with Session(sync_engine) as session, session.begin():
+        enqueue_batch(session, "t", [{"i": 1}], queue="dropped")
+        session.rollback()
+    with Session(sync_engine) as session, session.begin():
+        enqueue_batch(session, "t", [{"i": i} for i in range(5)], queue="fast")
+        enqueue_batch(session, "t", [{"i": 1}, {"i": 2}], queue="later", run_at=_future())
+    _commit_marker(sync_engine)
+    assert _received_until(listener, "marker", schema) == ["fast", "marker"]
 
 
 def test_replaced_job_notifies_and_unchanged_one_does_not(
