@@ -172,3 +172,20 @@ async def test_task_enqueue_batch_async(async_engine: AsyncEngine) -> None:
         results = await registry["mail"].enqueue_batch_async(session, [{"to": "a"}])
         job = await session.get_one(Job, results[0].id)
         assert (job.task, job.queue, job.payload) == ("mail", "fast", {"to": "a"})
+
+
+def test_the_callers_trace_context_goes_on_every_job(sync_engine: Engine) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    with (
+        tracer.start_as_current_span("request") as span,
+        Session(sync_engine) as session,
+        session.begin(),
+    ):
+        results = enqueue_batch(session, "t", [{"n": 1}, {"n": 2}], metadata={"tag": "x"})
+    trace_id = f"{span.get_span_context().trace_id:032x}"
+    with Session(sync_engine) as session:
+        metas = [session.get_one(Job, r.id).meta for r in results]
+    assert [meta["tag"] for meta in metas] == ["x", "x"]
+    assert all(trace_id in meta["traceparent"] for meta in metas)
