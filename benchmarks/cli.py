@@ -62,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     go.add_argument("--concurrency", type=int, default=10, help="per-worker concurrency")
     go.add_argument("--profile", action="store_true", help="py-spy our worker in a W3 drain")
     go.add_argument(
-        "--checkpoint", action="store_true", help="CHECKPOINT after loading each drain's queue"
+        "--checkpoint",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="CHECKPOINT after loading each drain's queue (default: on)",
     )
     go.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
     go.add_argument("--keep-databases", action="store_true", help="do not drop bench_* dbs")
@@ -84,7 +87,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     quick: bool = args.quick
     only = _names(args.only, ALL_WORKLOADS, "--only") if args.only else ALL_WORKLOADS
     if "W1" in only:
-        only = (*only, *(w for w in ("W1sync", "W1floor") if w not in only))
+        only = (*only, *(w for w in ("W1sync", "W1floor", "W1auto") if w not in only))
     if "W1" in only and "pgbench" not in only:
         only = ("pgbench", *only)
     jobs = args.jobs if args.jobs is not None else (2_000 if quick else 20_000)

@@ -44,6 +44,8 @@ ROWS: tuple[Row, ...] = (
     Row("W1 client CPU per job (us)", "W1", ("client_cpu_us_per_job",), False),
     Row("W1 PostgreSQL CPU per job (us)", "W1", ("pg_cpu_us_per_job",), False),
     Row("W1 sync Session (jobs/s)", "W1sync", ("jobs_per_s",), True),
+    Row("W1 autocommit AsyncSession (jobs/s)", "W1auto", ("async", "jobs_per_s"), True),
+    Row("W1 autocommit sync Session (jobs/s)", "W1auto", ("sync", "jobs_per_s"), True),
     Row("W1 floor: AsyncSession, 1-row INSERT (txn/s)", "W1floor", ("async", "jobs_per_s"), True),
     Row("W1 floor: sync Session, 1-row INSERT (txn/s)", "W1floor", ("sync", "jobs_per_s"), True),
     Row("W2 bulk enqueue, 1,000/txn (jobs/s)", "W2", ("jobs_per_s",), True),
@@ -129,9 +131,12 @@ def _extras(results: Results) -> list[str]:
         tps = float(bench["insert"]["tps"])
         txn = float(bench["begin_insert_commit"]["tps"])
         share = f"; ours W1 = {100 * w1 / tps:.0f}% of it" if w1 else ""
+        auto = _value(results, Row("", "W1auto", ("async", "jobs_per_s"), True), "ours")
+        share += f", W1 autocommit = {100 * auto / tps:.0f}%" if auto else ""
+        in_txn = f" (ours W1 = {100 * w1 / txn:.0f}% of it)" if w1 else ""
         lines.append(
             f"pgbench, 1 connection, one-row INSERT: {tps:,.0f} tps{share}; "
-            f"BEGIN/INSERT/COMMIT: {txn:,.0f} tps"
+            f"BEGIN/INSERT/COMMIT: {txn:,.0f} tps{in_txn}"
         )
     w3 = _value(results, Row("", "W3", ("jobs_per_s",), True), "ours")
     w5 = _value(results, Row("", "W5", ("jobs_per_s",), True), "ours")

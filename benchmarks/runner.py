@@ -27,6 +27,7 @@ from benchmarks.profiling import Profiler, summarize_collapsed
 from benchmarks.workloads import (
     WorkloadContext,
     load_queue,
+    w1_autocommit,
     w1_enqueue_one,
     w1_enqueue_one_sync,
     w1_session_floor,
@@ -54,6 +55,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
     "W1": (w1_enqueue_one, False),
     "W1sync": (w1_enqueue_one_sync, True),
     "W1floor": (w1_session_floor, True),
+    "W1auto": (w1_autocommit, True),
     "W2": (w2_enqueue_batches, False),
     "W3": (w3_drain, False),
     "W4": (w4_pickup_latency, False),
@@ -65,7 +67,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
 """Workload -> (function, backfill_sa only)."""
 
 ALL_WORKLOADS = ("pgbench", *WORKLOADS)
-ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W1floor", "W2"})
+ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W1floor", "W1auto", "W2"})
 
 
 @dataclass(frozen=True)

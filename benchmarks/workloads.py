@@ -57,7 +57,8 @@ class WorkloadContext:
         w7_rate: W7's latency jobs per second.
         w7_seconds: W7's stream length.
         w8_rounds: W8's transactions of each kind.
-        checkpoint: run a ``CHECKPOINT`` after loading each drain's queue.
+        checkpoint: run a ``CHECKPOINT`` after loading each drain's queue (the default),
+            so every drain starts at the same point of the WAL cycle.
     """
 
     server: Server
@@ -72,7 +73,7 @@ class WorkloadContext:
     w7_rate: float
     w7_seconds: float
     w8_rounds: int
-    checkpoint: bool = False
+    checkpoint: bool = True
 
 
 @dataclass
@@ -147,6 +148,32 @@ async def w1_session_floor(adapter: Adapter, ctx: WorkloadContext) -> dict[str, 
 
     return {
         "async": await _one_per_transaction(adapter, ctx, insert_async),
+        "sync": await _one_per_transaction(adapter, ctx, call_sync),
+    }
+
+
+async def w1_autocommit(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
+    """W1 on sessions whose engine autocommits (async, then sync): each ``enqueue`` is
+    its own transaction, one round trip, as pgqueuer's enqueue and pgbench's INSERT
+    are. backfill_sa's adapter only.
+
+    Raises:
+        TypeError: the adapter has no autocommit enqueue.
+    """
+    enqueue_async: Callable[[Payload], Awaitable[None]] | None = getattr(
+        adapter, "enqueue_one_autocommit", None
+    )
+    enqueue_sync: Callable[[Payload], None] | None = getattr(
+        adapter, "enqueue_one_autocommit_sync", None
+    )
+    if enqueue_async is None or enqueue_sync is None:
+        raise TypeError(f"{adapter.name}: no autocommit enqueue")
+
+    async def call_sync(payload: Payload) -> None:
+        enqueue_sync(payload)
+
+    return {
+        "async": await _one_per_transaction(adapter, ctx, enqueue_async),
         "sync": await _one_per_transaction(adapter, ctx, call_sync),
     }
 

@@ -152,6 +152,7 @@ class OursAdapter(Adapter):
 
     _sync_engine: Engine | None = None
     _async_engine: AsyncEngine | None = None
+    _autocommit_engines: tuple[AsyncEngine, Engine] | None = None
 
     async def setup(self) -> None:
         """Create ``bench_ours`` and migrate schema ``bench_bf`` to head.
@@ -167,11 +168,23 @@ class OursAdapter(Adapter):
             plain.dispose()
         self._sync_engine = create_engine(sync_url(self.dsn), execution_options=TRANSLATE)
         self._async_engine = create_async_engine(async_url(self.dsn), execution_options=TRANSLATE)
+        self._autocommit_engines = (
+            create_async_engine(
+                async_url(self.dsn), execution_options=TRANSLATE, isolation_level="AUTOCOMMIT"
+            ),
+            create_engine(
+                sync_url(self.dsn), execution_options=TRANSLATE, isolation_level="AUTOCOMMIT"
+            ),
+        )
         with self._sync_engine.begin() as connection:
             connection.execute(_FLOOR_TABLE)
 
     async def close(self) -> None:
-        """Dispose of both engines."""
+        """Dispose of the engines."""
+        if self._autocommit_engines is not None:
+            await self._autocommit_engines[0].dispose()
+            self._autocommit_engines[1].dispose()
+            self._autocommit_engines = None
         if self._async_engine is not None:
             await self._async_engine.dispose()
             self._async_engine = None
@@ -208,6 +221,28 @@ class OursAdapter(Adapter):
         async with AsyncSession(self.async_engine, expire_on_commit=False) as session:
             await enqueue_async(session, task, payload, queue=queue, priority=priority)
             await session.commit()
+
+    async def enqueue_one_autocommit(self, payload: Payload) -> None:
+        """W1auto: ``enqueue_async`` on an AsyncSession whose engine autocommits.
+
+        The enqueue statement is its own transaction (no BEGIN, no COMMIT round trip):
+        how an application enqueues a job that no other row has to commit with.
+        """
+        engine = self._autocommit()[0]
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            await enqueue_async(session, "noop", payload, queue="bench", priority=0)
+            await session.commit()
+
+    def enqueue_one_autocommit_sync(self, payload: Payload) -> None:
+        """W1auto through a sync Session (psycopg) whose engine autocommits."""
+        with Session(self._autocommit()[1], expire_on_commit=False) as session:
+            enqueue(session, "noop", payload, queue="bench", priority=0)
+            session.commit()
+
+    def _autocommit(self) -> tuple[AsyncEngine, Engine]:
+        if self._autocommit_engines is None:
+            raise RuntimeError("ours adapter: setup() has not run")
+        return self._autocommit_engines
 
     async def insert_one(self, payload: Payload) -> None:
         """W1's floor: a session committing a one-row INSERT into a plain table (no queue)."""
