@@ -254,6 +254,31 @@ async def test_notify_is_delivered_on_commit_async(
     assert _received_until(listener, "fast", schema) == ["fast"]
 
 
+def test_on_an_autocommit_engine_each_enqueue_commits_by_itself(
+    sync_engine: Engine, listener: psycopg.Connection[Any], schema: str
+) -> None:
+    autocommit = sync_engine.execution_options(isolation_level="AUTOCOMMIT")
+    with Session(autocommit) as session:
+        first = enqueue(session, "t", queue="fast")
+        assert _job_ids(sync_engine) == [first.id]  # committed, before any session.commit
+        assert _received_until(listener, "fast", schema) == ["fast"]
+        second = enqueue(session, "t", queue="fast", job_key="k")
+        session.rollback()  # nothing to roll back: the job is already in
+    assert _job_ids(sync_engine) == [first.id, second.id]
+
+
+async def test_on_an_autocommit_engine_each_enqueue_commits_by_itself_async(
+    async_engine: AsyncEngine, sync_engine: Engine, listener: psycopg.Connection[Any], schema: str
+) -> None:
+    autocommit = async_engine.execution_options(isolation_level="AUTOCOMMIT")
+    async with AsyncSession(autocommit) as session:
+        job = await enqueue_async(session, "t", queue="fast")
+        assert _job_ids(sync_engine) == [job.id]
+        assert _received_until(listener, "fast", schema) == ["fast"]
+        await session.rollback()
+    assert _job_ids(sync_engine) == [job.id]
+
+
 def test_no_notify_on_rollback_or_for_scheduled_jobs(
     sync_engine: Engine, listener: psycopg.Connection[Any], schema: str
 ) -> None:
