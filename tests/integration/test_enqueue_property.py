@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import Session
 
 from backfill_sa.dburl import async_url, sync_url
-from backfill_sa.enqueue import EnqueueOutcome, JobSpec, enqueue, enqueue_async, enqueue_many
+from backfill_sa.enqueue import (
+    EnqueueOutcome,
+    JobSpec,
+    enqueue,
+    enqueue_async,
+    enqueue_batch,
+    enqueue_many,
+)
 from backfill_sa.errors import JobValidationError
 from backfill_sa.migrations import upgrade
 from backfill_sa.models import Job
@@ -251,6 +258,23 @@ def test_valid_batches_round_trip(engine: Engine, batch: list[dict[str, Any]]) -
     assert [r.outcome for r in results] == [EnqueueOutcome.INSERTED] * len(batch)
     for args, result in zip(batch, results, strict=True):
         _check_round_trip(engine, args, result.id)
+
+
+@EXAMPLES
+@given(args=_valid_arguments, payloads=st.lists(st.none() | _json, min_size=1, max_size=6))
+def test_valid_shared_batches_round_trip(
+    engine: Engine, args: dict[str, Any], payloads: list[object]
+) -> None:
+    """enqueue_batch's statement (shared options, a JSON array of payloads) keeps every
+    field of every job."""
+    options = {k: v for k, v in args.items() if k not in ("task", "payload", "job_key")}
+    del options["job_key_mode"]
+    _reset(engine)
+    with Session(engine) as session, session.begin():
+        results = enqueue_batch(session, args["task"], payloads, **options)
+    assert [r.outcome for r in results] == [EnqueueOutcome.INSERTED] * len(payloads)
+    for payload, result in zip(payloads, results, strict=True):
+        _check_round_trip(engine, {**args, "payload": payload, "job_key": None}, result.id)
 
 
 def _invalid_call(base: dict[str, Any], bad: tuple[str, object, str]) -> tuple[dict[str, Any], str]:
