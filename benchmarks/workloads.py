@@ -136,20 +136,9 @@ async def w1_session_floor(adapter: Adapter, ctx: WorkloadContext) -> dict[str, 
     goes through a session. backfill_sa's adapter only.
 
     Raises:
-        TypeError: the adapter has no plain-insert methods.
+        TypeError: the adapter has no plain-insert methods (``insert_one``, ``_sync``).
     """
-    insert_async: Callable[[Payload], Awaitable[None]] | None = getattr(adapter, "insert_one", None)
-    insert_sync: Callable[[Payload], None] | None = getattr(adapter, "insert_one_sync", None)
-    if insert_async is None or insert_sync is None:
-        raise TypeError(f"{adapter.name}: no plain-insert methods")
-
-    async def call_sync(payload: Payload) -> None:
-        insert_sync(payload)
-
-    return {
-        "async": await _one_per_transaction(adapter, ctx, insert_async),
-        "sync": await _one_per_transaction(adapter, ctx, call_sync),
-    }
+    return await _async_then_sync(adapter, ctx, "insert_one", "insert_one_sync")
 
 
 async def w1_autocommit(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
@@ -158,23 +147,33 @@ async def w1_autocommit(adapter: Adapter, ctx: WorkloadContext) -> dict[str, obj
     are. backfill_sa's adapter only.
 
     Raises:
-        TypeError: the adapter has no autocommit enqueue.
+        TypeError: the adapter has no autocommit enqueue (``enqueue_one_autocommit``).
     """
-    enqueue_async: Callable[[Payload], Awaitable[None]] | None = getattr(
-        adapter, "enqueue_one_autocommit", None
+    return await _async_then_sync(
+        adapter, ctx, "enqueue_one_autocommit", "enqueue_one_autocommit_sync"
     )
-    enqueue_sync: Callable[[Payload], None] | None = getattr(
-        adapter, "enqueue_one_autocommit_sync", None
-    )
-    if enqueue_async is None or enqueue_sync is None:
-        raise TypeError(f"{adapter.name}: no autocommit enqueue")
 
-    async def call_sync(payload: Payload) -> None:
-        enqueue_sync(payload)
+
+async def _async_then_sync(
+    adapter: Adapter, ctx: WorkloadContext, async_method: str, sync_method: str
+) -> dict[str, object]:
+    """The one-per-transaction loop with ``adapter.<async_method>``, then with
+    ``adapter.<sync_method>``.
+
+    Raises:
+        TypeError: the adapter lacks one of the two methods.
+    """
+    call_async: Callable[[Payload], Awaitable[None]] | None = getattr(adapter, async_method, None)
+    call_sync: Callable[[Payload], None] | None = getattr(adapter, sync_method, None)
+    if call_async is None or call_sync is None:
+        raise TypeError(f"{adapter.name}: no {async_method} / {sync_method}")
+
+    async def call_sync_in_loop(payload: Payload) -> None:
+        call_sync(payload)
 
     return {
-        "async": await _one_per_transaction(adapter, ctx, enqueue_async),
-        "sync": await _one_per_transaction(adapter, ctx, call_sync),
+        "async": await _one_per_transaction(adapter, ctx, call_async),
+        "sync": await _one_per_transaction(adapter, ctx, call_sync_in_loop),
     }
 
 
