@@ -49,6 +49,7 @@ ROWS: tuple[Row, ...] = (
     Row("W1 floor: AsyncSession, 1-row INSERT (txn/s)", "W1floor", ("async", "jobs_per_s"), True),
     Row("W1 floor: sync Session, 1-row INSERT (txn/s)", "W1floor", ("sync", "jobs_per_s"), True),
     Row("W2 bulk enqueue, 1,000/txn (jobs/s)", "W2", ("jobs_per_s",), True),
+    Row("W2 as JobSpecs via enqueue_many (jobs/s)", "W2specs", ("jobs_per_s",), True),
     Row("W3 drain (jobs/s)", "W3", ("jobs_per_s",), True),
     Row("W3 CPU per job, worker + PG (ms)", "W3", ("cpu_ms_per_job",), False, 3),
     Row("W3 worker CPU (s)", "W3", ("worker_cpu_s",), False, 2),

@@ -32,6 +32,7 @@ from benchmarks.workloads import (
     w1_enqueue_one_sync,
     w1_session_floor,
     w2_enqueue_batches,
+    w2_job_specs,
     w3_drain,
     w4_pickup_latency,
 )
@@ -57,6 +58,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
     "W1floor": (w1_session_floor, True),
     "W1auto": (w1_autocommit, True),
     "W2": (w2_enqueue_batches, False),
+    "W2specs": (w2_job_specs, True),
     "W3": (w3_drain, False),
     "W4": (w4_pickup_latency, False),
     "W5": (_ours_only("w5_backlog_drain"), True),
@@ -67,7 +69,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
 """Workload -> (function, backfill_sa only)."""
 
 ALL_WORKLOADS = ("pgbench", *WORKLOADS)
-ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W1floor", "W1auto", "W2"})
+ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W1floor", "W1auto", "W2", "W2specs"})
 
 
 @dataclass(frozen=True)

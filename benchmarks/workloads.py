@@ -217,9 +217,40 @@ async def w2_enqueue_batches(adapter: Adapter, ctx: WorkloadContext) -> dict[str
     Raises:
         Exception: whatever the library raises.
     """
+
+    async def call(batch: Sequence[Payload]) -> None:
+        await adapter.enqueue_batch("noop", batch)
+
+    return await _batches(adapter, ctx, call)
+
+
+async def w2_job_specs(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
+    """W2 with a ``JobSpec`` per job through ``enqueue_many_async`` (building the specs
+    timed): the path for jobs whose options differ. backfill_sa's adapter only.
+
+    Raises:
+        TypeError: the adapter has no ``enqueue_specs``.
+    """
+    enqueue_specs: Callable[[str, Sequence[Payload]], Awaitable[None]] | None = getattr(
+        adapter, "enqueue_specs", None
+    )
+    if enqueue_specs is None:
+        raise TypeError(f"{adapter.name}: no enqueue_specs")
+
+    async def call(batch: Sequence[Payload]) -> None:
+        await enqueue_specs("noop", batch)
+
+    return await _batches(adapter, ctx, call)
+
+
+async def _batches(
+    adapter: Adapter,
+    ctx: WorkloadContext,
+    call: Callable[[Sequence[Payload]], Awaitable[None]],
+) -> dict[str, object]:
     payloads = [drain_payload(i) for i in range(ctx.jobs)]
     batches = [payloads[i : i + BATCH] for i in range(0, len(payloads), BATCH)]
-    await adapter.enqueue_batch("noop", batches[0])
+    await call(batches[0])
     calls: list[float] = []
     with ctx.server.cpu_meter(adapter.database) as pg:
         meters = _Meters(pg)
@@ -227,7 +258,7 @@ async def w2_enqueue_batches(adapter: Adapter, ctx: WorkloadContext) -> dict[str
         begin = time.perf_counter()
         for batch in batches:
             start = time.perf_counter()
-            await adapter.enqueue_batch("noop", batch)
+            await call(batch)
             calls.append(time.perf_counter() - start)
         seconds = time.perf_counter() - begin
         cpu = meters.per_job_us(ctx.jobs)

@@ -38,7 +38,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from backfill_sa.dburl import async_url, sync_url
-from backfill_sa.enqueue import enqueue, enqueue_async, enqueue_batch_async
+from backfill_sa.enqueue import (
+    JobSpec,
+    enqueue,
+    enqueue_async,
+    enqueue_batch_async,
+    enqueue_many_async,
+)
 from backfill_sa.migrations import upgrade
 from backfill_sa.models import Job
 from benchmarks.adapters import NO_PARALLEL, Adapter, Payload, Poller, WorkerSpec
@@ -270,6 +276,13 @@ class OursAdapter(Adapter):
         """One ``enqueue_batch_async`` call (one task, shared options), the caller's commit."""
         async with AsyncSession(self.async_engine, expire_on_commit=False) as session:
             await enqueue_batch_async(session, task, payloads, queue=queue, priority=priority)
+            await session.commit()
+
+    async def enqueue_specs(self, task: str, payloads: Sequence[Payload]) -> None:
+        """W2specs: a ``JobSpec`` per job, one ``enqueue_many_async`` call, the commit."""
+        specs = [JobSpec(task, p, queue="bench", priority=0) for p in payloads]
+        async with AsyncSession(self.async_engine, expire_on_commit=False) as session:
+            await enqueue_many_async(session, specs)
             await session.commit()
 
     def worker(self, queues: Mapping[str, int], latency_file: Path) -> WorkerSpec:
