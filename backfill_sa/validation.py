@@ -471,9 +471,15 @@ def batch_payloads(template: JobSpec, payloads: Iterable[object]) -> list[str]:
     ``payloads[3].items[2]``.
 
     Raises:
-        JobValidationError: ``template`` has a ``job_key`` (a key belongs to one job),
-            or a payload is not JSON or is too large.
+        JobValidationError: ``payloads`` is a single value rather than a collection of
+            them (a mapping, ``str`` or ``bytes``), ``template`` has a ``job_key`` (a key
+            belongs to one job), or a payload is not JSON or is too large.
     """
+    if isinstance(payloads, (Mapping, str, bytes, bytearray)):
+        raise JobValidationError(
+            "payloads",
+            f"must be a collection of payloads (a list, say), not one {type(payloads).__name__}",
+        )
     if template.job_key is not None:
         raise JobValidationError("job_key", "must be None in a batch: a key belongs to one job")
     limit = template.max_payload_bytes

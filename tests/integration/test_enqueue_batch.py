@@ -123,6 +123,21 @@ def test_a_bad_option_is_refused_before_any_sql(
     assert _count(sync_engine) == 0
 
 
+@pytest.mark.parametrize("payloads", [{"a": 1}, "abc", b"abc"])
+def test_one_payload_in_place_of_a_collection_is_refused(
+    sync_engine: Engine, payloads: Any
+) -> None:
+    with (
+        Session(sync_engine) as session,
+        session.begin(),
+        pytest.raises(JobValidationError) as caught,
+    ):
+        enqueue_batch(session, "t", payloads)
+    assert caught.value.field == "payloads"
+    assert type(payloads).__name__ in caught.value.rule
+    assert _count(sync_engine) == 0
+
+
 def test_no_payloads_runs_no_sql(sync_engine: Engine) -> None:
     with Session(sync_engine) as session:
         assert enqueue_batch(session, "t", []) == []
