@@ -3,9 +3,12 @@
 ``pgbench -n -c 1 -T <s> -f script.sql`` with a one-line INSERT of a ~120-byte JSON
 payload (one round trip per commit: what the server itself can do), and the same insert
 wrapped in ``BEGIN; ...; COMMIT;`` (three round trips, the shape of a session's
-transaction) for context. Runs in a database of its own, dropped afterwards. The
-server CPU per insert is read from pgbench's backend every 0.1 s while it runs (the
-last tenth of a second is lost when it exits).
+transaction) for context; then our own enqueue statement (``JOBS_INSERT_ONE`` with
+literal values, on our migrated schema, with ``-M prepared`` as our drivers run it),
+which shows what the server alone can do for the statement W1 sends, with no Python in
+the loop. Runs in a database of its own, dropped afterwards. The server CPU per insert
+is read from pgbench's backend every 0.1 s while it runs (the last tenth of a second is
+lost when it exits).
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from backfill_sa.dburl import sync_url
+from backfill_sa.migrations import upgrade
+from backfill_sa.notify import channel_for
+from backfill_sa.schema_name import DEFAULT_SCHEMA
+from backfill_sa.statements.jobs_insert import JOBS_INSERT_ONE
 from benchmarks.database import Server
 from benchmarks.payloads import drain_payload
 
@@ -31,8 +42,32 @@ def _script(body: str) -> str:
     return body + "\n"
 
 
+def enqueue_statement(payload_json: str) -> str:
+    """Our single-job enqueue statement with literal values (queue ``bench``, priority 0,
+    8 attempts), as the script line pgbench runs."""
+    bound = JOBS_INSERT_ONE.params(
+        new_task="noop",
+        new_queue="bench",
+        new_payload=payload_json,
+        new_priority=0,
+        new_run_at=None,
+        new_max_attempts=8,
+        new_job_key=None,
+        new_retry_policy=None,
+        new_metadata="{}",
+        channel=channel_for(DEFAULT_SCHEMA),
+    )
+    sql = str(
+        bound.compile(
+            dialect=make_url("postgresql+psycopg://").get_dialect()(),
+            compile_kwargs={"literal_binds": True},
+        )
+    )
+    return " ".join(sql.split()) + ";"
+
+
 def run_pgbench(server: Server, seconds: int) -> dict[str, object]:
-    """Run both pgbench scripts for ``seconds`` each; return tps and PG CPU per insert.
+    """Run the three pgbench scripts for ``seconds`` each; return tps and PG CPU per insert.
 
     Raises:
         FileNotFoundError: ``pgbench`` is not on PATH.
@@ -49,22 +84,36 @@ def run_pgbench(server: Server, seconds: int) -> dict[str, object]:
                 "PRIMARY KEY, payload jsonb NOT NULL, created_at timestamptz NOT NULL "
                 "DEFAULT now())"
             )
+        engine = create_engine(sync_url(dsn))
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
         literal = json.dumps(drain_payload(0), separators=(",", ":"))
         insert = f"INSERT INTO bench_rows (payload) VALUES ('{literal}');"
         results: dict[str, object] = {"seconds": seconds, "version": _version(binary)}
-        scripts = {"insert": insert, "begin_insert_commit": f"BEGIN;\n{insert}\nCOMMIT;"}
+        scripts = {
+            "insert": insert,
+            "begin_insert_commit": f"BEGIN;\n{insert}\nCOMMIT;",
+            "enqueue_statement": enqueue_statement(literal),
+        }
         for name, body in scripts.items():
-            results[name] = _run(server, binary, dsn, body, seconds)
+            # Our statement runs prepared, as both our drivers run it; the INSERTs
+            # keep pgbench's default (simple) protocol, as the issue describes them.
+            protocol = "prepared" if name == "enqueue_statement" else "simple"
+            results[name] = _run(server, binary, dsn, body, seconds, protocol=protocol)
         return results
     finally:
         server.drop_database(DATABASE)
 
 
-def _run(server: Server, binary: str, dsn: str, body: str, seconds: int) -> dict[str, object]:
+def _run(
+    server: Server, binary: str, dsn: str, body: str, seconds: int, *, protocol: str
+) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "script.sql"
         script.write_text(_script(body))
-        argv = [binary, "-n", "-c", "1", "-T", str(seconds), "-f", str(script), dsn]
+        argv = [binary, "-n", "-c", "1", "-T", str(seconds), "-M", protocol, "-f", str(script), dsn]
         with server.cpu_meter(DATABASE) as pg:
             before = pg.seconds() if pg else None
             process = subprocess.Popen(
@@ -88,6 +137,7 @@ def _run(server: Server, binary: str, dsn: str, body: str, seconds: int) -> dict
         "ms_per_commit": 1000 / tps,
         "pg_cpu_us_per_insert": pg_cpu * 1e6 / transactions if pg_cpu is not None else None,
         "script": body,
+        "protocol": protocol,
     }
 
 

@@ -46,6 +46,7 @@ ROWS: tuple[Row, ...] = (
     Row("W1 sync Session (jobs/s)", "W1sync", ("jobs_per_s",), True),
     Row("W1 autocommit AsyncSession (jobs/s)", "W1auto", ("async", "jobs_per_s"), True),
     Row("W1 autocommit sync Session (jobs/s)", "W1auto", ("sync", "jobs_per_s"), True),
+    Row("W1 ceiling: our statement on bare asyncpg (jobs/s)", "W1raw", ("jobs_per_s",), True),
     Row("W1 floor: AsyncSession, 1-row INSERT (txn/s)", "W1floor", ("async", "jobs_per_s"), True),
     Row("W1 floor: sync Session, 1-row INSERT (txn/s)", "W1floor", ("sync", "jobs_per_s"), True),
     Row("W2 bulk enqueue, 1,000/txn (jobs/s)", "W2", ("jobs_per_s",), True),
@@ -139,6 +140,13 @@ def _extras(results: Results) -> list[str]:
             f"pgbench, 1 connection, one-row INSERT: {tps:,.0f} tps{share}; "
             f"BEGIN/INSERT/COMMIT: {txn:,.0f} tps{in_txn}"
         )
+        ours_sql = bench.get("enqueue_statement")
+        if isinstance(ours_sql, Mapping):
+            mine = float(ours_sql["tps"])
+            lines.append(
+                f"pgbench running our enqueue statement (prepared): {mine:,.0f} tps"
+                f" ({100 * mine / tps:.0f}% of the one-row INSERT)"
+            )
     w3 = _value(results, Row("", "W3", ("jobs_per_s",), True), "ours")
     w5 = _value(results, Row("", "W5", ("jobs_per_s",), True), "ours")
     if w3 and w5:

@@ -30,6 +30,7 @@ from benchmarks.workloads import (
     w1_autocommit,
     w1_enqueue_one,
     w1_enqueue_one_sync,
+    w1_raw_driver,
     w1_session_floor,
     w2_enqueue_batches,
     w2_job_specs,
@@ -57,6 +58,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
     "W1sync": (w1_enqueue_one_sync, True),
     "W1floor": (w1_session_floor, True),
     "W1auto": (w1_autocommit, True),
+    "W1raw": (w1_raw_driver, True),
     "W2": (w2_enqueue_batches, False),
     "W2specs": (w2_job_specs, True),
     "W3": (w3_drain, False),
@@ -69,7 +71,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
 """Workload -> (function, backfill_sa only)."""
 
 ALL_WORKLOADS = ("pgbench", *WORKLOADS)
-ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W1floor", "W1auto", "W2", "W2specs"})
+ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W1floor", "W1auto", "W1raw", "W2", "W2specs"})
 
 
 @dataclass(frozen=True)

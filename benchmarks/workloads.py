@@ -30,6 +30,7 @@ __all__ = [
     "load_queue",
     "w1_enqueue_one",
     "w1_enqueue_one_sync",
+    "w1_raw_driver",
     "w1_session_floor",
     "w2_enqueue_batches",
     "w3_drain",
@@ -152,6 +153,20 @@ async def w1_autocommit(adapter: Adapter, ctx: WorkloadContext) -> dict[str, obj
     return await _async_then_sync(
         adapter, ctx, "enqueue_one_autocommit", "enqueue_one_autocommit_sync"
     )
+
+
+async def w1_raw_driver(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
+    """W1's ceiling from Python: our enqueue statement on a bare asyncpg connection,
+    autocommitted, with no SQLAlchemy and no library code per call. backfill_sa's
+    adapter only.
+
+    Raises:
+        TypeError: the adapter has no ``enqueue_one_raw``.
+    """
+    call: Callable[[Payload], Awaitable[None]] | None = getattr(adapter, "enqueue_one_raw", None)
+    if call is None:
+        raise TypeError(f"{adapter.name}: no enqueue_one_raw")
+    return await _one_per_transaction(adapter, ctx, call)
 
 
 async def _async_then_sync(

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import asyncpg
 from sqlalchemy import (
     Engine,
     Table,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -47,6 +49,9 @@ from backfill_sa.enqueue import (
 )
 from backfill_sa.migrations import upgrade
 from backfill_sa.models import Job
+from backfill_sa.notify import channel_for
+from backfill_sa.schema_name import DEFAULT_SCHEMA
+from backfill_sa.statements.jobs_insert import JOBS_INSERT_ONE
 from benchmarks.adapters import NO_PARALLEL, Adapter, Payload, Poller, WorkerSpec
 from benchmarks.probe import LATENCY_FILE_ENV
 
@@ -54,6 +59,46 @@ __all__ = ["SCHEMA", "OursAdapter"]
 
 SCHEMA = "bench_bf"
 TRANSLATE = {"schema_translate_map": {"backfill": SCHEMA}}
+_CHANNEL = channel_for(SCHEMA)
+_ASYNCPG = make_url("postgresql+asyncpg://").get_dialect()()
+# W1raw binds these JOBS_INSERT_ONE parameters itself; SQLAlchemy adds literal ones.
+_RAW_NAMES = (
+    "new_task",
+    "new_queue",
+    "new_payload",
+    "new_priority",
+    "new_run_at",
+    "new_max_attempts",
+    "new_retry_policy",
+    "new_metadata",
+    "channel",
+)
+_RAW_CONSTANTS = {
+    name: value
+    for name, value in JOBS_INSERT_ONE.compile(dialect=_ASYNCPG)
+    .construct_params(dict.fromkeys(_RAW_NAMES))
+    .items()
+    if name not in _RAW_NAMES
+}
+
+
+def _raw_values(payload_json: str) -> dict[str, object]:
+    """W1raw's parameters of ``JOBS_INSERT_ONE`` by name: one ``noop`` job in queue
+    ``bench`` at priority 0, as W1 enqueues it (literal constants included)."""
+    return {
+        "new_task": "noop",
+        "new_queue": "bench",
+        "new_payload": payload_json,
+        "new_priority": 0,
+        "new_run_at": None,
+        "new_max_attempts": 8,
+        "new_retry_policy": None,
+        "new_metadata": "{}",
+        "channel": _CHANNEL,
+        **_RAW_CONSTANTS,
+    }
+
+
 _JOBS = Job.__table__
 _JOBS_TABLE: Table = Job.__table__
 
@@ -159,6 +204,7 @@ class OursAdapter(Adapter):
     _sync_engine: Engine | None = None
     _async_engine: AsyncEngine | None = None
     _autocommit_engines: tuple[AsyncEngine, Engine] | None = None
+    _raw: tuple[asyncpg.Connection, str, tuple[str, ...]] | None = None
 
     async def setup(self) -> None:
         """Create ``bench_ours`` and migrate schema ``bench_bf`` to head.
@@ -186,7 +232,10 @@ class OursAdapter(Adapter):
             connection.execute(_FLOOR_TABLE)
 
     async def close(self) -> None:
-        """Dispose of the engines."""
+        """Dispose of the engines (and W1raw's connection)."""
+        if self._raw is not None:
+            await self._raw[0].close()
+            self._raw = None
         if self._autocommit_engines is not None:
             await self._autocommit_engines[0].dispose()
             self._autocommit_engines[1].dispose()
@@ -244,6 +293,22 @@ class OursAdapter(Adapter):
         with Session(self._autocommit()[1], expire_on_commit=False) as session:
             enqueue(session, "noop", payload, queue="bench", priority=0)
             session.commit()
+
+    async def enqueue_one_raw(self, payload: Payload) -> None:
+        """W1raw: our enqueue statement on a bare asyncpg connection, no SQLAlchemy and
+        no library code per call (no validation): the ceiling for any enqueue of this
+        statement from Python with this driver."""
+        if self._raw is None:
+            compiled = JOBS_INSERT_ONE.compile(
+                dialect=_ASYNCPG,
+                schema_translate_map={DEFAULT_SCHEMA: SCHEMA},
+                render_schema_translate=True,
+            )
+            connection = await asyncpg.connect(self.dsn)
+            self._raw = (connection, compiled.string, tuple(compiled.positiontup or ()))
+        connection, statement, order = self._raw
+        values = _raw_values(json.dumps(payload))
+        await connection.fetchrow(statement, *[values[name] for name in order])
 
     def _autocommit(self) -> tuple[AsyncEngine, Engine]:
         if self._autocommit_engines is None:
