@@ -147,13 +147,28 @@ def _fence() -> TableValuedAlias:
     )
 
 
+def _held(d: TableValuedAlias) -> tuple[ColumnElement[bool], ...]:
+    """Rows of ``jobs`` still held under ``d``'s (id, lease) pairs, found by primary key.
+
+    The state test is written ``IS NOT DISTINCT FROM`` (the same thing: ``state`` is
+    never NULL) because PostgreSQL cannot match that form to the running index's
+    predicate. With a plain ``state = 'running'`` the planner may read every entry
+    of ``ix_jobs_running`` instead of fetching a handful of ids through the primary
+    key, and that index holds an entry for every job run since the last VACUUM: with
+    statistics taken when nothing was running, completing five jobs read 3,500
+    buffers (9 ms) instead of 20 (0.05 ms), and a 200,000-job drain slowed tenfold.
+    ``tests/worker/test_generic_plans.py`` holds this.
+    """
+    return (
+        jobs.c.id == d.c.id,
+        jobs.c.lease == d.c.lease,
+        jobs.c.state.is_not_distinct_from(_RUNNING),
+    )
+
+
 def _build_complete() -> Executable:
     d = _fence()
-    return (
-        delete(jobs)
-        .where(jobs.c.id == d.c.id, jobs.c.lease == d.c.lease, jobs.c.state == _RUNNING)
-        .returning(jobs.c.id)
-    )
+    return delete(jobs).where(*_held(d)).returning(jobs.c.id)
 
 
 job_complete_many = _build_complete()
@@ -181,7 +196,7 @@ def _build_retry() -> Executable:
     new_run_at = _now + d.c.delay_ms * literal_column("interval '1 millisecond'")
     return (
         update(jobs)
-        .where(jobs.c.id == d.c.id, jobs.c.lease == d.c.lease, jobs.c.state == _RUNNING)
+        .where(*_held(d))
         .values(
             state=case((d.c.delay_ms > 0, _SCHEDULED), else_=_AVAILABLE),
             run_at=new_run_at,
@@ -221,11 +236,7 @@ def _build_dead_letter() -> Executable:
     )
     moved = (
         delete(jobs)
-        .where(
-            jobs.c.id == d.c.id,
-            jobs.c.lease == d.c.lease,
-            jobs.c.state == _RUNNING,
-        )
+        .where(*_held(d))
         .returning(
             *(c for c in jobs.c),
             d.c.reason.label("reason"),
@@ -380,12 +391,7 @@ job_release_orphans = _build_release_orphans()
 def _build_complete_and_claim() -> Executable:
     """Delete succeeded jobs (fenced) and claim the next batch, in one round trip."""
     d = _fence()
-    done = (
-        delete(jobs)
-        .where(jobs.c.id == d.c.id, jobs.c.lease == d.c.lease, jobs.c.state == _RUNNING)
-        .returning(jobs.c.id)
-        .cte("done")
-    )
+    done = delete(jobs).where(*_held(d)).returning(jobs.c.id).cte("done")
     claim = _build_claim()
     assert isinstance(claim, Update)
     claimed = claim.cte("claimed")

@@ -78,3 +78,45 @@ async def test_the_claim_runs_on_a_generic_plan(database_url: str, big_table: st
         await conn.close()
     assert claimed == 40
     assert generic >= 3, (generic, custom)
+
+
+# The statements that find running jobs by the (id, lease) pairs a worker holds.
+_FENCED = ("job_complete_many", "job_retry_many", "job_dead_letter_many", "job_complete_and_claim")
+
+
+@pytest.fixture
+def many_runs_since_vacuum(sync_engine: Engine, schema: str) -> str:
+    """20,000 available jobs analysed while none ran; then 10,000 of them run and
+    finish (no VACUUM), leaving their dead entries in the running index."""
+    execute(
+        sync_engine,
+        "INSERT INTO {s}.jobs (task, queue, payload)"
+        f" SELECT 'noop', 'bulk', '{{}}'::jsonb FROM generate_series(1, {_ROWS * 2 // 3})",
+    )
+    execute(sync_engine, "ANALYZE {s}.jobs")
+    execute(
+        sync_engine,
+        "UPDATE {s}.jobs SET state = 'running', locked_by = 'w', locked_at = now()"
+        " WHERE id IN (SELECT id FROM {s}.jobs ORDER BY id LIMIT :n)",
+        n=_ROWS // 3,
+    )
+    assert execute(sync_engine, "DELETE FROM {s}.jobs WHERE state = 'running'") == _ROWS // 3
+    return schema
+
+
+@pytest.mark.parametrize("name", _FENCED)
+async def test_held_jobs_are_found_by_primary_key_whatever_the_statistics(
+    database_url: str, many_runs_since_vacuum: str, name: str
+) -> None:
+    statement = getattr(worker_sql, name)
+    sql = statement.for_schema(many_runs_since_vacuum, {"limit": 10})
+    nulls = ", ".join("NULL" for _ in statement.params)
+    conn = await asyncpg.connect(libpq_dsn(database_url))
+    try:
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE probe AS {sql}")
+        plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN EXECUTE probe({nulls})"))
+    finally:
+        await conn.close()
+    assert "ix_jobs_running" not in plan, plan
+    assert "pk_jobs" in plan, plan
