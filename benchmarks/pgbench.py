@@ -29,6 +29,7 @@ from backfill_sa.migrations import upgrade
 from backfill_sa.notify import channel_for
 from backfill_sa.schema_name import DEFAULT_SCHEMA
 from backfill_sa.statements.jobs_insert import JOBS_INSERT_ONE
+from benchmarks.adapters.ours import w1_statement_params
 from benchmarks.database import Server
 from benchmarks.payloads import drain_payload
 
@@ -43,20 +44,9 @@ def _script(body: str) -> str:
 
 
 def enqueue_statement(payload_json: str) -> str:
-    """Our single-job enqueue statement with literal values (queue ``bench``, priority 0,
-    8 attempts), as the script line pgbench runs."""
-    bound = JOBS_INSERT_ONE.params(
-        new_task="noop",
-        new_queue="bench",
-        new_payload=payload_json,
-        new_priority=0,
-        new_run_at=None,
-        new_max_attempts=8,
-        new_job_key=None,
-        new_retry_policy=None,
-        new_metadata="{}",
-        channel=channel_for(DEFAULT_SCHEMA),
-    )
+    """Our single-job enqueue statement with W1's values written in (see
+    ``w1_statement_params``), as the script line pgbench runs."""
+    bound = JOBS_INSERT_ONE.params(**w1_statement_params(payload_json, channel_for(DEFAULT_SCHEMA)))
     sql = str(
         bound.compile(
             dialect=make_url("postgresql+psycopg://").get_dialect()(),

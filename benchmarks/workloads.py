@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.adapters import Adapter, Payload
 from benchmarks.database import Server
@@ -100,6 +101,18 @@ class _Meters:
         }
 
 
+def _method(adapter: Adapter, name: str) -> Any:
+    """``adapter.<name>``: a method only backfill_sa's adapter has (W1sync, W1floor, ...).
+
+    Raises:
+        TypeError: the adapter has no such method.
+    """
+    method = getattr(adapter, name, None)
+    if method is None:
+        raise TypeError(f"{adapter.name}: no {name}")
+    return method
+
+
 async def w1_enqueue_one(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
     """W1: enqueue ``jobs`` jobs one per transaction, back to back, on one connection.
 
@@ -119,9 +132,7 @@ async def w1_enqueue_one_sync(adapter: Adapter, ctx: WorkloadContext) -> dict[st
     Raises:
         TypeError: the adapter has no sync enqueue.
     """
-    enqueue_sync: Callable[..., None] | None = getattr(adapter, "enqueue_one_sync", None)
-    if enqueue_sync is None:
-        raise TypeError(f"{adapter.name}: no sync enqueue")
+    enqueue_sync: Callable[[str, Payload], None] = _method(adapter, "enqueue_one_sync")
 
     async def call(payload: Payload) -> None:
         enqueue_sync("noop", payload)
@@ -163,10 +174,7 @@ async def w1_raw_driver(adapter: Adapter, ctx: WorkloadContext) -> dict[str, obj
     Raises:
         TypeError: the adapter has no ``enqueue_one_raw``.
     """
-    call: Callable[[Payload], Awaitable[None]] | None = getattr(adapter, "enqueue_one_raw", None)
-    if call is None:
-        raise TypeError(f"{adapter.name}: no enqueue_one_raw")
-    return await _one_per_transaction(adapter, ctx, call)
+    return await _one_per_transaction(adapter, ctx, _method(adapter, "enqueue_one_raw"))
 
 
 async def _async_then_sync(
@@ -178,10 +186,8 @@ async def _async_then_sync(
     Raises:
         TypeError: the adapter lacks one of the two methods.
     """
-    call_async: Callable[[Payload], Awaitable[None]] | None = getattr(adapter, async_method, None)
-    call_sync: Callable[[Payload], None] | None = getattr(adapter, sync_method, None)
-    if call_async is None or call_sync is None:
-        raise TypeError(f"{adapter.name}: no {async_method} / {sync_method}")
+    call_async: Callable[[Payload], Awaitable[None]] = _method(adapter, async_method)
+    call_sync: Callable[[Payload], None] = _method(adapter, sync_method)
 
     async def call_sync_in_loop(payload: Payload) -> None:
         call_sync(payload)
@@ -246,11 +252,9 @@ async def w2_job_specs(adapter: Adapter, ctx: WorkloadContext) -> dict[str, obje
     Raises:
         TypeError: the adapter has no ``enqueue_specs``.
     """
-    enqueue_specs: Callable[[str, Sequence[Payload]], Awaitable[None]] | None = getattr(
-        adapter, "enqueue_specs", None
+    enqueue_specs: Callable[[str, Sequence[Payload]], Awaitable[None]] = _method(
+        adapter, "enqueue_specs"
     )
-    if enqueue_specs is None:
-        raise TypeError(f"{adapter.name}: no enqueue_specs")
 
     async def call(batch: Sequence[Payload]) -> None:
         await enqueue_specs("noop", batch)

@@ -55,36 +55,17 @@ from backfill_sa.statements.jobs_insert import JOBS_INSERT_ONE
 from benchmarks.adapters import NO_PARALLEL, Adapter, Payload, Poller, WorkerSpec
 from benchmarks.probe import LATENCY_FILE_ENV
 
-__all__ = ["SCHEMA", "OursAdapter"]
+__all__ = ["SCHEMA", "OursAdapter", "w1_statement_params"]
 
 SCHEMA = "bench_bf"
 TRANSLATE = {"schema_translate_map": {"backfill": SCHEMA}}
 _CHANNEL = channel_for(SCHEMA)
-_ASYNCPG = make_url("postgresql+asyncpg://").get_dialect()()
-# W1raw binds these JOBS_INSERT_ONE parameters itself; SQLAlchemy adds literal ones.
-_RAW_NAMES = (
-    "new_task",
-    "new_queue",
-    "new_payload",
-    "new_priority",
-    "new_run_at",
-    "new_max_attempts",
-    "new_retry_policy",
-    "new_metadata",
-    "channel",
-)
-_RAW_CONSTANTS = {
-    name: value
-    for name, value in JOBS_INSERT_ONE.compile(dialect=_ASYNCPG)
-    .construct_params(dict.fromkeys(_RAW_NAMES))
-    .items()
-    if name not in _RAW_NAMES
-}
 
 
-def _raw_values(payload_json: str) -> dict[str, object]:
-    """W1raw's parameters of ``JOBS_INSERT_ONE`` by name: one ``noop`` job in queue
-    ``bench`` at priority 0, as W1 enqueues it (literal constants included)."""
+def w1_statement_params(payload_json: str, channel: str) -> dict[str, object]:
+    """``JOBS_INSERT_ONE``'s parameters for W1's job, as ``enqueue`` binds them: task
+    ``noop`` in queue ``bench`` at priority 0 with the default 8 attempts. W1raw and
+    pgbench's run of our statement both send exactly this."""
     return {
         "new_task": "noop",
         "new_queue": "bench",
@@ -92,10 +73,10 @@ def _raw_values(payload_json: str) -> dict[str, object]:
         "new_priority": 0,
         "new_run_at": None,
         "new_max_attempts": 8,
+        "new_job_key": None,
         "new_retry_policy": None,
         "new_metadata": "{}",
-        "channel": _CHANNEL,
-        **_RAW_CONSTANTS,
+        "channel": channel,
     }
 
 
@@ -204,7 +185,7 @@ class OursAdapter(Adapter):
     _sync_engine: Engine | None = None
     _async_engine: AsyncEngine | None = None
     _autocommit_engines: tuple[AsyncEngine, Engine] | None = None
-    _raw: tuple[asyncpg.Connection, str, tuple[str, ...]] | None = None
+    _raw: tuple[asyncpg.Connection, str, tuple[object, ...], int] | None = None
 
     async def setup(self) -> None:
         """Create ``bench_ours`` and migrate schema ``bench_bf`` to head.
@@ -300,15 +281,19 @@ class OursAdapter(Adapter):
         statement from Python with this driver."""
         if self._raw is None:
             compiled = JOBS_INSERT_ONE.compile(
-                dialect=_ASYNCPG,
+                dialect=make_url("postgresql+asyncpg://").get_dialect()(),
                 schema_translate_map={DEFAULT_SCHEMA: SCHEMA},
                 render_schema_translate=True,
             )
+            order = tuple(compiled.positiontup or ())
+            params = compiled.construct_params(w1_statement_params("", _CHANNEL))
+            arguments = tuple(params[name] for name in order)
             connection = await asyncpg.connect(self.dsn)
-            self._raw = (connection, compiled.string, tuple(compiled.positiontup or ()))
-        connection, statement, order = self._raw
-        values = _raw_values(json.dumps(payload))
-        await connection.fetchrow(statement, *[values[name] for name in order])
+            self._raw = (connection, compiled.string, arguments, order.index("new_payload"))
+        connection, statement, arguments, payload_at = self._raw
+        values = list(arguments)
+        values[payload_at] = json.dumps(payload)
+        await connection.fetchrow(statement, *values)
 
     def _autocommit(self) -> tuple[AsyncEngine, Engine]:
         if self._autocommit_engines is None:
