@@ -167,14 +167,14 @@ async def w1_autocommit(adapter: Adapter, ctx: WorkloadContext) -> dict[str, obj
 
 
 async def w1_raw_driver(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
-    """W1's ceiling from Python: our enqueue statement on a bare asyncpg connection,
-    autocommitted, with no SQLAlchemy and no library code per call. backfill_sa's
-    adapter only.
+    """W1's ceiling from Python: our enqueue statement on a bare connection,
+    autocommitted, with no SQLAlchemy and no library code per call; asyncpg, then
+    psycopg (sync). backfill_sa's adapter only.
 
     Raises:
-        TypeError: the adapter has no ``enqueue_one_raw``.
+        TypeError: the adapter has no ``enqueue_one_raw`` or ``enqueue_one_raw_sync``.
     """
-    return await _one_per_transaction(adapter, ctx, _method(adapter, "enqueue_one_raw"))
+    return await _async_then_sync(adapter, ctx, "enqueue_one_raw", "enqueue_one_raw_sync")
 
 
 async def _async_then_sync(
