@@ -48,6 +48,7 @@ ROWS: tuple[Row, ...] = (
     Row("W1 autocommit sync Session (jobs/s)", "W1auto", ("sync", "jobs_per_s"), True),
     Row("W1 ceiling: our statement, bare asyncpg (jobs/s)", "W1raw", ("async", "jobs_per_s"), True),
     Row("W1 ceiling: our statement, bare psycopg (jobs/s)", "W1raw", ("sync", "jobs_per_s"), True),
+    Row("W1 ceiling: our statement, libpq (jobs/s)", "W1raw", ("libpq", "jobs_per_s"), True),
     Row("W1 floor: AsyncSession, 1-row INSERT (txn/s)", "W1floor", ("async", "jobs_per_s"), True),
     Row("W1 floor: sync Session, 1-row INSERT (txn/s)", "W1floor", ("sync", "jobs_per_s"), True),
     Row("W2 bulk enqueue, 1,000/txn (jobs/s)", "W2", ("jobs_per_s",), True),
@@ -146,6 +147,7 @@ def _extras(results: Results) -> list[str]:
             for name, workload, path in (
                 ("bare asyncpg", "W1raw", ("async", "jobs_per_s")),
                 ("bare psycopg", "W1raw", ("sync", "jobs_per_s")),
+                ("libpq", "W1raw", ("libpq", "jobs_per_s")),
                 ("autocommit sync Session", "W1auto", ("sync", "jobs_per_s")),
             )
             if (value := _value(results, Row("", workload, path, True), "ours"))

@@ -169,12 +169,20 @@ async def w1_autocommit(adapter: Adapter, ctx: WorkloadContext) -> dict[str, obj
 async def w1_raw_driver(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
     """W1's ceiling from Python: our enqueue statement on a bare connection,
     autocommitted, with no SQLAlchemy and no library code per call; asyncpg, then
-    psycopg (sync). backfill_sa's adapter only.
+    psycopg (sync), then libpq's ``PQexecPrepared`` through psycopg's ``pgconn``.
+    backfill_sa's adapter only.
 
     Raises:
-        TypeError: the adapter has no ``enqueue_one_raw`` or ``enqueue_one_raw_sync``.
+        TypeError: the adapter lacks ``enqueue_one_raw``, ``enqueue_one_raw_sync`` or
+            ``enqueue_one_libpq``.
     """
-    return await _async_then_sync(adapter, ctx, "enqueue_one_raw", "enqueue_one_raw_sync")
+    drivers = await _async_then_sync(adapter, ctx, "enqueue_one_raw", "enqueue_one_raw_sync")
+    call_libpq: Callable[[Payload], None] = _method(adapter, "enqueue_one_libpq")
+
+    async def libpq(payload: Payload) -> None:
+        call_libpq(payload)
+
+    return {**drivers, "libpq": await _one_per_transaction(adapter, ctx, libpq)}
 
 
 async def _async_then_sync(

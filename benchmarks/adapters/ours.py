@@ -172,6 +172,27 @@ _FLOOR_TABLE = text(
 _FLOOR_INSERT = text("INSERT INTO public.bench_floor (payload) VALUES (CAST(:payload AS jsonb))")
 
 
+def _numbered_statement() -> tuple[str, tuple[str, ...], tuple[object, ...]]:
+    """``JOBS_INSERT_ONE`` for schema ``bench_bf`` with ``$n`` placeholders (as asyncpg's
+    dialect renders it, each with its cast), its parameter names in order, and W1's
+    values for them (``new_payload`` to be filled in)."""
+    compiled = JOBS_INSERT_ONE.compile(
+        dialect=make_url("postgresql+asyncpg://").get_dialect()(),
+        schema_translate_map={DEFAULT_SCHEMA: SCHEMA},
+        render_schema_translate=True,
+    )
+    names = tuple(compiled.positiontup or ())
+    params = compiled.construct_params(w1_statement_params("", _CHANNEL))
+    return compiled.string, names, tuple(params[name] for name in names)
+
+
+def _ok(result: psycopg.pq.abc.PGresult) -> None:
+    """Raise unless a libpq result says the command succeeded."""
+    if result.status not in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
+        message = (result.error_message or b"").decode(errors="replace")
+        raise RuntimeError(f"W1raw libpq: {message}")
+
+
 class OursAdapter(Adapter):
     """backfill_sa in database ``bench_ours``, schema ``bench_bf``."""
 
@@ -188,6 +209,7 @@ class OursAdapter(Adapter):
     _autocommit_engines: tuple[AsyncEngine, Engine] | None = None
     _raw: tuple[asyncpg.Connection, str, tuple[object, ...], int] | None = None
     _raw_sync: tuple[psycopg.Connection[Any], str, dict[str, Any]] | None = None
+    _libpq: tuple[psycopg.Connection[Any], list[bytes | None], int] | None = None
 
     async def setup(self) -> None:
         """Create ``bench_ours`` and migrate schema ``bench_bf`` to head.
@@ -219,9 +241,10 @@ class OursAdapter(Adapter):
         if self._raw is not None:
             await self._raw[0].close()
             self._raw = None
-        if self._raw_sync is not None:
-            self._raw_sync[0].close()
-            self._raw_sync = None
+        for held in (self._raw_sync, self._libpq):
+            if held is not None:
+                held[0].close()
+        self._raw_sync = self._libpq = None
         if self._autocommit_engines is not None:
             await self._autocommit_engines[0].dispose()
             self._autocommit_engines[1].dispose()
@@ -285,16 +308,9 @@ class OursAdapter(Adapter):
         no library code per call (no validation): the ceiling for any enqueue of this
         statement from Python with this driver."""
         if self._raw is None:
-            compiled = JOBS_INSERT_ONE.compile(
-                dialect=make_url("postgresql+asyncpg://").get_dialect()(),
-                schema_translate_map={DEFAULT_SCHEMA: SCHEMA},
-                render_schema_translate=True,
-            )
-            order = tuple(compiled.positiontup or ())
-            params = compiled.construct_params(w1_statement_params("", _CHANNEL))
-            arguments = tuple(params[name] for name in order)
+            sql, names, arguments = _numbered_statement()
             connection = await asyncpg.connect(self.dsn)
-            self._raw = (connection, compiled.string, arguments, order.index("new_payload"))
+            self._raw = (connection, sql, arguments, names.index("new_payload"))
         connection, statement, arguments, payload_at = self._raw
         values = list(arguments)
         values[payload_at] = json.dumps(payload)
@@ -318,6 +334,27 @@ class OursAdapter(Adapter):
         with connection.cursor() as cursor:
             cursor.execute(statement, {**params, "new_payload": json.dumps(payload)})
             cursor.fetchone()
+
+    def enqueue_one_libpq(self, payload: Payload) -> None:
+        """W1raw through libpq itself: our enqueue statement, prepared once by name, run
+        with ``PQexecPrepared`` (psycopg's ``pgconn``) on an autocommit connection. No
+        cursor, no adaptation, no result rows built: the least a Python process can
+        spend per call, so what is left is the server's cost of our statement.
+
+        Raises:
+            RuntimeError: the server refused the statement.
+        """
+        if self._libpq is None:
+            sql, names, arguments = _numbered_statement()
+            text_values = [None if a is None else str(a).encode() for a in arguments]
+            connection = psycopg.connect(self.dsn, autocommit=True)
+            _ok(connection.pgconn.prepare(b"w1_libpq", sql.encode()))
+            self._libpq = (connection, text_values, names.index("new_payload"))
+        connection, values, payload_at = self._libpq
+        values[payload_at] = json.dumps(payload).encode()
+        # libpq takes NULLs (None) here; psycopg's stub for exec_prepared omits them.
+        nullable: Any = values
+        _ok(connection.pgconn.exec_prepared(b"w1_libpq", nullable))
 
     def _autocommit(self) -> tuple[AsyncEngine, Engine]:
         if self._autocommit_engines is None:
