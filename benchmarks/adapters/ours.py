@@ -319,8 +319,8 @@ class OursAdapter(Adapter):
     def enqueue_one_raw_sync(self, payload: Payload) -> None:
         """W1raw through psycopg: our enqueue statement on a bare autocommit psycopg
         connection, prepared after psycopg's default five executions as in the sync
-        Session; no SQLAlchemy and no library code per call. The fastest Python client
-        measured here: the ceiling for any session-based enqueue on this machine."""
+        Session; no SQLAlchemy and no library code per call: the ceiling for an enqueue
+        through a sync Session with this driver."""
         if self._raw_sync is None:
             compiled = JOBS_INSERT_ONE.compile(
                 dialect=make_url("postgresql+psycopg://").get_dialect()(),
