@@ -46,6 +46,7 @@ ROWS: tuple[Row, ...] = (
     Row("W1 sync Session (jobs/s)", "W1sync", ("jobs_per_s",), True),
     Row("W1 autocommit AsyncSession (jobs/s)", "W1auto", ("async", "jobs_per_s"), True),
     Row("W1 autocommit sync Session (jobs/s)", "W1auto", ("sync", "jobs_per_s"), True),
+    Row("W1 autocommit sync Session, held (jobs/s)", "W1auto", ("held", "jobs_per_s"), True),
     Row("W1 ceiling: our statement, bare asyncpg (jobs/s)", "W1raw", ("async", "jobs_per_s"), True),
     Row("W1 ceiling: our statement, bare psycopg (jobs/s)", "W1raw", ("sync", "jobs_per_s"), True),
     Row("W1 ceiling: our statement, libpq (jobs/s)", "W1raw", ("libpq", "jobs_per_s"), True),
@@ -149,13 +150,14 @@ def _extras(results: Results) -> list[str]:
                 ("bare psycopg", "W1raw", ("sync", "jobs_per_s")),
                 ("libpq", "W1raw", ("libpq", "jobs_per_s")),
                 ("autocommit sync Session", "W1auto", ("sync", "jobs_per_s")),
+                ("held autocommit Session", "W1auto", ("held", "jobs_per_s")),
             )
             if (value := _value(results, Row("", workload, path, True), "ours"))
         ]
         if shares:
             lines.append(
                 f"W1's server target, within 15% of that ({0.85 * tps:,.0f} tps); our statement"
-                f" reaches: {', '.join(shares)}"
+                f" reaches, by client: {', '.join(shares)}"
             )
         ours_sql = bench.get("enqueue_statement")
         if isinstance(ours_sql, Mapping):

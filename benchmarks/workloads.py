@@ -154,16 +154,19 @@ async def w1_session_floor(adapter: Adapter, ctx: WorkloadContext) -> dict[str, 
 
 
 async def w1_autocommit(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
-    """W1 on sessions whose engine autocommits (async, then sync): each ``enqueue`` is
-    its own transaction, one round trip, as pgqueuer's enqueue and pgbench's INSERT
-    are. backfill_sa's adapter only.
+    """W1 on sessions whose engine autocommits (async, then sync, a session per job;
+    then one sync session held for the whole loop, as a producer script would keep
+    it): each ``enqueue`` is its own transaction, one round trip, as pgqueuer's
+    enqueue and pgbench's INSERT are. backfill_sa's adapter only.
 
     Raises:
-        TypeError: the adapter has no autocommit enqueue (``enqueue_one_autocommit``).
+        TypeError: the adapter lacks ``enqueue_one_autocommit``, its ``_sync`` twin or
+            ``enqueue_one_held_session``.
     """
-    return await _async_then_sync(
+    shapes = await _async_then_sync(
         adapter, ctx, "enqueue_one_autocommit", "enqueue_one_autocommit_sync"
     )
+    return {**shapes, "held": await _sync_loop(adapter, ctx, "enqueue_one_held_session")}
 
 
 async def w1_raw_driver(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
@@ -177,12 +180,7 @@ async def w1_raw_driver(adapter: Adapter, ctx: WorkloadContext) -> dict[str, obj
             ``enqueue_one_libpq``.
     """
     drivers = await _async_then_sync(adapter, ctx, "enqueue_one_raw", "enqueue_one_raw_sync")
-    call_libpq: Callable[[Payload], None] = _method(adapter, "enqueue_one_libpq")
-
-    async def libpq(payload: Payload) -> None:
-        call_libpq(payload)
-
-    return {**drivers, "libpq": await _one_per_transaction(adapter, ctx, libpq)}
+    return {**drivers, "libpq": await _sync_loop(adapter, ctx, "enqueue_one_libpq")}
 
 
 async def _async_then_sync(
@@ -195,15 +193,24 @@ async def _async_then_sync(
         TypeError: the adapter lacks one of the two methods.
     """
     call_async: Callable[[Payload], Awaitable[None]] = _method(adapter, async_method)
-    call_sync: Callable[[Payload], None] = _method(adapter, sync_method)
-
-    async def call_sync_in_loop(payload: Payload) -> None:
-        call_sync(payload)
-
     return {
         "async": await _one_per_transaction(adapter, ctx, call_async),
-        "sync": await _one_per_transaction(adapter, ctx, call_sync_in_loop),
+        "sync": await _sync_loop(adapter, ctx, sync_method),
     }
+
+
+async def _sync_loop(adapter: Adapter, ctx: WorkloadContext, method: str) -> dict[str, object]:
+    """The one-per-transaction loop with the blocking ``adapter.<method>``.
+
+    Raises:
+        TypeError: the adapter has no such method.
+    """
+    call_sync: Callable[[Payload], None] = _method(adapter, method)
+
+    async def call(payload: Payload) -> None:
+        call_sync(payload)
+
+    return await _one_per_transaction(adapter, ctx, call)
 
 
 async def _one_per_transaction(

@@ -210,6 +210,7 @@ class OursAdapter(Adapter):
     _raw: tuple[asyncpg.Connection, str, tuple[object, ...], int] | None = None
     _raw_sync: tuple[psycopg.Connection[Any], str, dict[str, Any]] | None = None
     _libpq: tuple[psycopg.Connection[Any], list[bytes | None], int] | None = None
+    _held_session: Session | None = None
 
     async def setup(self) -> None:
         """Create ``bench_ours`` and migrate schema ``bench_bf`` to head.
@@ -245,6 +246,9 @@ class OursAdapter(Adapter):
             if held is not None:
                 held[0].close()
         self._raw_sync = self._libpq = None
+        if self._held_session is not None:
+            self._held_session.close()
+            self._held_session = None
         if self._autocommit_engines is not None:
             await self._autocommit_engines[0].dispose()
             self._autocommit_engines[1].dispose()
@@ -302,6 +306,14 @@ class OursAdapter(Adapter):
         with Session(self._autocommit()[1], expire_on_commit=False) as session:
             enqueue(session, "noop", payload, queue="bench", priority=0)
             session.commit()
+
+    def enqueue_one_held_session(self, payload: Payload) -> None:
+        """W1auto held: ``enqueue`` on one sync Session over the autocommit engine,
+        opened once and kept, as a producer script would: no session, pool checkout or
+        commit per job, and each job still its own transaction."""
+        if self._held_session is None:
+            self._held_session = Session(self._autocommit()[1], expire_on_commit=False)
+        enqueue(self._held_session, "noop", payload, queue="bench", priority=0)
 
     async def enqueue_one_raw(self, payload: Payload) -> None:
         """W1raw: our enqueue statement on a bare asyncpg connection, no SQLAlchemy and
