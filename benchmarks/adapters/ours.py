@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
 from backfill_sa.dburl import async_url, sync_url
@@ -172,17 +173,23 @@ _FLOOR_TABLE = text(
 _FLOOR_INSERT = text("INSERT INTO public.bench_floor (payload) VALUES (CAST(:payload AS jsonb))")
 
 
+def _w1_statement(driver: str) -> tuple[SQLCompiler, dict[str, Any]]:
+    """``JOBS_INSERT_ONE`` compiled for ``postgresql+<driver>`` and schema ``bench_bf``,
+    with W1's values for its parameters by name (``new_payload`` to be filled in)."""
+    compiled = JOBS_INSERT_ONE.compile(
+        dialect=make_url(f"postgresql+{driver}://").get_dialect()(),
+        schema_translate_map={DEFAULT_SCHEMA: SCHEMA},
+        render_schema_translate=True,
+    )
+    return compiled, dict(compiled.construct_params(w1_statement_params("", _CHANNEL)))
+
+
 def _numbered_statement() -> tuple[str, tuple[str, ...], tuple[object, ...]]:
     """``JOBS_INSERT_ONE`` for schema ``bench_bf`` with ``$n`` placeholders (as asyncpg's
     dialect renders it, each with its cast), its parameter names in order, and W1's
     values for them (``new_payload`` to be filled in)."""
-    compiled = JOBS_INSERT_ONE.compile(
-        dialect=make_url("postgresql+asyncpg://").get_dialect()(),
-        schema_translate_map={DEFAULT_SCHEMA: SCHEMA},
-        render_schema_translate=True,
-    )
+    compiled, params = _w1_statement("asyncpg")
     names = tuple(compiled.positiontup or ())
-    params = compiled.construct_params(w1_statement_params("", _CHANNEL))
     return compiled.string, names, tuple(params[name] for name in names)
 
 
@@ -334,14 +341,9 @@ class OursAdapter(Adapter):
         Session; no SQLAlchemy and no library code per call: the ceiling for an enqueue
         through a sync Session with this driver."""
         if self._raw_sync is None:
-            compiled = JOBS_INSERT_ONE.compile(
-                dialect=make_url("postgresql+psycopg://").get_dialect()(),
-                schema_translate_map={DEFAULT_SCHEMA: SCHEMA},
-                render_schema_translate=True,
-            )
-            params = compiled.construct_params(w1_statement_params("", _CHANNEL))
+            compiled, params = _w1_statement("psycopg")
             connection = psycopg.connect(self.dsn, autocommit=True)
-            self._raw_sync = (connection, compiled.string, dict(params))
+            self._raw_sync = (connection, compiled.string, params)
         connection, statement, params = self._raw_sync
         with connection.cursor() as cursor:
             cursor.execute(statement, {**params, "new_payload": json.dumps(payload)})
