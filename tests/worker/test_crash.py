@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.enqueue import JobSpec
+from backfill_sa.statements.worker_sql import job_claim_batch, job_complete_and_claim
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
 from tests.worker.conftest import (
@@ -237,6 +238,7 @@ async def test_claim_whose_reply_was_lost_is_not_left_running(
     *,
     database_url: str,
     sync_engine: Engine,
+    schema: str,
     registry: TaskRegistry,
     config: Callable[..., WorkerConfig],
 ) -> None:
@@ -263,10 +265,6 @@ async def test_claim_whose_reply_was_lost_is_not_left_running(
             database_url=via_proxy,
             worker_id="lossy",
             queues={"bulk": 4},
-            # No leader renewal inside the test's window: the claim is the only
-            # statement that returns rows.
-            heartbeat_interval=timedelta(minutes=1),
-            heartbeat_expiry=timedelta(minutes=2),
         ),
         registry,
     )
@@ -276,7 +274,14 @@ async def test_claim_whose_reply_was_lost_is_not_left_running(
             lambda: runner.listener is not None and runner.listener.connected.is_set(),
             what="the LISTEN connection",
         )
-        proxy.armed = True
+        # Lose the reply of the claim itself: other statements (the LISTEN
+        # connection's probe, heartbeats) return rows too, at times of their own.
+        claims = {
+            statement.for_schema(schema, {"limit": limit})
+            for statement in (job_claim_batch, job_complete_and_claim)
+            for limit in range(1, 5)
+        }
+        proxy.arm(claims.__contains__)
         ids = add_jobs(sync_engine, [JobSpec("work", {"n": n}) for n in range(total)])
         await asyncio.wait_for(proxy.tripped.wait(), timeout=10)
         lost = rows(sync_engine, "SELECT id FROM {s}.jobs WHERE state = 'running'")
