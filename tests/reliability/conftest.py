@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, text
 from backfill_sa.dburl import sync_url
 from backfill_sa.migrations import upgrade
 from tests.reliability.servers import PgBouncer, ThrowawayPostgres, pg_bin_dir, pgbouncer_binary
+from tests.worker.conftest import config  # noqa: F401 - the worker tests' fixture, shared
 
 DATABASE = "postgres"
 
