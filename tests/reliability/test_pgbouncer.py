@@ -121,12 +121,12 @@ async def test_pooled_worker_without_listen_url_polls_and_warns_once(
 async def test_pooled_worker_listens_on_the_direct_listen_url(
     bouncer: PgBouncer, own_schema: OwnSchema, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ran = asyncio.Event()
+    ran: list[int] = []
     registry = TaskRegistry()
 
     @registry.task("t")
     async def handler(payload: Any, ctx: JobContext) -> None:
-        ran.set()
+        ran.append(ctx.job_id)
 
     caplog.set_level(logging.WARNING, logger="backfill_sa")
     # A poll interval far longer than the wait below: only a NOTIFY can wake the fetcher.
@@ -141,12 +141,15 @@ async def test_pooled_worker_listens_on_the_direct_listen_url(
             timeout=20,
             what="the LISTEN connection",
         )
-        await asyncio.sleep(0)  # let the fetcher go back to waiting after the listener's wake
-        add_jobs(own_schema.engine, [JobSpec("t", {"n": 1})])
-        await asyncio.wait_for(ran.wait(), timeout=20)
+        first = add_jobs(own_schema.engine, [JobSpec("t", {"n": 1})])
+        await wait_for(lambda: ran == first, timeout=20, what="the first job")
+        # The fetcher went back to its 5-minute wait after the first job (whichever
+        # wake-up found it): only the second job's NOTIFY can wake it now.
+        second = add_jobs(own_schema.engine, [JobSpec("t", {"n": 2})])
+        await wait_for(lambda: ran == first + second, timeout=20, what="the NOTIFY")
     finally:
         result = await asyncio.wait_for(handle.stop(), timeout=30)
-    assert result.succeeded == 1
+    assert result.succeeded == 2
     assert not [r for r in caplog.records if POLLING_WARNING in r.getMessage()]
 
 

@@ -108,12 +108,12 @@ async def _finish(
 async def test_restart_mid_drain_loses_nothing_and_runs_each_job_once(
     own_server: ThrowawayPostgres, own_schema: OwnSchema
 ) -> None:
-    jobs = 4000
+    jobs = 8000
     add_jobs(own_schema.engine, [JobSpec("record", {"key": f"d{n}"}) for n in range(jobs)])
     recorder = Recorder()
     handles = _start_workers(own_schema, recorder)
     try:
-        await wait_for(lambda: len(recorder.runs) >= jobs // 10, timeout=60, what="some runs")
+        await wait_for(lambda: len(recorder.runs) >= jobs // 20, timeout=60, what="some runs")
         await asyncio.to_thread(own_server.restart, down_for=1.0)
         back = own_server.started_at
         assert back is not None
