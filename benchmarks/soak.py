@@ -8,8 +8,10 @@ the rate) into database ``bench_soak`` while ``--workers`` worker processes
 
 * throughput over time: jobs started per interval, from the handlers' own clock;
 * each worker's RSS after warm-up and at the end (goal: within 10%);
-* size of ``jobs`` and ``dead_letter_jobs``, heap and indexes, at start and end
-  (goal: bounded: a table that only sees inserts and deletes of kept-up work);
+* size of ``jobs`` and ``dead_letter_jobs``, heap and indexes, at start and end, and of
+  ``jobs`` every interval (goal: bounded once autovacuum runs: a table that only sees
+  inserts and deletes of kept-up work reuses its space; the report says when the
+  server's ``autovacuum`` is off, since the table can then only grow);
 * pickup latency (enqueue call to handler start) p50 and p99, overall and per interval.
 
 Not a test: it asserts nothing, and on a shared machine its figures are noisy.
@@ -105,13 +107,15 @@ def _vacuum_facts(adapter: OursAdapter) -> dict[str, Any]:
     """Dead tuples of ``jobs`` and how often autovacuum has run on it."""
     with adapter.server.connect(adapter.database) as conn:
         row = conn.execute(
-            "SELECT n_live_tup, n_dead_tup, autovacuum_count, last_autovacuum::text"
+            "SELECT current_setting('autovacuum'), n_live_tup, n_dead_tup, autovacuum_count,"
+            " last_autovacuum::text"
             " FROM pg_stat_user_tables WHERE schemaname = %(s)s AND relname = 'jobs'",
             {"s": SCHEMA},
         ).fetchone()
     if row is None:
         return {}
-    return dict(zip(("live", "dead", "autovacuum_count", "last_autovacuum"), row, strict=True))
+    names = ("autovacuum", "live", "dead", "autovacuum_count", "last_autovacuum")
+    return dict(zip(names, row, strict=True))
 
 
 def _rss_mb(pid: int) -> float:
@@ -244,6 +248,11 @@ def render_soak(report: SoakReport) -> str:
         + ", ".join(f"{at:.0f}: {kb}" for at, kb in report.jobs_kb_over_time)
     )
     lines.append(f"jobs at the end (pg_stat_user_tables): {report.vacuum_end}")
+    if report.vacuum_end.get("autovacuum") == "off":
+        lines.append(
+            "note: autovacuum is off on this server, so dead row versions are never"
+            " cleaned up and the jobs table can only grow; sizes say nothing about bloat"
+        )
     lines.append(
         f"pickup latency: p50 {report.pickup_p50_ms:.1f} ms, p99 {report.pickup_p99_ms:.1f} ms,"
         f" max {report.pickup_max_ms:.1f} ms"
