@@ -73,7 +73,7 @@ def repeat(session: nox.Session) -> None:
 def many_workers(session: nox.Session) -> None:
     """Eight workers x concurrency 10 on 50,000 jobs, direct and through PgBouncer.
 
-    The same test CI runs with 10,000 jobs (tests/reliability/test_many_workers.py),
+    The same test CI runs with 5,000 jobs (tests/reliability/test_many_workers.py),
     at docs/reliability.md's size; prints throughput and connections per worker.
     """
     session.install("-e", ".[dev,embedded]")
