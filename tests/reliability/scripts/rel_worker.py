@@ -39,6 +39,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--sleep", type=float, default=0.0, help="handler sleep, seconds")
     parser.add_argument("--misbehave", action="store_true", help="obey payload['then']")
+    parser.add_argument("--poll-ms", type=int, default=50)
     parser.add_argument("--heartbeat-ms", type=int, default=10_000)
     parser.add_argument("--expiry-ms", type=int, default=60_000)
     parser.add_argument("--burst", action="store_true", help="run_once instead of run")
@@ -72,7 +73,7 @@ async def _main(args: argparse.Namespace, runs: TextIO) -> None:
         pooled=args.pooled,
         schema=args.schema,
         queues={"bulk": args.concurrency},
-        poll_interval=timedelta(milliseconds=50),
+        poll_interval=timedelta(milliseconds=args.poll_ms),
         heartbeat_interval=timedelta(milliseconds=args.heartbeat_ms),
         heartbeat_expiry=timedelta(milliseconds=args.expiry_ms),
         worker_id=args.worker_id,
