@@ -52,6 +52,14 @@ class WorkerConfig:
         batch_size: most jobs claimed per statement (defaults to the free slots, capped
             here; 100).
         worker_id: fixed worker id (default: random per run).
+        listen_url: URL of a direct connection for LISTEN (``BACKFILL_LISTEN_URL``),
+            for a ``database_url`` that goes through a pooler; default: none, LISTEN
+            then uses ``database_url`` unless ``pooled``.
+        pooled: ``database_url`` goes through a transaction-pooling proxy such as
+            PgBouncer with ``pool_mode = transaction`` (``BACKFILL_POOLED=1``): the
+            worker keeps no prepared statements across statements, and LISTEN runs on
+            ``listen_url`` only; without one the worker polls every ``poll_interval``
+            and logs one warning saying so.
 
     Raises:
         ConfigurationError: a field breaks its rule; the message names it.
@@ -69,10 +77,18 @@ class WorkerConfig:
     heartbeat_expiry: timedelta = timedelta(seconds=60)
     batch_size: int = 100
     worker_id: str | None = None
+    listen_url: str | None = None
+    pooled: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.database_url, str) or not self.database_url:
             raise ConfigurationError("database_url", "must be a non-empty PostgreSQL URL")
+        if self.listen_url is not None and (
+            not isinstance(self.listen_url, str) or not self.listen_url
+        ):
+            raise ConfigurationError("listen_url", "must be a non-empty PostgreSQL URL or None")
+        if not isinstance(self.pooled, bool):
+            raise ConfigurationError("pooled", "must be True or False")
         if not SCHEMA_NAME_PATTERN.match(self.schema):
             raise ConfigurationError(
                 "schema", "must be 1-63 lower-case letters, digits or underscores"
@@ -114,7 +130,9 @@ class WorkerConfig:
     ) -> WorkerConfig:
         """Build a config from environment variables, then apply ``overrides``.
 
-        Reads ``DATABASE_URL``, ``BACKFILL_SCHEMA``, ``FAST_QUEUE_CONCURRENCY`` (10),
+        Reads ``DATABASE_URL``, ``BACKFILL_LISTEN_URL``, ``BACKFILL_POOLED`` (``1``,
+        ``true``, ``yes`` or ``on``; ``0``, ``false``, ``no``, ``off`` or empty),
+        ``BACKFILL_SCHEMA``, ``FAST_QUEUE_CONCURRENCY`` (10),
         ``BULK_QUEUE_CONCURRENCY`` (5), ``POLL_INTERVAL_MS`` (200) and
         ``SHUTDOWN_TIMEOUT_SECS`` (30). Keyword overrides (for example from command-line
         flags) win over the environment.
@@ -124,7 +142,8 @@ class WorkerConfig:
             **overrides: field values that replace what the environment says.
 
         Raises:
-            ConfigurationError: a variable is not a number where one is needed, or a
+            ConfigurationError: a variable is not a number (or a yes/no) where one is
+                needed, or a
                 resulting field breaks its rule; ``DATABASE_URL`` is missing and no
                 ``database_url`` override is given.
         """
@@ -132,6 +151,10 @@ class WorkerConfig:
         values: dict[str, object] = {}
         if source.get("DATABASE_URL"):
             values["database_url"] = source["DATABASE_URL"]
+        if source.get("BACKFILL_LISTEN_URL"):
+            values["listen_url"] = source["BACKFILL_LISTEN_URL"]
+        if "BACKFILL_POOLED" in source:
+            values["pooled"] = _env_bool(source, "BACKFILL_POOLED")
         if source.get("BACKFILL_SCHEMA"):
             values["schema"] = source["BACKFILL_SCHEMA"]
         queues = {
@@ -161,3 +184,16 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw.strip())
     except ValueError:
         raise ConfigurationError(name, f"must be a whole number, got {raw!r}") from None
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigurationError(name, f"must be 1/true/yes/on or 0/false/no/off, got {raw!r}")

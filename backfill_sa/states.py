@@ -26,3 +26,6 @@ class FailureReason(str, enum.Enum):
     PERMANENT_ERROR = "permanent_error"
     UNKNOWN_TASK = "unknown_task"
     INVALID_PAYLOAD = "invalid_payload"
+    INVALID_JOB = "invalid_job"
+    """The row itself is malformed (``retry_policy`` or ``metadata`` not of the shape
+    backfill_sa writes): written by something other than backfill_sa's enqueue."""

@@ -8,6 +8,8 @@ claim (rescued, re-claimed by another worker) changes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -32,7 +34,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.selectable import TableValuedAlias
@@ -218,6 +220,17 @@ Puts the jobs back: ``available`` now if the delay is 0, else ``scheduled`` at
 """
 
 
+def _metadata_item(moved: Any, path: str) -> ColumnElement[Any]:
+    """The first item at jsonpath ``path`` of ``moved.metadata``, or NULL; never an error."""
+    return func.jsonb_path_query_first(
+        moved.c.metadata,
+        literal_column(f"'{path}'", JSONPATH),
+        literal_column("'{}'", JSONB),
+        literal_column("true"),
+        type_=JSONB,
+    )
+
+
 def _build_dead_letter() -> Executable:
     d = (
         func.unnest(
@@ -244,8 +257,25 @@ def _build_dead_letter() -> Executable:
         )
         .cte("moved")
     )
+    # The DLQ history comes from metadata that dlq.requeue writes; a row written by
+    # other means may hold anything there, and a failed cast would fail the whole
+    # batch's move again and again. jsonb_path_query_first(..., silent => true)
+    # yields NULL instead of an error for a wrong type, a bad date or a big number.
     requeued = func.coalesce(
-        cast(moved.c.metadata["backfill"]["requeued_count"].astext, Integer), 0
+        cast(
+            _metadata_item(
+                moved,
+                '$.backfill.requeued_count ? (@.type() == "number" && @ >= 0 && @ <= 2147483647)',
+            ),
+            Integer,
+        ),
+        0,
+    )
+    requeued_at = cast(
+        _metadata_item(moved, "$.backfill.last_requeued_at.datetime()").op("#>>")(
+            literal_column("'{}'")
+        ),
+        DateTime(timezone=True),
     )
     return (
         insert(dlq)
@@ -285,10 +315,7 @@ def _build_dead_letter() -> Executable:
                 moved.c.created_at,
                 moved.c.run_at,
                 requeued,
-                cast(
-                    moved.c.metadata["backfill"]["last_requeued_at"].astext,
-                    DateTime(timezone=True),
-                ),
+                requeued_at,
                 moved.c.metadata["backfill"]["dead_letter_notes"].astext,
             ),
         )

@@ -98,34 +98,20 @@ job_dead_letter_many = RenderedSql(
     "job_dead_letter_many",
     (
         "WITH moved AS \n"
-        "(DELETE FROM __backfill_schema__.jobs USING unnest($8::BIGINT[], $9::INTEGER[], $10::TEXT[], $11::TEXT[]) AS d(id, lease, reason, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.job_key, __backfill_schema__.jobs.locked_by, __backfill_schema__.jobs.locked_at, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.last_error, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.updated_at, d.reason AS reason, d.error AS error)\n"
-        " INSERT INTO __backfill_schema__.dead_letter_jobs (original_job_id, task, queue, payload, priority, job_key, max_attempts, failure_reason, failure_count, last_error, retry_policy, metadata, original_created_at, original_run_at, requeued_count, last_requeued_at, notes) SELECT moved.id, moved.task, moved.queue, moved.payload, moved.priority, moved.job_key, moved.max_attempts, moved.reason, moved.attempts, coalesce(CAST(moved.error AS JSONB), moved.last_error) AS coalesce_1, moved.retry_policy, moved.metadata, moved.created_at, moved.run_at, coalesce(CAST((moved.metadata[$1::TEXT]) ->> $2::TEXT AS INTEGER), $3::INTEGER) AS coalesce_2, CAST((moved.metadata[$4::TEXT]) ->> $5::TEXT AS TIMESTAMP WITH TIME ZONE) AS anon_1, (moved.metadata[$6::TEXT]) ->> $7::TEXT AS anon_2 \n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($4::BIGINT[], $5::INTEGER[], $6::TEXT[], $7::TEXT[]) AS d(id, lease, reason, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.job_key, __backfill_schema__.jobs.locked_by, __backfill_schema__.jobs.locked_at, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.last_error, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.updated_at, d.reason AS reason, d.error AS error)\n"
+        " INSERT INTO __backfill_schema__.dead_letter_jobs (original_job_id, task, queue, payload, priority, job_key, max_attempts, failure_reason, failure_count, last_error, retry_policy, metadata, original_created_at, original_run_at, requeued_count, last_requeued_at, notes) SELECT moved.id, moved.task, moved.queue, moved.payload, moved.priority, moved.job_key, moved.max_attempts, moved.reason, moved.attempts, coalesce(CAST(moved.error AS JSONB), moved.last_error) AS coalesce_1, moved.retry_policy, moved.metadata, moved.created_at, moved.run_at, coalesce(CAST(jsonb_path_query_first(moved.metadata, '$.backfill.requeued_count ? (@.type() == \"number\" && @ >= 0 && @ <= 2147483647)', '{}', true) AS INTEGER), $1::INTEGER) AS coalesce_2, CAST(jsonb_path_query_first(moved.metadata, '$.backfill.last_requeued_at.datetime()', '{}', true) #>> '{}' AS TIMESTAMP WITH TIME ZONE) AS anon_1, (moved.metadata[$2::TEXT]) ->> $3::TEXT AS anon_2 \n"
         "FROM moved RETURNING __backfill_schema__.dead_letter_jobs.original_job_id, __backfill_schema__.dead_letter_jobs.id"
     ),
     (
+        "coalesce_3",
         "metadata_1",
         "param_1",
-        "coalesce_3",
-        "metadata_2",
-        "param_2",
-        "metadata_3",
-        "param_3",
         "ids",
         "leases",
         "reasons",
         "errors",
     ),
-    MappingProxyType(
-        {
-            "metadata_1": "backfill",
-            "param_1": "requeued_count",
-            "coalesce_3": 0,
-            "metadata_2": "backfill",
-            "param_2": "last_requeued_at",
-            "metadata_3": "backfill",
-            "param_3": "dead_letter_notes",
-        }
-    ),
+    MappingProxyType({"coalesce_3": 0, "metadata_1": "backfill", "param_1": "dead_letter_notes"}),
 )
 
 job_find_stale = RenderedSql(

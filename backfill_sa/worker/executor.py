@@ -14,10 +14,17 @@ from typing import Any
 
 from backfill_sa.errors import UnknownTaskError
 from backfill_sa.retry import RetryPolicy
+from backfill_sa.states import FailureReason
 from backfill_sa.tasks import JobContext, Task, TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
 from backfill_sa.telemetry import Telemetry
-from backfill_sa.worker.outcomes import Outcome, OutcomeKind, classify, resolve_policy
+from backfill_sa.worker.outcomes import (
+    Outcome,
+    OutcomeKind,
+    classify,
+    error_json,
+    resolve_policy,
+)
 
 __all__ = ["Executor", "ShutdownCancelled"]
 
@@ -95,6 +102,28 @@ class Executor:
         ) as span:
             started = time.perf_counter()
             task = self.registry.get(job["task"])
+            malformed = self._malformed(job, task)
+            if malformed is not None:
+                span.set_outcome(
+                    TelemetryOutcome.DEAD_LETTERED, reason=FailureReason.INVALID_JOB.value
+                )
+                job_logger.warning(
+                    "job %s (%s) is malformed: %s -> dead_lettered",
+                    job["id"],
+                    job["task"],
+                    malformed,
+                    extra={"job_id": job["id"], "task": job["task"], "queue": job["queue"]},
+                )
+                return Outcome(
+                    OutcomeKind.DEAD,
+                    job["id"],
+                    job["lease"],
+                    job["task"],
+                    job["queue"],
+                    error=error_json(None, job["attempts"], message=malformed),
+                    reason=FailureReason.INVALID_JOB.value,
+                    duration=time.perf_counter() - started,
+                )
             exc: BaseException | None
             if task is None:
                 exc = UnknownTaskError(job["task"])
@@ -131,6 +160,28 @@ class Executor:
                 extra={"job_id": job["id"], "task": job["task"], "queue": job["queue"]},
             )
         return outcome
+
+    def _malformed(self, job: Any, task: Task | None) -> str | None:
+        """Say what is wrong with a row no enqueue of ours would write, or None.
+
+        ``metadata`` must be an object (or empty) and ``retry_policy`` empty or a
+        policy :meth:`RetryPolicy.from_json` accepts: rows written by other means
+        (another application version, hand-written SQL) are checked before their
+        handler runs, so that a bad row is dead-lettered instead of failing later.
+        """
+        metadata = job["metadata"]
+        if metadata is not None and not isinstance(metadata, dict):
+            return f"metadata must be a JSON object, not {type(metadata).__name__}"
+        stored = job["retry_policy"]
+        if stored is None or stored == {}:
+            return None
+        if not isinstance(stored, dict):
+            return f"retry_policy must be a JSON object, not {type(stored).__name__}"
+        try:
+            self._policy(stored, task)
+        except Exception as exc:
+            return f"retry_policy is malformed: {exc}"
+        return None
 
     def _outcome(self, job: Any, task: Task | None, exc: BaseException | None) -> Outcome:
         if exc is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +27,24 @@ from backfill_sa.worker.executor import Executor, _Cancelled
 from backfill_sa.worker.maintenance import Promoter
 from backfill_sa.worker.outcomes import Outcome, OutcomeKind, error_json
 
-__all__ = ["FetchServices", "QueueFetcher", "wait_any"]
+__all__ = ["MAX_BACKOFF", "FetchServices", "QueueFetcher", "backoff", "wait_any"]
 
 logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = 5.0
+"""Longest pause, in seconds, between claims while the database keeps failing."""
+
+
+def backoff(poll_interval: float, failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after ``failures`` failed rounds in a row (at least one).
+
+    The poll interval doubled per failure, capped at :data:`MAX_BACKOFF` (never below
+    the poll interval), times a jitter of 0.5 to 1.5 so that workers that lost the
+    same server do not all come back in step.
+    """
+    base: float = min(max(MAX_BACKOFF, poll_interval), poll_interval * 2 ** min(failures - 1, 30))
+    jitter: float = (rng or random).uniform(0.5, 1.5)
+    return base * jitter
 
 
 async def wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
@@ -116,11 +132,13 @@ class QueueFetcher:
             "limit": 0,
         }
         checked_idle = False
+        failures = 0  # failed rounds in a row: the pause grows while the database is away
         while not stop.is_set():
             # A claim whose reply was lost may have committed: give its jobs back
             # before claiming again (one try per round, so a stop is never held up).
             if self.orphans_possible and not await self._release_orphans(services):
-                await wait_any(stop, timeout=services.poll_interval)
+                failures += 1
+                await wait_any(stop, timeout=backoff(services.poll_interval, failures))
                 continue
             free = self.capacity - len(self.running)
             if free <= 0:
@@ -141,11 +159,15 @@ class QueueFetcher:
                 transient = is_transient(exc)
                 if burst and not transient:
                     raise  # a burst run reports a broken claim instead of looping on it
-                logger.exception("claiming from queue %r failed", self.name)
+                failures += 1
                 if transient:
                     self.orphans_possible = True
-                await wait_any(stop, timeout=services.poll_interval)
+                    logger.warning("claiming from queue %r failed: %r", self.name, exc)
+                else:
+                    logger.exception("claiming from queue %r failed", self.name)
+                await wait_any(stop, timeout=backoff(services.poll_interval, failures))
                 continue
+            failures = 0
             if rows:
                 checked_idle = False
                 self._dispatch(rows, services.executor, completer)

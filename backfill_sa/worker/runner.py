@@ -90,7 +90,12 @@ class WorkerRunner:
         Raises:
             asyncpg.PostgresError, OSError: the database cannot be reached.
         """
-        db = Database(self.config.database_url, schema=self.config.schema, pool_size=1)
+        db = Database(
+            self.config.database_url,
+            schema=self.config.schema,
+            pool_size=1,
+            statement_cache=not self.config.pooled,
+        )
         try:
             rows = await db.execute(
                 schema_probe, {"qualified_name": f'"{self.config.schema}".jobs'}, retry=False
@@ -149,6 +154,7 @@ class WorkerRunner:
             cfg.database_url,
             schema=cfg.schema,
             pool_size=len(cfg.queues) + 3,
+            statement_cache=not cfg.pooled,
         )
         completer = Completer(db, self.result, on_written=self._on_written)
         executor = Executor(
@@ -192,8 +198,10 @@ class WorkerRunner:
             await promoter.run_once()
             background.append(loop.create_task(completer.run(flushed)))
             if not burst:
-                self.listener = Listener(cfg.database_url, channel_for(cfg.schema), self._wake)
-                background.append(loop.create_task(self.listener.run(stop)))
+                listen_url = self._listen_url()
+                if listen_url is not None:
+                    self.listener = Listener(listen_url, channel_for(cfg.schema), self._wake)
+                    background.append(loop.create_task(self.listener.run(stop)))
                 background.append(
                     loop.create_task(self._every(cfg.poll_interval, self._promote(promoter), stop))
                 )
@@ -262,6 +270,26 @@ class WorkerRunner:
         await asyncio.gather(*pending, return_exceptions=True)
         for task in done:
             task.result()
+
+    def _listen_url(self) -> str | None:
+        """Where to LISTEN: ``listen_url``, else ``database_url`` unless it is pooled.
+
+        Through a transaction pooler a LISTEN lands on whichever server connection
+        runs it and is lost when that connection goes back to the pool: no
+        notification would ever arrive, so the worker polls instead and says so once.
+        """
+        cfg = self.config
+        if cfg.listen_url is not None:
+            return cfg.listen_url
+        if not cfg.pooled:
+            return cfg.database_url
+        logger.warning(
+            "database_url goes through a pooler (pooled=True) and no listen_url"
+            " (BACKFILL_LISTEN_URL) is set: LISTEN is off; jobs are found by polling"
+            " every %.3fs",
+            cfg.poll_interval.total_seconds(),
+        )
+        return None
 
     async def _await_flush(self, completer_task: asyncio.Task[None]) -> None:
         """Wait for the completer to write what is left: up to the shutdown timeout,
