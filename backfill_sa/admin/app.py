@@ -39,7 +39,7 @@ from backfill_sa.admin.serialize import dead_letter, requeue_result
 from backfill_sa.errors import ConfigurationError, JobValidationError
 from backfill_sa.notify import channel_for
 from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
-from backfill_sa.states import FailureReason, JobState
+from backfill_sa.states import UNFINISHED_STATES, FailureReason, JobState
 
 __all__ = ["create_app"]
 
@@ -226,7 +226,7 @@ class _Api:
         async with self.sessions() as session:
             counts = (await session.execute(queries.overview_counts(self.worker_expiry))).one()
             queues = await self._queue_rows(session)
-        totals = {s.value: sum(int(q[s.value]) for q in queues) for s in JobState}
+        totals = {s.value: sum(int(q[s.value]) for q in queues) for s in UNFINISHED_STATES}
         return JsonResponse(
             {
                 "schema": self.schema,

@@ -45,13 +45,14 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    text,
     true,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by, insert
 from sqlalchemy.sql.selectable import CTE
 
-from backfill_sa.tables import jobs_table
+from backfill_sa.tables import UNFINISHED_KEY_PREDICATE, jobs_table
 from backfill_sa.validation import JobRow
 
 __all__ = [
@@ -74,6 +75,7 @@ _AVAILABLE = "available"
 _SCHEDULED = "scheduled"
 _RUNNING = "running"
 
+_UNFINISHED_KEY = text(UNFINISHED_KEY_PREDICATE)
 _channel = bindparam("channel", type_=Text)
 _run_at = bindparam("new_run_at", type_=_TZ)
 _job_key = bindparam("new_job_key", type_=Text)
@@ -148,7 +150,7 @@ def _build_upsert(*, preserve_run_at: bool) -> Select[Any]:
         run_at = case((_c.attempts == 0, _c.run_at), else_=new.run_at)
     stmt = stmt.on_conflict_do_update(
         index_elements=[_c.job_key],
-        index_where=_c.job_key.is_not(None),
+        index_where=_UNFINISHED_KEY,
         set_={
             _c.task: new.task,
             _c.queue: new.queue,
@@ -171,9 +173,7 @@ def _build_upsert(*, preserve_run_at: bool) -> Select[Any]:
 
 def _build_insert_dedupe() -> Select[Any]:
     stmt = insert(_jobs).values(_new_job_values(keyed=True))
-    stmt = stmt.on_conflict_do_nothing(
-        index_elements=[_c.job_key], index_where=_c.job_key.is_not(None)
-    )
+    stmt = stmt.on_conflict_do_nothing(index_elements=[_c.job_key], index_where=_UNFINISHED_KEY)
     ins = _returning_job(stmt, with_inserted=False)
     inserted = select(
         ins.c.id,
@@ -184,7 +184,10 @@ def _build_insert_dedupe() -> Select[Any]:
     # statement's snapshot if its inserter committed while we waited: the caller
     # then runs the statement again.
     existing = select(_c.id, false(), false()).where(
-        _c.job_key == _job_key, ~select(ins.c.id).exists()
+        _c.job_key == _job_key,
+        # Inline constants: the lookup then uses the partial unique index.
+        _c.state.in_([literal_column(f"'{s}'") for s in (_AVAILABLE, _SCHEDULED, _RUNNING)]),
+        ~select(ins.c.id).exists(),
     )
     return inserted.union_all(existing)  # type: ignore[return-value]
 
@@ -211,7 +214,7 @@ def _build_insert_after_running() -> Select[Any]:
     stmt = (
         insert(_jobs)
         .from_select(list(values), source)
-        .on_conflict_do_nothing(index_elements=[_c.job_key], index_where=_c.job_key.is_not(None))
+        .on_conflict_do_nothing(index_elements=[_c.job_key], index_where=_UNFINISHED_KEY)
     )
     ins = _returning_job(stmt, with_inserted=False)
     return _select_notifying(ins, with_inserted=False)
