@@ -120,7 +120,7 @@ def enqueue(
       takes a second statement; every other case is one statement.
     * ``unsafe_dedupe``: if any job holds the key, running or not, it is left
       untouched and the new arguments are dropped -> ``UNCHANGED`` with the existing
-      job's id. Finished jobs have left the table, so they hold no key.
+      job's id. Finished jobs (kept for their retention) hold no key.
 
     Args:
         session: the caller's Session; its transaction is begun if needed.
