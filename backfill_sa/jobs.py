@@ -437,8 +437,9 @@ async def wait_for_job(
 ) -> JobInfo | None:
     """Wait until the job finishes and return it; None if no such job exists.
 
-    Listens on the schema's finish channel (workers send one notification per batch
-    of finished jobs, naming them) on a connection of its own, so it needs an
+    Marks the job as waited for (``notify_finished``) and listens on the schema's
+    finish channel (workers send one notification per batch of finished jobs that
+    someone waits for, naming them) on a connection of its own, so it needs an
     engine, not a session: a session's open transaction would hold notifications
     back. It looks the job up after listening starts (no finish can slip between),
     whenever a notification names it, and every ``recheck`` in case a notification
@@ -476,6 +477,8 @@ async def wait_for_job(
         listening = hasattr(driver, "add_listener")  # asyncpg
         if listening:
             await driver.add_listener(channel, on_notify)
+            # Workers announce only the jobs someone waits for.
+            await conn.execute(sql.job_watch(job_id))
         try:
             while True:
                 woken.clear()

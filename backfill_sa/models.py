@@ -88,6 +88,7 @@ class Job(Base):
     finished_at: Mapped[dt.datetime | None]
     prune_at: Mapped[dt.datetime | None]
     cancel_requested_at: Mapped[dt.datetime | None]
+    notify_finished: Mapped[bool]
 
 
 class Queue(Base):

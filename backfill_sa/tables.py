@@ -163,6 +163,13 @@ jobs_table = Table(
     _ts("finished_at", "When the job became completed or cancelled.", nullable=True),
     _ts("prune_at", "When a finished job may be deleted (end of its retention).", nullable=True),
     _ts("cancel_requested_at", "When cancelling the running job was asked for.", nullable=True),
+    Column(
+        "notify_finished",
+        Boolean,
+        server_default=text("false"),
+        nullable=False,
+        doc="Someone waits for this job (wait_for_job): announce its finish with a NOTIFY.",
+    ),
     CheckConstraint(
         "state IN ('available', 'scheduled', 'running', 'completed', 'cancelled')", name="state"
     ),

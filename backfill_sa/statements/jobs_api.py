@@ -48,6 +48,7 @@ __all__ = [
     "job_lock_state",
     "job_notify",
     "job_retry_now",
+    "job_watch",
     "queue_counts",
     "queue_finished_counts",
     "queue_finished_estimate",
@@ -177,6 +178,17 @@ def job_retry_now(job_id: int) -> ReturningUpdate[Any]:
         .where(jobs.c.id == job_id, jobs.c.state == _state(JobState.SCHEDULED))
         .values(state=_state(JobState.AVAILABLE), run_at=_now, updated_at=_now)
         .returning(jobs.c.id, jobs.c.queue)
+    )
+
+
+def job_watch(job_id: int) -> ReturningUpdate[Any]:
+    """Ask the worker that finishes this unfinished job to announce it with a NOTIFY
+    (``notify_finished``); returns its ``id`` (no row when it is already finished)."""
+    return (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state.in_(_states(UNFINISHED_STATES)))
+        .values(notify_finished=True)
+        .returning(jobs.c.id)
     )
 
 

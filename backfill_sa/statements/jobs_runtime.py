@@ -187,8 +187,10 @@ def _finish_fence() -> TableValuedAlias:
 
 def _finished_ctes(state: ColumnElement[str], prefix: str) -> tuple[CTE, ScalarSelect[int]]:
     """Finish the fenced jobs: keep them as ``state`` until ``now() + keep``, or delete
-    those whose keep is 0; notify waiters once. Returns the CTE of finished ids and a
-    scalar that must be read for the notification to be sent."""
+    those whose keep is 0; notify once for those someone waits for (``notify_finished``).
+
+    Returns the CTE of finished ids and a scalar that must be read for the
+    notification to be sent."""
     d = _finish_fence()
     kept = (
         update(jobs)
@@ -201,22 +203,29 @@ def _finished_ctes(state: ColumnElement[str], prefix: str) -> tuple[CTE, ScalarS
             last_error=func.coalesce(cast(d.c.error, JSONB), jobs.c.last_error),
             updated_at=_now,
         )
-        .returning(jobs.c.id)
+        .returning(jobs.c.id, jobs.c.notify_finished)
         .cte(f"{prefix}kept")
     )
     d0 = _finish_fence()
     dropped = (
         delete(jobs)
         .where(*_held(d0), d0.c.keep_ms <= 0)
-        .returning(jobs.c.id)
+        .returning(jobs.c.id, jobs.c.notify_finished)
         .cte(f"{prefix}dropped")
     )
-    finished = union_all(select(kept.c.id), select(dropped.c.id)).cte(f"{prefix}finished")
-    ids = func.string_agg(cast(finished.c.id, Text), literal_column("','"))
+    finished = union_all(
+        select(kept.c.id, kept.c.notify_finished),
+        select(dropped.c.id, dropped.c.notify_finished),
+    ).cte(f"{prefix}finished")
+    # Only jobs someone waits for are announced: a NOTIFY makes every listening
+    # backend of the database (the workers' LISTEN connections too) run a
+    # transaction to read the queue, which a drain should not pay per batch.
+    watched = select(finished.c.id).where(finished.c.notify_finished).subquery(f"{prefix}watched")
+    ids = func.string_agg(cast(watched.c.id, Text), literal_column("','"))
     payload = case((func.count() <= _NOTIFY_IDS_MAX, ids), else_=literal_column("''"))
     notified = (
         select(func.pg_notify(bindparam("done_channel"), payload).label("sent"))
-        .select_from(finished)
+        .select_from(watched)
         .having(func.count() > 0)
         .cte(f"{prefix}notified")
     )
@@ -232,7 +241,8 @@ job_complete_many = _build_finish(_COMPLETED)
 """Params: ids, leases, keeps_ms, results (JSON text or None), errors (JSON text or
 None), done_channel. Marks the succeeded jobs still held under those leases
 ``completed`` (kept ``keep_ms``, then pruned) or deletes those whose keep is 0, and
-sends one notification naming them on ``done_channel``. Returns (id, notified) per
+sends one notification on ``done_channel`` naming those a waiter asked about
+(``notify_finished``); none when nobody waits. Returns (id, notified) per
 finished job."""
 
 job_cancel_many = _build_finish(_CANCELLED)

@@ -207,6 +207,15 @@ async def test_cancel_job_cancels_waiting_jobs_at_once(
     )
 
 
+async def _listening(runner: WorkerRunner) -> None:
+    """Wait for the worker's LISTEN connection: a cancel sent before it is up is seen
+    only at the next heartbeat."""
+    await wait_for(
+        lambda: runner.listener is not None and runner.listener.connected.is_set(),
+        what="the LISTEN connection",
+    )
+
+
 def _db_now(engine: Engine) -> Any:
     return rows(engine, "SELECT now() AS now")[0]["now"]
 
@@ -236,6 +245,7 @@ async def test_cancel_job_stops_a_running_async_handler_at_its_next_await(
     handle = runner.start()
     try:
         await asyncio.wait_for(started.wait(), timeout=10)
+        await _listening(runner)
         async with AsyncSession(async_engine) as asession, asession.begin():
             asked = await cancel_job_async(asession, job_id)
         assert (asked.outcome, asked.state) == (CancelOutcome.REQUESTED, JobState.RUNNING)
@@ -277,6 +287,7 @@ async def test_a_sync_handler_sees_cancel_requested_and_its_job_ends_cancelled(
     handle = runner.start()
     try:
         await asyncio.to_thread(started.wait, 10)
+        await _listening(runner)
         with Session(sync_engine) as session, session.begin():
             assert cancel_job(session, job_id).outcome is CancelOutcome.REQUESTED
         await wait_for(
@@ -377,7 +388,7 @@ async def test_wait_for_job_is_woken_by_the_finish_notification(
         what="the waiter to look the running job up",
     )
     assert not waiter.done()
-    await db.execute(
+    done = await db.execute(
         job_complete_many,
         {
             "ids": [job_id],
@@ -388,9 +399,33 @@ async def test_wait_for_job_is_woken_by_the_finish_notification(
             "done_channel": f"backfill_done_{schema}",
         },
     )
+    assert [(r["id"], r["notified"]) for r in done] == [(job_id, 1)]
     info = await asyncio.wait_for(waiter, timeout=30)
     assert info is not None
     assert (info.state, info.result) == (JobState.COMPLETED, {"ok": True})
+
+
+async def test_jobs_nobody_waits_for_finish_without_a_notification(
+    db: Database, sync_engine: Engine, schema: str
+) -> None:
+    """A NOTIFY costs every listening backend a transaction: drains must not send them."""
+    ids = add_jobs(sync_engine, [JobSpec("t", n) for n in range(3)])
+    claimed = await db.execute(
+        job_claim_batch, {"claim_queue": "bulk", "limit": 3, "worker_id": "w"}
+    )
+    done = await db.execute(
+        job_complete_many,
+        {
+            "ids": [r["id"] for r in claimed],
+            "leases": [r["lease"] for r in claimed],
+            "keeps_ms": [60_000, 0, 60_000],
+            "results": [None] * 3,
+            "errors": [None] * 3,
+            "done_channel": f"backfill_done_{schema}",
+        },
+    )
+    assert sorted(r["id"] for r in done) == ids
+    assert {r["notified"] for r in done} == {0}
 
 
 async def test_wait_for_job_times_out_or_answers_none(

@@ -4,8 +4,8 @@ Revision ID: bf0002_job_lifecycle
 Revises: bf0001
 Create Date: 2026-12-03
 
-Adds ``result``, ``finished_at``, ``prune_at`` and ``cancel_requested_at`` to
-``jobs``, the states ``completed`` and ``cancelled``, the pruning index, and makes
+Adds ``result``, ``finished_at``, ``prune_at``, ``cancel_requested_at`` and
+``notify_finished`` to ``jobs``, the states ``completed`` and ``cancelled``, the pruning index, and makes
 ``job_key`` unique among unfinished jobs only (a retained finished job does not
 hold its key). A frozen snapshot: it never imports backfill_sa.models.
 """
@@ -37,6 +37,11 @@ def upgrade() -> None:
     op.add_column("jobs", _ts("finished_at"), schema=schema)
     op.add_column("jobs", _ts("prune_at"), schema=schema)
     op.add_column("jobs", _ts("cancel_requested_at"), schema=schema)
+    op.add_column(
+        "jobs",
+        sa.Column("notify_finished", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        schema=schema,
+    )
     op.drop_constraint("ck_jobs_state", "jobs", schema=schema, type_="check")
     op.create_check_constraint(
         "ck_jobs_state",
@@ -95,7 +100,7 @@ def downgrade() -> None:
     op.create_check_constraint(
         "ck_jobs_state", "jobs", "state IN ('available', 'scheduled', 'running')", schema=schema
     )
-    for name in ("cancel_requested_at", "prune_at", "finished_at", "result"):
+    for name in ("notify_finished", "cancel_requested_at", "prune_at", "finished_at", "result"):
         op.drop_column("jobs", name, schema=schema)
     op.execute(
         f"COMMENT ON TABLE \"{schema}\".jobs IS 'backfill_sa jobs waiting to run or running'"
