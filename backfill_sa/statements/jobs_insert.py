@@ -60,6 +60,7 @@ __all__ = [
     "JOBS_INSERT_BATCH",
     "JOBS_INSERT_BATCH_SHARED",
     "JOBS_INSERT_DEDUPE",
+    "JOBS_INSERT_PERIOD",
     "JOBS_INSERT_ONE",
     "JOBS_NOTIFY_IF_AVAILABLE",
     "JOBS_UPSERT_PRESERVE_RUN_AT",
@@ -190,6 +191,40 @@ def _build_insert_dedupe() -> Select[Any]:
         ~select(ins.c.id).exists(),
     )
     return inserted.union_all(existing)  # type: ignore[return-value]
+
+
+def _build_insert_period() -> Select[Any]:
+    # As dedupe, but a finished job still retained (completed or cancelled) holds the
+    # key too: the key stays taken until that job is pruned.
+    finished: list[ColumnElement[str]] = [
+        literal_column(f"'{s}'", Text) for s in ("completed", "cancelled")
+    ]
+    retained = select(_c.id).where(_c.job_key == _job_key, _c.state.in_(finished)).exists()
+    values = _new_job_values(keyed=True)
+    source = select(*(expr.label(name) for name, expr in values.items())).where(~retained)
+    stmt = (
+        insert(_jobs)
+        .from_select(list(values), source)
+        .on_conflict_do_nothing(index_elements=[_c.job_key], index_where=_UNFINISHED_KEY)
+    )
+    ins = _returning_job(stmt, with_inserted=False)
+    inserted = select(
+        ins.c.id,
+        true().label("inserted"),
+        _notify(ins.c.queue, ins.c.state).label("notified"),
+    )
+    # The holder: an unfinished job first, else the newest retained one.
+    unfinished = _c.state.in_(
+        [literal_column(f"'{s}'") for s in (_AVAILABLE, _SCHEDULED, _RUNNING)]
+    )
+    holder = (
+        select(_c.id.label("id"), false().label("inserted"), false().label("notified"))
+        .where(_c.job_key == _job_key, ~select(ins.c.id).exists())
+        .order_by(case((unfinished, 0), else_=1), _c.id.desc())
+        .limit(1)
+        .subquery("holder")
+    )
+    return inserted.union_all(select(holder.c.id, holder.c.inserted, holder.c.notified))  # type: ignore[return-value]
 
 
 def _build_insert_after_running() -> Select[Any]:
@@ -331,6 +366,11 @@ job has not been attempted yet."""
 JOBS_INSERT_DEDUPE: Select[Any] = _build_insert_dedupe()
 """Insert a keyed job unless any job holds the key; returns ``(id, inserted,
 notified)`` for the new or the existing job (rarely no row: run it again)."""
+
+JOBS_INSERT_PERIOD: Select[Any] = _build_insert_period()
+"""Insert a keyed job unless any job holds the key, a retained finished job
+included; returns ``(id, inserted, notified)`` for the new job or the holder
+(rarely no row: run it again)."""
 
 JOBS_INSERT_AFTER_RUNNING: Select[Any] = _build_insert_after_running()
 """Take the key off a running job (no more retries for it) and insert the new job;

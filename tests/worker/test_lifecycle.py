@@ -8,10 +8,12 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from backfill_sa.config import WorkerConfig
-from backfill_sa.enqueue import JobSpec
+from backfill_sa.enqueue import EnqueueOutcome, JobSpec, enqueue
 from backfill_sa.tasks import JobContext, TaskRegistry
+from backfill_sa.validation import JobKeyMode
 from backfill_sa.worker import WorkerRunner
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.maintenance import Pruner
@@ -190,3 +192,39 @@ async def test_the_leader_prunes_while_it_drains(
     _finished(sync_engine, 3, due=False)
     await WorkerRunner(config(), registry).run_once()
     assert count(sync_engine, "jobs") == 3
+
+
+async def test_job_key_mode_period_keeps_the_key_taken_while_a_finished_job_is_retained(
+    db: Database,
+    sync_engine: Engine,
+    registry: TaskRegistry,
+    config: Callable[..., WorkerConfig],
+) -> None:
+    @registry.task("daily_report")
+    async def report(payload: Any, ctx: JobContext) -> None:
+        return None
+
+    def enqueue_report(mode: JobKeyMode = "period") -> tuple[int, EnqueueOutcome]:
+        with Session(sync_engine) as session, session.begin():
+            found = enqueue(session, "daily_report", {}, job_key="daily_report", job_key_mode=mode)
+        return found.id, found.outcome
+
+    first, outcome = enqueue_report()
+    assert outcome is EnqueueOutcome.INSERTED
+    assert enqueue_report() == (first, EnqueueOutcome.UNCHANGED)  # waiting: held
+
+    await WorkerRunner(config(), registry).run_once()
+    assert enqueue_report() == (first, EnqueueOutcome.UNCHANGED)  # completed, retained
+
+    # The other modes ignore retained jobs: only unfinished jobs hold a key for them.
+    replaced, outcome = enqueue_report("replace")
+    assert outcome is EnqueueOutcome.INSERTED
+    assert replaced != first
+    assert enqueue_report() == (replaced, EnqueueOutcome.UNCHANGED)  # the waiting one
+    await WorkerRunner(config(), registry).run_once()
+
+    execute(sync_engine, "UPDATE {s}.jobs SET prune_at = now() - interval '1 second'")
+    assert (await Pruner(db).run_once()).pruned == 2
+    after, outcome = enqueue_report()
+    assert outcome is EnqueueOutcome.INSERTED
+    assert after not in (first, replaced)
