@@ -12,14 +12,22 @@ from backfill_sa.errors import ConfigurationError
 from backfill_sa.priority import BULK, FAST
 from backfill_sa.schema_name import DEFAULT_SCHEMA, SCHEMA_NAME_PATTERN
 
-__all__ = ["MIN_STALE_JOB_LOCK_TIMEOUT", "WorkerConfig"]
+__all__ = ["DEFAULT_RETENTION", "MIN_STALE_JOB_LOCK_TIMEOUT", "WorkerConfig"]
 
 MIN_STALE_JOB_LOCK_TIMEOUT = timedelta(minutes=5)
 _QUEUE_NAME_MAX = 100
 
+DEFAULT_RETENTION = timedelta(hours=24)
+"""How long finished jobs are kept by default (River's default)."""
+
 
 def _default_queues() -> Mapping[str, int]:
     return MappingProxyType({FAST: 10, BULK: 5})
+
+
+def _not_negative(name: str, value: timedelta) -> None:
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise ConfigurationError(name, "must be a timedelta of zero or more")
 
 
 def _positive(name: str, value: timedelta) -> None:
@@ -60,6 +68,14 @@ class WorkerConfig:
             worker keeps no prepared statements across statements, and LISTEN runs on
             ``listen_url`` only; without one the worker polls every ``poll_interval``
             and logs one warning saying so.
+        retention: how long finished jobs (``completed``, ``cancelled``) are kept
+            before the maintenance leader prunes them (24 h); ``timedelta(0)`` deletes
+            a succeeded job in the statement that completes it. A task's own
+            ``retention`` wins, then ``queue_retention``.
+        queue_retention: queue name -> retention for that queue's jobs.
+        max_result_bytes: largest handler return value stored, as JSON UTF-8 bytes
+            (64 KiB); a bigger or non-JSON value is recorded as the job's error.
+        prune_batch_size: most finished jobs deleted per pruning statement (1000).
 
     Raises:
         ConfigurationError: a field breaks its rule; the message names it.
@@ -79,6 +95,10 @@ class WorkerConfig:
     worker_id: str | None = None
     listen_url: str | None = None
     pooled: bool = False
+    retention: timedelta = DEFAULT_RETENTION
+    queue_retention: Mapping[str, timedelta] = field(default_factory=lambda: MappingProxyType({}))
+    max_result_bytes: int = 65_536
+    prune_batch_size: int = 1000
 
     def __post_init__(self) -> None:
         if not isinstance(self.database_url, str) or not self.database_url:
@@ -121,6 +141,22 @@ class WorkerConfig:
             raise ConfigurationError("heartbeat_expiry", "must be longer than heartbeat_interval")
         if isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= 10_000:
             raise ConfigurationError("batch_size", "must be an integer from 1 to 10000")
+        _not_negative("retention", self.retention)
+        for name, keep in self.queue_retention.items():
+            _not_negative(f"queue_retention[{name}]", keep)
+        object.__setattr__(self, "queue_retention", MappingProxyType(dict(self.queue_retention)))
+        if isinstance(self.max_result_bytes, bool) or not (
+            isinstance(self.max_result_bytes, int) and 0 <= self.max_result_bytes <= 2**28
+        ):
+            raise ConfigurationError("max_result_bytes", "must be an integer from 0 to 2**28")
+        if isinstance(self.prune_batch_size, bool) or not (
+            isinstance(self.prune_batch_size, int) and 1 <= self.prune_batch_size <= 100_000
+        ):
+            raise ConfigurationError("prune_batch_size", "must be an integer from 1 to 100000")
+
+    def retention_for(self, queue: str) -> timedelta:
+        """Return how long finished jobs of ``queue`` are kept (no task override)."""
+        return self.queue_retention.get(queue, self.retention)
 
     @classmethod
     def from_env(

@@ -21,7 +21,7 @@ from backfill_sa.statements.worker_sql import (
     job_release_orphans,
 )
 from backfill_sa.telemetry import Telemetry
-from backfill_sa.worker.completer import Completer
+from backfill_sa.worker.completer import Completer, finish_params
 from backfill_sa.worker.db import Database, Record, is_transient
 from backfill_sa.worker.executor import Executor, _Cancelled
 from backfill_sa.worker.maintenance import Promoter
@@ -200,12 +200,13 @@ class QueueFetcher:
         """Claim a batch; write ``done`` successes in the same statement if any."""
         if not done:
             return list(await db.execute(job_claim_batch, params, retry=False))
-        params["ids"] = [o.job_id for o in done]
-        params["leases"] = [o.lease for o in done]
+        finished = finish_params(done, completer.done_channel)
+        params.update(finished)
         try:
             result = await db.execute(job_complete_and_claim, params, retry=False)
         finally:
-            del params["ids"], params["leases"]
+            for name in finished:
+                del params[name]
         claimed = [r for r in result if r["done_id"] is None]
         completer.record_written(done, {r["done_id"] for r in result if r["done_id"] is not None})
         return claimed
@@ -215,12 +216,16 @@ class QueueFetcher:
         for row in rows:
             task = loop.create_task(executor.run(row))
             self.running[task] = row["id"]
-            task.add_done_callback(functools.partial(self._job_done, completer, row))
+            task.add_done_callback(functools.partial(self._job_done, executor, completer, row))
         self.peak = max(self.peak, len(self.running))
 
-    def _job_done(self, completer: Completer, row: Any, task: asyncio.Task[Outcome]) -> None:
+    def _job_done(
+        self, executor: Executor, completer: Completer, row: Any, task: asyncio.Task[Outcome]
+    ) -> None:
         del self.running[task]
-        if task.cancelled():
+        if task.cancelled() and executor.cancel_was_requested(row["id"]):
+            outcome = executor.cancelled_outcome(row)
+        elif task.cancelled():
             # Cancelled before the handler started: give the job back untouched.
             outcome = Outcome(
                 OutcomeKind.RETRIED,
@@ -230,6 +235,7 @@ class QueueFetcher:
                 row["queue"],
                 error=error_json(None, row["attempts"], message="worker shut down"),
                 refund=1,
+                keep_ms=executor.keep_ms(row["task"], row["queue"]),
             )
         else:
             exc = task.exception()
@@ -247,7 +253,9 @@ class QueueFetcher:
                     row["queue"],
                     delay_ms=1000,
                     error=error_json(exc, row["attempts"]),
+                    keep_ms=executor.keep_ms(row["task"], row["queue"]),
                 )
+        executor.forget(row["id"])
         completer.add(outcome)
         self.slot.set()
 
