@@ -21,7 +21,7 @@ from backfill_sa.config import WorkerConfig
 from backfill_sa.errors import RetryableError
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
-from tests.worker.conftest import count, dead_letters
+from tests.worker.conftest import dead_letters, unfinished
 
 GOOD_POLICY = {
     "max_attempts": 3,
@@ -117,7 +117,7 @@ async def test_a_foreign_row_is_dead_lettered_with_a_reason(
     result = await asyncio.wait_for(WorkerRunner(config(), _registry(ran)).run_once(), 30)
 
     assert sorted(ran) == [good_before, good_after]
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
     [entry] = dead_letters(sync_engine)
     assert (entry["original_job_id"], entry["failure_reason"]) == (bad, reason)
     assert entry["last_error"]["message"]

@@ -23,7 +23,7 @@ from backfill_sa.errors import ConfigurationError, PermanentError
 from backfill_sa.migrations import upgrade
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
-from tests.worker.conftest import count, rows
+from tests.worker.conftest import rows, unfinished
 
 NASTY = [
     "x'; DROP TABLE jobs; --",
@@ -66,7 +66,7 @@ async def test_nasty_queue_task_and_job_key_round_trip_through_the_whole_life(
     result = await WorkerRunner(config(queues={name: 2}), registry).run_once()
     assert (result.succeeded, result.dead_lettered) == (1, 1)
     assert seen == [(name, name), (name, name)]
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
 
     with Session(sync_engine) as session, session.begin():
         [entry] = list_dead_letters(session, task=name, queue=name)
@@ -78,8 +78,10 @@ async def test_nasty_queue_task_and_job_key_round_trip_through_the_whole_life(
         )
         requeued = requeue_dead_letters(session, task=name, queue=name)
     assert len(requeued.requeued_ids) == 1
-    assert rows(sync_engine, "SELECT task, queue, job_key FROM {s}.jobs") == [
-        {"task": name, "queue": name, "job_key": name + "-2"}
+    # The succeeded job is kept (retention), the requeued one waits again.
+    assert rows(sync_engine, "SELECT task, queue, job_key, state FROM {s}.jobs ORDER BY id") == [
+        {"task": name, "queue": name, "job_key": name, "state": "completed"},
+        {"task": name, "queue": name, "job_key": name + "-2", "state": "available"},
     ]
     assert ok_id != dead_id
     # Every table is still there.

@@ -30,7 +30,7 @@ from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerHandle, WorkerRunner
 from tests.reliability.conftest import OwnSchema
 from tests.reliability.servers import ThrowawayPostgres
-from tests.worker.conftest import add_jobs, count, wait_for
+from tests.worker.conftest import add_jobs, count, unfinished, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def _start_workers(own_schema: OwnSchema, recorder: Recorder) -> list[WorkerHand
 async def _jobs_left(own_schema: OwnSchema) -> int:
     def query() -> int:
         try:
-            return count(own_schema.engine, "jobs")
+            return unfinished(own_schema.engine)
         except Exception:  # the server is down: not drained yet
             return -1
 
@@ -101,7 +101,7 @@ async def _finish(
     )
     for handle in handles:
         await asyncio.wait_for(handle.stop(), timeout=30)
-    assert count(own_schema.engine, "jobs") == 0
+    assert unfinished(own_schema.engine) == 0
     assert count(own_schema.engine, "dead_letter_jobs") == 0
 
 
