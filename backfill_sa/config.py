@@ -169,8 +169,9 @@ class WorkerConfig:
         Reads ``DATABASE_URL``, ``BACKFILL_LISTEN_URL``, ``BACKFILL_POOLED`` (``1``,
         ``true``, ``yes`` or ``on``; ``0``, ``false``, ``no``, ``off`` or empty),
         ``BACKFILL_SCHEMA``, ``FAST_QUEUE_CONCURRENCY`` (10),
-        ``BULK_QUEUE_CONCURRENCY`` (5), ``POLL_INTERVAL_MS`` (200) and
-        ``SHUTDOWN_TIMEOUT_SECS`` (30). Keyword overrides (for example from command-line
+        ``BULK_QUEUE_CONCURRENCY`` (5), ``POLL_INTERVAL_MS`` (200),
+        ``SHUTDOWN_TIMEOUT_SECS`` (30) and ``BACKFILL_RETENTION_SECS`` (86400: how
+        long finished jobs are kept; 0 deletes them at once). Keyword overrides (for example from command-line
         flags) win over the environment.
 
         Args:
@@ -205,6 +206,10 @@ class WorkerConfig:
         if "SHUTDOWN_TIMEOUT_SECS" in source:
             values["shutdown_timeout"] = timedelta(
                 seconds=_env_int(source, "SHUTDOWN_TIMEOUT_SECS", 30)
+            )
+        if "BACKFILL_RETENTION_SECS" in source:
+            values["retention"] = timedelta(
+                seconds=_env_int(source, "BACKFILL_RETENTION_SECS", 86_400)
             )
         values.update(overrides)
         if "database_url" not in values or not values["database_url"]:

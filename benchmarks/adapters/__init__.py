@@ -37,6 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ADAPTERS: Mapping[str, str] = {
     "ours": "benchmarks.adapters.ours:OursAdapter",
+    "ours-retention0": "benchmarks.adapters.ours:OursNoRetentionAdapter",
     "pgqueuer": "benchmarks.adapters.pgqueuer_peer:PgqueuerAdapter",
     "procrastinate": "benchmarks.adapters.procrastinate_peer:ProcrastinateAdapter",
     "pgqueuer-unbounded": "benchmarks.adapters.pgqueuer_peer:PgqueuerUnboundedAdapter",

@@ -8,6 +8,7 @@ reached through ``schema_translate_map``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -466,3 +467,16 @@ class OursAdapter(Adapter):
                 conn.execute(insert(_JOBS_TABLE).from_select(columns, source))
         with self.sync_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f"VACUUM (ANALYZE) {SCHEMA}.jobs"))
+
+
+class OursNoRetentionAdapter(OursAdapter):
+    """backfill_sa with retention 0: a succeeded job's row is deleted as it completes.
+
+    The default keeps finished jobs for 24 hours (an UPDATE per completion, pruned
+    later); this row measures the drain without that history, as before it existed.
+    """
+
+    def worker(self, queues: Mapping[str, int], latency_file: Path) -> WorkerSpec:
+        """The default worker, with ``BACKFILL_RETENTION_SECS=0``."""
+        spec = super().worker(queues, latency_file)
+        return dataclasses.replace(spec, env={**spec.env, "BACKFILL_RETENTION_SECS": "0"})

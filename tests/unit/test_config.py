@@ -35,6 +35,7 @@ def test_every_variable_is_read() -> None:
             "BULK_QUEUE_CONCURRENCY": " 7 ",
             "POLL_INTERVAL_MS": "50",
             "SHUTDOWN_TIMEOUT_SECS": "4",
+            "BACKFILL_RETENTION_SECS": "0",
         }
     )
 
@@ -42,6 +43,7 @@ def test_every_variable_is_read() -> None:
     assert dict(config.queues) == {"fast": 3, "bulk": 7}
     assert config.poll_interval == timedelta(milliseconds=50)
     assert config.shutdown_timeout == timedelta(seconds=4)
+    assert config.retention == timedelta(0)
 
 
 def test_overrides_win_over_the_environment() -> None:
@@ -106,6 +108,7 @@ def test_a_non_integer_variable_is_named_in_the_error(name: str, raw: str) -> No
         ("BULK_QUEUE_CONCURRENCY", "-1", "queues[bulk]"),
         ("POLL_INTERVAL_MS", "0", "poll_interval"),
         ("SHUTDOWN_TIMEOUT_SECS", "-5", "shutdown_timeout"),
+        ("BACKFILL_RETENTION_SECS", "-1", "retention"),
         ("BACKFILL_SCHEMA", "Has-Caps", "schema"),
     ],
 )
