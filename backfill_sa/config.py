@@ -171,8 +171,8 @@ class WorkerConfig:
         ``BACKFILL_SCHEMA``, ``FAST_QUEUE_CONCURRENCY`` (10),
         ``BULK_QUEUE_CONCURRENCY`` (5), ``POLL_INTERVAL_MS`` (200),
         ``SHUTDOWN_TIMEOUT_SECS`` (30) and ``BACKFILL_RETENTION_SECS`` (86400: how
-        long finished jobs are kept; 0 deletes them at once). Keyword overrides (for example from command-line
-        flags) win over the environment.
+        long finished jobs are kept; 0 deletes them at once). Keyword overrides (for
+        example from command-line flags) win over the environment.
 
         Args:
             env: the variables to read (default ``os.environ``).
