@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, TypedDict
 
+from backfill_sa.enqueue_hooks import observed, observed_async
 from backfill_sa.job_writer import (
     BATCH_SIZE,
     EnqueueOutcome,
@@ -158,7 +159,7 @@ def enqueue(
         metadata,
         max_payload_bytes=max_payload_bytes,
     )
-    return write_job(session, spec)
+    return observed(session, [write_job(session, spec)])[0]
 
 
 async def enqueue_async(
@@ -198,7 +199,7 @@ async def enqueue_async(
         metadata,
         max_payload_bytes=max_payload_bytes,
     )
-    return await session.run_sync(write_job, spec)
+    return (await observed_async(session, [await session.run_sync(write_job, spec)]))[0]
 
 
 def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult]:
@@ -219,7 +220,7 @@ def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResu
         JobValidationError: an item is not a JobSpec (checked before any SQL).
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    return write_jobs(session, specs)
+    return observed(session, write_jobs(session, specs))
 
 
 async def enqueue_many_async(
@@ -232,7 +233,7 @@ async def enqueue_many_async(
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
     checked = check_specs(specs)
-    return await session.run_sync(write_checked_jobs, checked)
+    return await observed_async(session, await session.run_sync(write_checked_jobs, checked))
 
 
 def enqueue_batch(
@@ -284,7 +285,7 @@ def enqueue_batch(
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)
-    return write_batch(session, template, texts)
+    return observed(session, write_batch(session, template, texts))
 
 
 async def enqueue_batch_async(
@@ -318,7 +319,7 @@ async def enqueue_batch_async(
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)
-    return await session.run_sync(write_batch, template, texts)
+    return await observed_async(session, await session.run_sync(write_batch, template, texts))
 
 
 def enqueue_fast(
