@@ -11,7 +11,8 @@ one. See ``docs/testing.md``.
   migrations once, dropped at the end; ``backfill_schema_translate_map`` maps
   ``backfill`` to it (override it to map your own schemas too).
 * ``backfill_engine`` (session), ``backfill_connection``: a sync engine, and a
-  connection in an outer transaction rolled back after each test.
+  connection in an outer transaction rolled back after each test (the
+  connection, not the engine, carries the whole translate map).
 * ``backfill_sessionmaker`` / ``backfill_session``: sessions joined to that
   transaction (``join_transaction_mode="create_savepoint"``).
 * ``backfill_async_engine``, ``backfill_async_connection``,
@@ -112,17 +113,20 @@ def backfill_schema_translate_map(backfill_schema: str) -> dict[str | None, str]
 
 
 @pytest.fixture(scope="session")
-def backfill_engine(
-    backfill_database_url: str, backfill_schema_translate_map: dict[str | None, str]
-) -> Iterator[Engine]:
-    """A sync (psycopg) engine on the test schema."""
+def backfill_engine(backfill_database_url: str, backfill_schema: str) -> Iterator[Engine]:
+    """A sync (psycopg) engine whose ``backfill`` schema is the test schema.
+
+    Only ``backfill`` is mapped here: the full ``backfill_schema_translate_map`` is
+    applied per test, on ``backfill_connection``, so that overrides of it in
+    different directories each take effect.
+    """
     from sqlalchemy import create_engine
 
     from backfill_sa.dburl import sync_url
 
     engine = create_engine(
         sync_url(backfill_database_url),
-        execution_options={"schema_translate_map": backfill_schema_translate_map},
+        execution_options={"schema_translate_map": {"backfill": backfill_schema}},
     )
     yield engine
     engine.dispose()
@@ -176,11 +180,14 @@ def _backfill_apply_mode(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def backfill_connection(backfill_engine: Engine) -> Iterator[Connection]:
-    """A connection in a transaction rolled back after the test."""
+def backfill_connection(
+    backfill_engine: Engine, backfill_schema_translate_map: dict[str | None, str]
+) -> Iterator[Connection]:
+    """A connection in a transaction rolled back after the test (schemas translated)."""
     from backfill_sa.testing.sessions import outer_transaction
 
     with outer_transaction(backfill_engine) as connection:
+        connection.execution_options(schema_translate_map=backfill_schema_translate_map)
         yield connection
 
 
