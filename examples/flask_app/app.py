@@ -107,7 +107,10 @@ def create_app(
 
         upgrade(db.engine)
         with db.engine.begin() as conn:
-            conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS signups_app")
+            translate = conn.get_execution_options().get("schema_translate_map") or {}
+            conn.exec_driver_sql(
+                f"CREATE SCHEMA IF NOT EXISTS {translate.get('signups_app', 'signups_app')}"
+            )
             Base.metadata.create_all(conn)
 
     return app

@@ -10,25 +10,18 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from backfill_sa.dburl import sync_url
-from backfill_sa.migrations import upgrade
-from examples.flask_app.app import Base, create_app
+from examples.flask_app.app import create_app
 
 
 @pytest.fixture
 def committed_schemas(backfill_database_url: str) -> Iterator[dict[str, str]]:
     suffix = uuid.uuid4().hex[:8]
     names = {"backfill": f"flaskcli_bf_{suffix}", "signups_app": f"flaskcli_app_{suffix}"}
-    engine = create_engine(
-        sync_url(backfill_database_url), execution_options={"schema_translate_map": names}
-    )
-    upgrade(engine, schema=names["backfill"])
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {names['signups_app']}"))
-        Base.metadata.create_all(conn)
     yield names
+    engine = create_engine(sync_url(backfill_database_url))
     with engine.begin() as conn:
         for name in names.values():
-            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
     engine.dispose()
 
 
@@ -44,13 +37,14 @@ def test_flask_backfill_worker_runs_the_committed_jobs(
             "BACKFILL_SCHEMA": committed_schemas["backfill"],
         }
     )
+    cli = app.test_cli_runner()
+    setup = cli.invoke(args=["backfill-example-setup"])
+    assert setup.exit_code == 0, setup.output
     client = app.test_client()
     signup_id = client.post("/signups", json={"email": "ada@example.com"}).get_json()["id"]
     assert client.get(f"/signups/{signup_id}").get_json()["welcomed"] is False
 
-    result = app.test_cli_runner().invoke(
-        args=["backfill", "worker", "--burst", "--queue", "fast=2"]
-    )
+    result = cli.invoke(args=["backfill", "worker", "--burst", "--queue", "fast=2"])
 
     assert result.exit_code == 0, result.output
     assert "worker: 1 succeeded, 0 retried, 0 snoozed, 0 dead-lettered" in result.output
