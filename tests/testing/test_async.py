@@ -13,6 +13,7 @@ from backfill_sa.testing import (
     assert_enqueued_async,
     drain_async,
     enqueued_jobs_async,
+    perform,
     perform_async,
     refute_enqueued_async,
 )
@@ -80,3 +81,13 @@ async def test_perform_async() -> None:
         return payload["n"] * 2
 
     assert (await perform_async(registry, "double", {"n": 2})).succeeded
+
+
+async def test_the_sync_flavour_works_inside_a_running_loop() -> None:
+    registry = TaskRegistry()
+
+    @registry.task("hello")
+    def hello(payload: dict[str, str], ctx: object) -> None:
+        assert payload == {"to": "ada"}
+
+    assert perform(registry, "hello", {"to": "ada"}).succeeded
