@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.sql.elements import ClauseElement
 
-from backfill_sa.statements import jobs_runtime
+from backfill_sa.statements import jobs_runtime, workers
 from backfill_sa.statements.jobs_drain import job_claim_next, job_make_due
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Telemetry
@@ -180,9 +180,10 @@ def _make_due(session: Session, queue: str | None, ids: list[int] | None) -> Non
 
 
 _RUNTIME = {
-    name: getattr(jobs_runtime, name)
-    for name in jobs_runtime.__all__
-    if isinstance(getattr(jobs_runtime, name), ClauseElement)
+    name: getattr(module, name)
+    for module in (jobs_runtime, workers)
+    for name in module.__all__
+    if isinstance(getattr(module, name), ClauseElement)
 }
 """The worker's Core statements by name: a RenderedSql's ``name`` is its builder's."""
 
