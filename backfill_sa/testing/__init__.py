@@ -32,12 +32,10 @@ from backfill_sa.testing.drain import (
     DrainResult,
     InlineMode,
     JobFailed,
-    PerformResult,
     drain,
     drain_async,
-    perform,
-    perform_async,
 )
+from backfill_sa.testing.perform import PerformResult, perform, perform_async
 from backfill_sa.testing.sessions import (
     MODES,
     Mode,

@@ -1,4 +1,4 @@
-"""Running jobs inside a test's transaction: ``drain``, inline mode and ``perform``.
+"""Running jobs inside a test's transaction: ``drain`` and inline mode.
 
 Jobs are claimed with the worker's claim, run by the worker's
 :class:`~backfill_sa.worker.executor.Executor` (payload parsing, timeouts, the
@@ -14,13 +14,10 @@ an event loop of its own, the async flavour in the caller's.
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import json
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -28,6 +25,7 @@ from backfill_sa.statements import jobs_runtime, workers
 from backfill_sa.statements.jobs_drain import job_claim_next, job_make_due
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Telemetry
+from backfill_sa.testing.blocking import run_blocking
 from backfill_sa.worker.completer import Completer
 from backfill_sa.worker.executor import Executor
 from backfill_sa.worker.outcomes import Outcome, OutcomeKind
@@ -45,11 +43,8 @@ __all__ = [
     "DrainedJob",
     "InlineMode",
     "JobFailed",
-    "PerformResult",
     "drain",
     "drain_async",
-    "perform",
-    "perform_async",
 ]
 
 WORKER_ID = "backfill-testing"
@@ -57,8 +52,6 @@ WORKER_ID = "backfill-testing"
 
 DEFAULT_MAX_JOBS = 1000
 """Attempts one drain runs at most before it stops with an AssertionError."""
-
-T = TypeVar("T")
 
 
 class JobFailed(AssertionError):
@@ -285,16 +278,6 @@ async def _drain_body(
     return result
 
 
-def _run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to completion from sync code, in a thread if a loop runs here."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-drain") as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
 def drain(
     session: Session,
     registry: TaskRegistry,
@@ -337,7 +320,7 @@ def drain(
         enqueue(session, "send_receipt", {"order_id": 42})
         assert drain(session, registry) == DrainResult(succeeded=1)
     """
-    return _run_blocking(
+    return run_blocking(
         _drain_body(
             _sync_call(session),
             registry,
@@ -411,7 +394,7 @@ class InlineMode:
             JobFailed: a job failed and ``raise_errors`` is set.
         """
         if job_ids:
-            _run_blocking(self._run(_sync_call(session), job_ids))
+            run_blocking(self._run(_sync_call(session), job_ids))
 
     async def after_enqueue_async(self, session: AsyncSession, job_ids: list[int]) -> None:
         """Run the jobs just enqueued through ``session`` (async).
@@ -434,148 +417,3 @@ class InlineMode:
             max_jobs=DEFAULT_MAX_JOBS,
             telemetry=None,
         )
-
-
-# -- perform: one handler, no database ----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PerformResult:
-    """How one :func:`perform` run ended, as the worker would have classified it.
-
-    Attributes:
-        outcome: ``succeeded``, ``retried``, ``snoozed`` or ``dead_lettered``.
-        reason: the dead-letter reason, if dead-lettered.
-        error: the error the worker would store (``type``, ``message``,
-            ``traceback``, ``attempt``), else None.
-        delay: the backoff before the next attempt (retried, snoozed), else None.
-    """
-
-    outcome: str
-    reason: str | None = None
-    error: Mapping[str, Any] | None = None
-    delay: dt.timedelta | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        """Whether the handler returned."""
-        return self.outcome == OutcomeKind.SUCCEEDED.value
-
-
-async def _perform_body(
-    registry: TaskRegistry,
-    task: str,
-    payload: Any,
-    *,
-    attempt: int,
-    max_attempts: int,
-    job_id: int,
-    queue: str | None,
-    metadata: Mapping[str, Any] | None,
-) -> PerformResult:
-    registered = registry.get(task)
-    now = dt.datetime.now(dt.timezone.utc)
-    job = {
-        "id": job_id,
-        "task": task,
-        "queue": queue or (registered.options.queue if registered else "bulk"),
-        "payload": payload if payload is not None else {},
-        "priority": registered.options.priority if registered else 0,
-        "run_at": now,
-        "attempts": attempt,
-        "max_attempts": max_attempts,
-        "lease": 1,
-        "retry_policy": None,
-        "metadata": dict(metadata) if metadata else None,
-        "created_at": now,
-        "locked_at": now,
-    }
-    executor = Executor(registry, WORKER_ID, 1, Telemetry())
-    try:
-        outcome = await executor.run(job)
-    finally:
-        executor.close()
-    delay = (
-        dt.timedelta(milliseconds=outcome.delay_ms)
-        if outcome.kind in (OutcomeKind.RETRIED, OutcomeKind.SNOOZED)
-        else None
-    )
-    return PerformResult(
-        outcome=outcome.kind.value,
-        reason=outcome.reason,
-        error=None if outcome.error is None else json.loads(outcome.error),
-        delay=delay,
-    )
-
-
-def perform(
-    registry: TaskRegistry,
-    task: str,
-    payload: Any = None,
-    *,
-    attempt: int = 1,
-    max_attempts: int = 8,
-    job_id: int = 0,
-    queue: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> PerformResult:
-    """Run one handler directly, as the worker would, without a job in the database.
-
-    The worker's executor builds the :class:`~backfill_sa.tasks.JobContext`, applies
-    the task's ``parse`` hook and timeout, and classifies what the handler raised
-    with the task's ``retry_on``/``give_up_on`` and retry policy.
-
-    Args:
-        registry: the application's tasks.
-        task: the task to run (an unknown one ends ``retried`` or, on the last
-            attempt, ``dead_lettered`` with ``unknown_task``, as in a worker).
-        payload: the job's payload (``None``: ``{}``).
-        attempt: the attempt number the handler sees (``ctx.attempt``).
-        max_attempts: attempts allowed in all (``ctx.max_attempts``).
-        job_id: ``ctx.job_id``.
-        queue: ``ctx.queue`` (default: the task's queue).
-        metadata: ``ctx.metadata``.
-
-    Returns:
-        The outcome the worker would write.
-
-    Example::
-
-        assert perform(registry, "send_receipt", {"order_id": 42}).succeeded
-    """
-    return _run_blocking(
-        _perform_body(
-            registry,
-            task,
-            payload,
-            attempt=attempt,
-            max_attempts=max_attempts,
-            job_id=job_id,
-            queue=queue,
-            metadata=metadata,
-        )
-    )
-
-
-async def perform_async(
-    registry: TaskRegistry,
-    task: str,
-    payload: Any = None,
-    *,
-    attempt: int = 1,
-    max_attempts: int = 8,
-    job_id: int = 0,
-    queue: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> PerformResult:
-    """:func:`perform` from async code (same arguments)."""
-    return await _perform_body(
-        registry,
-        task,
-        payload,
-        attempt=attempt,
-        max_attempts=max_attempts,
-        job_id=job_id,
-        queue=queue,
-        metadata=metadata,
-    )
