@@ -3,7 +3,7 @@ in-process worker, and the admin app under /admin behind the service's token.
 
 Run it (``DATABASE_URL`` set, the ``fastapi`` and ``admin`` extras installed)::
 
-    python -m examples.fastapi_app.app          # http://127.0.0.1:8000, worker included
+    python -m examples.fastapi_app.app          # http://127.0.0.1:8000 ($PORT), worker included
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations
@@ -123,7 +123,11 @@ def main() -> None:  # pragma: no cover - runs a server until interrupted
         admin_engine=engine,
         worker=(WorkerConfig(database_url=url, queues={"fast": 5}), registry),
     )
-    asyncio.run(uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=8000)).serve())
+    asyncio.run(
+        uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
+        ).serve()
+    )
 
 
 if __name__ == "__main__":

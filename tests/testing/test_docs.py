@@ -81,3 +81,29 @@ def test_every_integrations_snippet_is_an_excerpt_of_a_tested_example() -> None:
     for path, body in excerpts:
         source = (root / path).read_text(encoding="utf-8")
         assert body in source, f"docs/integrations.md: this excerpt is not in {path}:\n{body}"
+
+
+def test_inline_mode_without_a_registry_says_what_to_define(
+    tmp_path: Path, database_url: str
+) -> None:
+    (tmp_path / "test_inline.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.backfill_mode('inline')\n"
+        "def test_it(backfill_session):\n"
+        "    pass\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "BACKFILL_TEST_DATABASE_URL": database_url}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "define a fixture named backfill_registry" in done.stdout, done.stdout
