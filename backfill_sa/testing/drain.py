@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.sql.elements import ClauseElement
 
+from backfill_sa.notify import schema_of
 from backfill_sa.statements import jobs_runtime, workers
 from backfill_sa.statements.jobs_drain import job_claim_next, job_make_due
 from backfill_sa.tasks import TaskRegistry
@@ -162,6 +163,10 @@ def _claim(session: Session, queue: str | None, ids: list[int] | None) -> dict[s
     return None if row is None else dict(row._mapping)
 
 
+def _schema(session: Session) -> str:
+    return schema_of(_connection(session))
+
+
 def _make_due(session: Session, queue: str | None, ids: list[int] | None) -> None:
     statement = job_make_due(queue=queue is not None, ids=ids is not None)
     params: dict[str, Any] = {}
@@ -208,6 +213,7 @@ class _SessionStatements:
     """The completer's database: the worker's statements, through the test's session."""
 
     call: Call
+    schema: str
 
     async def execute(
         self,
@@ -246,7 +252,8 @@ async def _drain_body(
 ) -> DrainResult:
     executor = Executor(registry, WORKER_ID, 1, telemetry or Telemetry())
     written: list[Outcome] = []
-    completer = Completer(_SessionStatements(call), on_written=written.extend)
+    schema: str = await call(_schema)
+    completer = Completer(_SessionStatements(call, schema), on_written=written.extend)
     ran: list[DrainedJob] = []
     try:
         while True:

@@ -152,7 +152,12 @@ class StatementRunner(Protocol):
 
     :class:`Database` is the worker's; the testing toolkit runs the same statements
     through a test's session instead.
+
+    Attributes:
+        schema: the schema ``backfill`` maps to for these statements.
     """
+
+    schema: str
 
     async def execute(
         self,
