@@ -90,10 +90,12 @@ class DrainedJob:
         task: its task.
         queue: its queue.
         attempt: the attempt's number (1 for the first).
-        outcome: ``succeeded``, ``retried``, ``snoozed`` or ``dead_lettered``.
+        outcome: ``succeeded``, ``retried``, ``snoozed``, ``dead_lettered`` or
+            ``cancelled``.
         reason: the dead-letter reason, if dead-lettered.
         error: the stored error (``type``, ``message``, ``traceback``, ``attempt``)
-            of a failed attempt, else None.
+            of a failed attempt (or of a result that could not be stored), else None.
+        result: what the handler returned, as stored (decoded JSON), else None.
     """
 
     job_id: int
@@ -103,6 +105,7 @@ class DrainedJob:
     outcome: str
     reason: str | None = None
     error: Mapping[str, Any] | None = None
+    result: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,8 @@ class DrainResult:
         retried: attempts that failed and were rescheduled with backoff.
         snoozed: attempts that raised ``Snooze``.
         dead_lettered: attempts that moved their job to the dead-letter queue.
+        cancelled: attempts whose job ended ``cancelled`` (its cancellation was asked
+            for while it ran).
         jobs: every attempt, in the order run (not compared by ``==``).
     """
 
@@ -121,12 +126,13 @@ class DrainResult:
     retried: int = 0
     snoozed: int = 0
     dead_lettered: int = 0
+    cancelled: int = 0
     jobs: tuple[DrainedJob, ...] = field(default=(), compare=False)
 
     @property
     def total(self) -> int:
         """Attempts run."""
-        return self.succeeded + self.retried + self.snoozed + self.dead_lettered
+        return self.succeeded + self.retried + self.snoozed + self.dead_lettered + self.cancelled
 
     @classmethod
     def of(cls, jobs: Sequence[DrainedJob]) -> DrainResult:
@@ -139,6 +145,7 @@ class DrainResult:
             retried=counts[OutcomeKind.RETRIED.value],
             snoozed=counts[OutcomeKind.SNOOZED.value],
             dead_lettered=counts[OutcomeKind.DEAD.value],
+            cancelled=counts[OutcomeKind.CANCELLED.value],
             jobs=tuple(jobs),
         )
 
@@ -235,6 +242,7 @@ def _drained(job: Mapping[str, Any], outcome: Outcome) -> DrainedJob:
         outcome=outcome.kind.value,
         reason=outcome.reason,
         error=None if outcome.error is None else json.loads(outcome.error),
+        result=None if outcome.result is None else json.loads(outcome.result),
     )
 
 

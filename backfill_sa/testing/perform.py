@@ -28,12 +28,15 @@ class PerformResult:
         error: the error the worker would store (``type``, ``message``,
             ``traceback``, ``attempt``), else None.
         delay: the backoff before the next attempt (retried, snoozed), else None.
+        result: what the handler returned, as the worker would store it (decoded
+            JSON), else None.
     """
 
     outcome: str
     reason: str | None = None
     error: Mapping[str, Any] | None = None
     delay: dt.timedelta | None = None
+    result: Any = None
 
     @property
     def succeeded(self) -> bool:
@@ -84,6 +87,7 @@ async def _perform_body(
         reason=outcome.reason,
         error=None if outcome.error is None else json.loads(outcome.error),
         delay=delay,
+        result=None if outcome.result is None else json.loads(outcome.result),
     )
 
 

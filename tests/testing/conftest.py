@@ -51,6 +51,10 @@ def build_registry(maker: sessionmaker[Session]) -> TaskRegistry:
         if ctx.attempt <= FLAKY_FAILURES:
             raise RuntimeError(f"flaky attempt {ctx.attempt}")
 
+    @registry.task("add")
+    def add(payload: dict[str, int], ctx: JobContext) -> dict[str, int]:
+        return {"sum": payload["a"] + payload["b"]}
+
     @registry.task("refuse")
     def refuse(payload: dict[str, Any], ctx: JobContext) -> None:
         raise PermanentError("card declined")

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backfill_sa.enqueue import enqueue
+from backfill_sa.jobs import get_job
 from backfill_sa.models import DeadLetterJob, Queue
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.testing import (
@@ -34,6 +35,24 @@ def test_drain_runs_the_handler_and_its_effect_is_in_the_transaction(
     assert result == DrainResult(succeeded=1)
     assert [(j.task, j.outcome, j.attempt) for j in result.jobs] == [("write_note", "succeeded", 1)]
     assert notes(backfill_session) == ["hello"]
+    refute_enqueued(backfill_session)
+
+
+def test_a_drained_job_is_left_as_a_worker_leaves_it_with_its_result(
+    backfill_session: Session, backfill_registry: TaskRegistry
+) -> None:
+    job = enqueue(backfill_session, "add", {"a": 2, "b": 3})
+
+    result = drain(backfill_session, backfill_registry)
+
+    assert result.jobs[0].result == {"sum": 5}
+    info = get_job(backfill_session, job.id)
+    assert info is not None
+    assert (info.state, info.result, info.locked_by) == (
+        "completed",
+        {"sum": 5},
+        "backfill-testing",
+    )
     refute_enqueued(backfill_session)
 
 

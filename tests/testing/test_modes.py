@@ -124,9 +124,10 @@ def _registry() -> TaskRegistry:
         seen.append((payload, ctx))
 
     @registry.task("strict", parse=lambda p: int(p["n"]))
-    async def strict(payload: int, ctx: JobContext) -> None:
+    async def strict(payload: int, ctx: JobContext) -> int:
         if payload < 0:
             raise ValueError("negative")
+        return payload * 2
 
     registry.seen = seen  # type: ignore[attr-defined]
     return registry
@@ -161,5 +162,6 @@ def test_perform_classifies_failures_as_the_worker_would() -> None:
     assert retried.delay.total_seconds() > 0
     assert (last.outcome, last.reason) == ("dead_lettered", "max_attempts_exceeded")
     assert (invalid.outcome, invalid.reason) == ("dead_lettered", "invalid_payload")
-    assert perform(registry, "strict", {"n": 1}).succeeded
+    doubled = perform(registry, "strict", {"n": 1})
+    assert (doubled.succeeded, doubled.result) == (True, 2)
     assert InvalidPayloadError.__name__ in str(invalid.error)
