@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, TypedDict
 
+from backfill_sa.enqueue_hooks import observed, observed_async
 from backfill_sa.job_writer import (
     BATCH_SIZE,
     EnqueueOutcome,
@@ -162,7 +163,7 @@ def enqueue(
         metadata,
         max_payload_bytes=max_payload_bytes,
     )
-    return write_job(session, spec)
+    return observed(session, [write_job(session, spec)])[0]
 
 
 async def enqueue_async(
@@ -202,7 +203,7 @@ async def enqueue_async(
         metadata,
         max_payload_bytes=max_payload_bytes,
     )
-    return await session.run_sync(write_job, spec)
+    return (await observed_async(session, [await session.run_sync(write_job, spec)]))[0]
 
 
 def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult]:
@@ -223,7 +224,7 @@ def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResu
         JobValidationError: an item is not a JobSpec (checked before any SQL).
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    return write_jobs(session, specs)
+    return observed(session, write_jobs(session, specs))
 
 
 async def enqueue_many_async(
@@ -236,7 +237,7 @@ async def enqueue_many_async(
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
     checked = check_specs(specs)
-    return await session.run_sync(write_checked_jobs, checked)
+    return await observed_async(session, await session.run_sync(write_checked_jobs, checked))
 
 
 def enqueue_batch(
@@ -288,7 +289,7 @@ def enqueue_batch(
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)
-    return write_batch(session, template, texts)
+    return observed(session, write_batch(session, template, texts))
 
 
 async def enqueue_batch_async(
@@ -322,7 +323,7 @@ async def enqueue_batch_async(
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)
-    return await session.run_sync(write_batch, template, texts)
+    return await observed_async(session, await session.run_sync(write_batch, template, texts))
 
 
 def enqueue_fast(

@@ -198,11 +198,12 @@ class Task:
             JobValidationError: an option or a payload (``payloads[i]``) breaks a
                 rule; nothing is written.
         """
+        from backfill_sa.enqueue_hooks import observed
         from backfill_sa.job_writer import write_batch
         from backfill_sa.validation import batch_payloads
 
         template = self.spec(None, **overrides)
-        return write_batch(session, template, batch_payloads(template, payloads))
+        return observed(session, write_batch(session, template, batch_payloads(template, payloads)))
 
     async def enqueue_batch_async(
         self, session: AsyncSession, payloads: Iterable[Any], **overrides: Any
@@ -213,12 +214,13 @@ class Task:
             JobValidationError: an option or a payload (``payloads[i]``) breaks a
                 rule; nothing is written.
         """
+        from backfill_sa.enqueue_hooks import observed_async
         from backfill_sa.job_writer import write_batch
         from backfill_sa.validation import batch_payloads
 
         template = self.spec(None, **overrides)
         texts = batch_payloads(template, payloads)
-        return await session.run_sync(write_batch, template, texts)
+        return await observed_async(session, await session.run_sync(write_batch, template, texts))
 
     def parse_payload(self, payload: Any) -> Any:
         """Apply the task's ``parse`` hook to a raw payload.

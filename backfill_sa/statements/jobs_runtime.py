@@ -52,6 +52,7 @@ __all__ = [
     "CLAIM_COLUMNS",
     "job_cancel_many",
     "job_claim_batch",
+    "job_claim_where",
     "job_complete_and_claim",
     "job_complete_many",
     "job_dead_letter_many",
@@ -111,17 +112,17 @@ def _any_of(cte_column: ColumnElement[int]) -> ColumnElement[bool]:
     return any_(func.array(select(cte_column).scalar_subquery()))
 
 
-def _build_claim() -> Executable:
-    """Claim up to :limit available, due jobs of :queue for :worker_id."""
-    paused = exists().where(queues.c.name == bindparam("claim_queue"), queues.c.paused)
+def job_claim_where(*criteria: ColumnElement[bool]) -> Update:
+    """Build a claim of up to :limit available jobs matching ``criteria`` for :worker_id.
+
+    The one claim: the worker's :data:`job_claim_batch` (one queue, due now, not
+    paused) and the testing toolkit's drain (:mod:`.jobs_drain`) differ only in
+    ``criteria``. Claimed rows become ``running`` with one more attempt and a new
+    lease, and come back as :data:`CLAIM_COLUMNS`.
+    """
     candidates = (
         select(jobs.c.id)
-        .where(
-            jobs.c.state == _AVAILABLE,
-            jobs.c.queue == bindparam("claim_queue"),
-            jobs.c.run_at <= _now,
-            ~paused,
-        )
+        .where(jobs.c.state == _AVAILABLE, *criteria)
         .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
         .limit(bindparam("limit", type_=Integer, literal_execute=True))
         .with_for_update(skip_locked=True)
@@ -140,6 +141,12 @@ def _build_claim() -> Executable:
         )
         .returning(*CLAIM_COLUMNS)
     )
+
+
+def _build_claim() -> Update:
+    """Claim up to :limit available, due jobs of :queue for :worker_id."""
+    paused = exists().where(queues.c.name == bindparam("claim_queue"), queues.c.paused)
+    return job_claim_where(jobs.c.queue == bindparam("claim_queue"), jobs.c.run_at <= _now, ~paused)
 
 
 job_claim_batch = _build_claim()
@@ -501,9 +508,7 @@ job_release_orphans = _build_release_orphans()
 def _build_complete_and_claim() -> Executable:
     """Finish succeeded jobs (fenced) and claim the next batch, in one round trip."""
     finished, notified = _finished_ctes(_COMPLETED, "done_")
-    claim = _build_claim()
-    assert isinstance(claim, Update)
-    claimed = claim.cte("claimed")
+    claimed = _build_claim().cte("claimed")
     claimed_rows = select(*claimed.c, null().cast(BigInteger).label("done_id"))
     done_rows = select(
         *(null().cast(c.type).label(c.name) for c in CLAIM_COLUMNS),

@@ -21,7 +21,7 @@ from backfill_sa.statements.worker_sql import (
     job_dead_letter_many,
     job_retry_many,
 )
-from backfill_sa.worker.db import Database
+from backfill_sa.worker.db import StatementRunner
 from backfill_sa.worker.outcomes import Outcome, OutcomeKind
 
 __all__ = ["Completer", "RunResult", "finish_params"]
@@ -74,14 +74,14 @@ class Completer:
     """Batches outcomes and writes them; ``flush()`` also runs on demand.
 
     Args:
-        db: the worker's database.
+        db: the worker's database (anything that runs the statements).
         result: counters updated with what the database accepted.
         on_written: called with the outcomes that were written (telemetry).
         done_channel: where finished jobs are announced (``wait_for_job`` listens);
             default: the channel of ``db``'s schema.
     """
 
-    db: Database
+    db: StatementRunner
     result: RunResult = field(default_factory=RunResult)
     on_written: Callable[[list[Outcome]], None] | None = None
     done_channel: str = ""

@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeAlias, cast
+from typing import Any, Protocol, TypeAlias, cast
 
 import asyncpg
 from tenacity import (
@@ -37,7 +37,14 @@ from backfill_sa.dburl import libpq_dsn
 from backfill_sa.schema_name import DEFAULT_SCHEMA
 from backfill_sa.statements.rendered import RenderedSql
 
-__all__ = ["TRANSIENT_SQLSTATES", "Database", "Record", "decode_json", "is_transient"]
+__all__ = [
+    "TRANSIENT_SQLSTATES",
+    "Database",
+    "Record",
+    "StatementRunner",
+    "decode_json",
+    "is_transient",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +163,29 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             kind, encoder=json.dumps, decoder=decode_json, schema="pg_catalog"
         )
+
+
+class StatementRunner(Protocol):
+    """Runs one pre-rendered statement: what the completer needs of a database.
+
+    :class:`Database` is the worker's; the testing toolkit runs the same statements
+    through a test's session instead.
+
+    Attributes:
+        schema: the schema ``backfill`` maps to for these statements.
+    """
+
+    schema: str
+
+    async def execute(
+        self,
+        statement: RenderedSql,
+        params: Mapping[str, Any] | None = None,
+        *,
+        retry: bool = True,
+    ) -> Sequence[Record]:
+        """Run ``statement`` with ``params`` and return its rows."""
+        ...
 
 
 class Database:
