@@ -34,6 +34,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--schema", required=True)
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--queue", action="append", help="queue served (repeatable; bulk)")
     parser.add_argument("--sleep", type=float, default=0.0, help="handler sleep, seconds")
     parser.add_argument("--strict", action="store_true", help="plain insert into results")
     parser.add_argument("--burst", action="store_true", help="run_once instead of run")
@@ -68,7 +69,7 @@ async def _main(args: argparse.Namespace) -> None:
     config = WorkerConfig(
         database_url=args.url,
         schema=args.schema,
-        queues={"bulk": args.concurrency},
+        queues=dict.fromkeys(args.queue or ["bulk"], args.concurrency),
         poll_interval=timedelta(milliseconds=50),
         worker_id=args.worker_id,
     )
