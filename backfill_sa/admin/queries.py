@@ -77,11 +77,15 @@ def _alive(expiry: dt.timedelta) -> ColumnElement[bool]:
 
 @dataclass(frozen=True)
 class JobFilter:
-    """Which jobs a listing shows; ``None`` means no condition, all given must hold."""
+    """Which jobs a listing shows; ``None`` means no condition, all given must hold.
+
+    ``errored``: only jobs that have (True) or have not (False) a ``last_error``.
+    """
 
     queue: str | None = None
     state: JobState | None = None
     task: str | None = None
+    errored: bool | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
         """Return the WHERE conditions of this filter."""
@@ -92,6 +96,9 @@ class JobFilter:
             found.append(jobs.c.state == _state(self.state))
         if self.task is not None:
             found.append(jobs.c.task == self.task)
+        if self.errored is not None:
+            has_error = jobs.c.last_error.is_not(None)
+            found.append(has_error if self.errored else ~has_error)
         return found
 
 

@@ -16,11 +16,15 @@ import pytest
 from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backfill_sa.admin import create_app
+from backfill_sa.admin import Principal, TokenAuth, create_app
 from backfill_sa.models import DeadLetterJob, FailureReason, Job, Queue, Worker
 
 UTC = dt.timezone.utc
 BASE_URL = "http://admin.test"
+TOKEN = "test-admin-token-0123456789"
+RO_TOKEN = "test-viewer-token-0123456789"
+AUTH = TokenAuth({TOKEN: Principal("ops"), RO_TOKEN: Principal("viewer", read_only=True)})
+"""The test apps' tokens: ``ops`` may change things, ``viewer`` may only look."""
 
 jobs: Table = Job.__table__
 dead_letters: Table = DeadLetterJob.__table__
@@ -114,22 +118,26 @@ def rows(async_engine: AsyncEngine) -> Rows:
     return Rows(async_engine)
 
 
-def client_for(app: Any) -> httpx.AsyncClient:
-    """An httpx client that calls ``app`` in-process."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+def client_for(app: Any, token: str | None = TOKEN) -> httpx.AsyncClient:
+    """An httpx client that calls ``app`` in-process, with ``token`` as bearer (if any)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=BASE_URL, headers=headers
+    )
 
 
 @pytest.fixture
 async def client(async_engine: AsyncEngine, schema: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the admin app on the test's schema (read-write)."""
-    async with client_for(create_app(async_engine, schema=schema)) as http:
+    """A client of the admin app on the test's schema, as ``ops`` (read-write)."""
+    async with client_for(create_app(async_engine, auth=AUTH, schema=schema)) as http:
         yield http
 
 
 @pytest.fixture
 async def ro_client(async_engine: AsyncEngine, schema: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the admin app in read-only mode."""
-    async with client_for(create_app(async_engine, schema=schema, read_only=True)) as http:
+    """A client of the admin app in read-only mode (as ``ops``, who could otherwise write)."""
+    app = create_app(async_engine, auth=AUTH, schema=schema, read_only=True)
+    async with client_for(app) as http:
         yield http
 
 

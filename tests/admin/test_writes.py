@@ -174,8 +174,8 @@ async def test_requeue_refused_while_the_job_key_is_live(
     [
         ({"max_attempts": 0}, "max_attempts", "between 1 and 32767"),
         ({"max_attempts": "3"}, "max_attempts", "whole number"),
-        ({"run_at": "tomorrow"}, "run_at", "ISO 8601"),
-        ({"run_at": "2030-01-01T00:00:00"}, "run_at", "timezone-aware"),
+        ({"run_at": "tomorrow"}, "run_at", "RFC 3339"),
+        ({"run_at": "2030-01-01T00:00:00"}, "run_at", "with a UTC offset"),
         ({"queue_override": ""}, "queue_override", "1 to 100"),
         ({"queue": "x"}, "queue", "not a known field"),
     ],
