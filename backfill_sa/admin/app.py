@@ -41,8 +41,8 @@ from backfill_sa.admin.serialize import dead_letter, requeue_result
 from backfill_sa.errors import ConfigurationError, JobValidationError
 from backfill_sa.notify import channel_for
 from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
-from backfill_sa.states import JobState
 from backfill_sa.statements import dead_letter as dead_letter_sql
+from backfill_sa.states import JobState
 
 __all__ = ["create_app"]
 
@@ -254,7 +254,8 @@ class _Api:
             response: Response = await handler(Call(request, user, params, body))
             return response
 
-        return Route(path, dispatch, methods=list(by_method))
+        # {id} only matches digits, so /api/dlq/stats never reaches the {id} route.
+        return Route(path.replace("{id}", "{id:int}"), dispatch, methods=list(by_method))
 
     @asynccontextmanager
     async def transaction(self, *, dry_run: bool = False) -> AsyncIterator[AsyncSession]:

@@ -79,7 +79,7 @@ class Endpoint:
 
 # -- shared pieces -------------------------------------------------------------------
 
-_ID = Param("id", "path", integer(1, BIGINT_MAX), "the id")
+_ID = Param("id", "path", integer(1, BIGINT_MAX, examples=[1]), "the id")
 _QUEUE = Param(
     "name",
     "path",
@@ -100,12 +100,14 @@ _REQUEUE_OPTIONS: dict[str, Schema] = {
     "max_attempts": nullable(integer(1, SMALLINT_MAX, "attempts instead of the entry's own")),
 }
 _DLQ_SELECTION: dict[str, Schema] = {
-    "ids": nullable(array_of(integer(1, BIGINT_MAX), max_items=IDS_MAX, description="entry ids")),
-    "task": nullable(_TEXT),
-    "queue": nullable(_TEXT),
-    "reason": nullable(enum_of(_REASONS)),
+    "ids": array_of(integer(1, BIGINT_MAX), max_items=IDS_MAX, description="entry ids"),
+    "task": _TEXT,
+    "queue": _TEXT,
+    "reason": enum_of(_REASONS),
     "dry_run": nullable(boolean("say what would happen, change nothing")),
 }
+_SELECTORS = ("ids", "task", "queue", "reason")
+"""A bulk action needs ids or a filter: it never touches every entry by accident."""
 
 
 def _nullable_type(kind: str, **extra: Any) -> Schema:
@@ -403,7 +405,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "requeue_many",
         "Requeue the entries the ids and filters select (or say what would be)",
         "RequeueResult",
-        body=obj({**_DLQ_SELECTION, **_REQUEUE_OPTIONS}),
+        body=obj({**_DLQ_SELECTION, **_REQUEUE_OPTIONS}, any_of=_SELECTORS),
         body_required=True,
         mutates=True,
         tags=("dead letters",),
@@ -414,7 +416,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "delete_many",
         "Delete the entries the ids and filters select (or count them)",
         "DeleteResult",
-        body=obj(_DLQ_SELECTION),
+        body=obj(_DLQ_SELECTION, any_of=_SELECTORS),
         body_required=True,
         mutates=True,
         tags=("dead letters",),

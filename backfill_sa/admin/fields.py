@@ -5,8 +5,9 @@ here; the OpenAPI document publishes that fragment and :func:`check` validates i
 against the same fragment, so the two cannot disagree. Only the part of JSON Schema
 the API uses is understood: ``type`` (one type, or one type and ``"null"``),
 ``minimum``/``maximum``, ``minLength``/``maxLength``, ``enum``, ``format: date-time``,
-``items``/``maxItems``, and objects with ``properties``, ``required`` and
-``additionalProperties: false``. Strings never contain NUL (PostgreSQL cannot store it).
+``items``/``maxItems``, and objects with ``properties``, ``required``,
+``additionalProperties: false`` and ``anyOf`` a list of ``required`` alternatives.
+Strings never contain NUL (PostgreSQL cannot store it).
 """
 
 from __future__ import annotations
@@ -105,12 +106,23 @@ def nullable(schema: Schema) -> Schema:
     return {**schema, "type": [schema["type"], "null"]}
 
 
-def obj(properties: dict[str, Schema], *, required: Iterable[str] = ()) -> Schema:
-    """An object with exactly these ``properties`` (unknown keys are refused)."""
+def obj(
+    properties: dict[str, Schema], *, required: Iterable[str] = (), any_of: Iterable[str] = ()
+) -> Schema:
+    """An object with exactly these ``properties`` (unknown keys are refused).
+
+    Args:
+        properties: the allowed keys and their schemas.
+        required: keys that must be present (and not null).
+        any_of: at least one of these keys must be present.
+    """
     schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
     required = list(required)
     if required:
         schema["required"] = required
+    alternatives = [{"required": [key]} for key in any_of]
+    if alternatives:
+        schema["anyOf"] = alternatives
     return schema
 
 
@@ -158,6 +170,8 @@ def _check_string(field: str, value: object, schema: Schema) -> object:
 
 
 def _check_integer(field: str, value: object, schema: Schema) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema counts 3.0 as an integer
     if isinstance(value, bool) or not isinstance(value, int):
         raise ApiError.invalid(field, "must be a whole number")
     low, high = schema["minimum"], schema["maximum"]
@@ -193,6 +207,10 @@ def _check_object(field: str, value: object, schema: Schema) -> dict[str, Any]:
     for key in schema.get("required", ()):
         if value.get(key) is None:
             raise ApiError.invalid(key, "is required")
+    choices = [alternative["required"] for alternative in schema.get("anyOf", ())]
+    if choices and not any(all(key in value for key in keys) for keys in choices):
+        first, *others = (" and ".join(keys) for keys in choices)
+        raise ApiError.invalid(first, f"give {first} or at least one filter ({', '.join(others)})")
     return {key: check(key, item, properties[key]) for key, item in value.items()}
 
 

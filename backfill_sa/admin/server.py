@@ -192,5 +192,5 @@ async def _require_tables(engine: AsyncEngine, schema: str) -> None:
         raise ConfigurationError(
             "schema",
             f"{schema!r} has no backfill_sa tables; "
-            f"run `python -m backfill_sa migrate{hint}` first",
+            f"run `python -m backfill_sa migrate upgrade{hint}` first",
         )

@@ -7,8 +7,14 @@ read the real tables of the test's schema.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -149,3 +155,60 @@ def assert_invalid(response: httpx.Response, field: str, rule_part: str) -> None
     assert body["field"] == field
     assert rule_part in body["rule"], body
     assert body["message"] == f"{field}: {body['rule']}"
+
+
+_SCRIPT = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+from backfill_sa.admin import serve
+serve(
+    sys.argv[1],
+    schema=sys.argv[2],
+    port=int(sys.argv[3]),
+    read_only=sys.argv[4] == "ro",
+    insecure=sys.argv[5] == "insecure",
+    on_ready=lambda url: print("ready at", url, file=sys.stderr),
+)
+"""
+
+
+def admin_env(**extra: str) -> dict[str, str]:
+    """The environment without BACKFILL_ADMIN_* variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_ADMIN_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+@asynccontextmanager
+async def served_admin(
+    database_url: str, schema: str, *, env: Mapping[str, str], read_only: bool, insecure: bool
+) -> AsyncIterator[tuple[str, bytes]]:
+    """Run serve() in a subprocess on a free port; yield its base URL and start-up log."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _SCRIPT,
+        database_url,
+        schema,
+        "0",
+        "ro" if read_only else "rw",
+        "insecure" if insecure else "secure",
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env),
+    )
+    assert process.stderr is not None
+    drain: asyncio.Task[bytes] | None = None
+    try:
+        log = b""
+        while (found := re.search(rb"ready at (http://127\.0\.0\.1:\d+)/", log)) is None:
+            line = await asyncio.wait_for(process.stderr.readline(), timeout=30)
+            assert line, f"server exited early: {log.decode()}"
+            log += line
+        # Keep reading: a full pipe would block the server's access log, and the server.
+        drain = asyncio.create_task(process.stderr.read())
+        yield found[1].decode(), log
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), timeout=30)
+        if drain is not None:
+            await drain

@@ -224,13 +224,11 @@ async def test_dlq_entry_detail(client: httpx.AsyncClient, rows: Rows) -> None:
         ("/api/jobs?stat=running", "stat", "not a known parameter"),
         ("/api/jobs?queue=a&queue=b", "queue", "at most once"),
         ("/api/jobs?task=a%00b", "task", "NUL"),
-        ("/api/jobs/abc", "id", "whole number"),
         ("/api/jobs/0", "id", "whole number"),
         ("/api/jobs/99999999999999999999", "id", "whole number"),
         ("/api/dlq?reason=oops", "reason", "max_attempts_exceeded"),
         ("/api/dlq?limit=-3", "limit", "between 1 and 1000"),
         ("/api/dlq?failed=1", "failed", "not a known parameter"),
-        ("/api/dlq/x1", "id", "whole number"),
         ("/api/overview?verbose=1", "verbose", "not a known parameter"),
         ("/api/workers?all=1", "all", "not a known parameter"),
     ],
@@ -259,3 +257,37 @@ async def test_unknown_routes_and_methods_answer_json(client: httpx.AsyncClient)
     assert wrong.status_code == 405
     assert wrong.json()["error"] == "method_not_allowed"
     assert "GET" in wrong.headers["allow"]
+
+
+async def test_dead_letter_stats(client: httpx.AsyncClient, rows: Rows) -> None:
+    empty = (await client.get("/api/dlq/stats")).json()
+    assert empty == {
+        "total": 0,
+        "oldest_failed_at": None,
+        "newest_failed_at": None,
+        "by_queue": [],
+        "by_task": [],
+        "by_reason": [],
+    }
+    first = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    await rows.add_dead_letter(task="a", queue="q1", failed_at=first)
+    await rows.add_dead_letter(task="a", queue="q2", failure_reason="permanent_error")
+    await rows.add_dead_letter(task="b", queue="q2", failed_at=first + dt.timedelta(days=1))
+    stats = (await client.get("/api/dlq/stats")).json()
+    assert stats["total"] == 3
+    assert stats["oldest_failed_at"] == first.isoformat()
+    assert stats["by_queue"] == [{"key": "q2", "count": 2}, {"key": "q1", "count": 1}]
+    assert stats["by_task"] == [{"key": "a", "count": 2}, {"key": "b", "count": 1}]
+    assert stats["by_reason"] == [
+        {"key": "max_attempts_exceeded", "count": 2},
+        {"key": "permanent_error", "count": 1},
+    ]
+
+
+async def test_jobs_filtered_by_error(client: httpx.AsyncClient, rows: Rows) -> None:
+    failing = await rows.add_job(last_error={"type": "KeyError", "message": "'x'"})
+    fine = await rows.add_job()
+    errored = (await client.get("/api/jobs?errored=true")).json()
+    clean = (await client.get("/api/jobs?errored=false")).json()
+    assert [(j["id"], j["error_type"]) for j in errored["jobs"]] == [(failing, "KeyError")]
+    assert [j["id"] for j in clean["jobs"]] == [fine]

@@ -6,15 +6,9 @@ The server will not start without authentication: a token from the environment, 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -22,65 +16,17 @@ import pytest
 from backfill_sa.admin import insecure_no_auth, serve
 from backfill_sa.admin.server import INSECURE_WARNING, is_loopback, resolve_auth
 from backfill_sa.errors import ConfigurationError
-from tests.admin.conftest import AUTH, RO_TOKEN, TOKEN, Rows
+from tests.admin.conftest import AUTH, RO_TOKEN, TOKEN, Rows, served_admin
+from tests.admin.conftest import admin_env as _env
 
-_SCRIPT = """
-import logging, sys
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from backfill_sa.admin import serve
-serve(
-    sys.argv[1],
-    schema=sys.argv[2],
-    port=int(sys.argv[3]),
-    read_only=sys.argv[4] == "ro",
-    insecure=sys.argv[5] == "insecure",
-    on_ready=lambda url: print("ready at", url, file=sys.stderr),
-)
-"""
 _NO_TOKENS = {"BACKFILL_ADMIN_TOKEN": "", "BACKFILL_ADMIN_READONLY_TOKEN": ""}
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_ADMIN_")}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
-
-
-@asynccontextmanager
-async def _server(
-    database_url: str, schema: str, *, env: Mapping[str, str], read_only: bool, insecure: bool
-) -> AsyncIterator[tuple[str, bytes]]:
-    """Run serve() in a subprocess on a free port; yield its base URL and start-up log."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _SCRIPT,
-        database_url,
-        schema,
-        "0",
-        "ro" if read_only else "rw",
-        "insecure" if insecure else "secure",
-        stderr=asyncio.subprocess.PIPE,
-        env=dict(env),
-    )
-    assert process.stderr is not None
-    try:
-        log = b""
-        while (found := re.search(rb"ready at (http://127\.0\.0\.1:\d+)/", log)) is None:
-            line = await asyncio.wait_for(process.stderr.readline(), timeout=30)
-            assert line, f"server exited early: {log.decode()}"
-            log += line
-        yield found[1].decode(), log
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), timeout=30)
 
 
 def test_serve_refuses_an_unmigrated_schema(database_url: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         serve(database_url, schema="t_admin_not_migrated", port=0, auth=AUTH)
     assert info.value.field == "schema"
-    assert "python -m backfill_sa migrate --schema t_admin_not_migrated" in info.value.rule
+    assert "python -m backfill_sa migrate upgrade --schema t_admin_not_migrated" in info.value.rule
 
 
 @pytest.mark.parametrize(
@@ -172,7 +118,7 @@ async def test_served_with_tokens(database_url: str, schema: str, rows: Rows) ->
     await rows.add_job(queue="served")
     env = _env(BACKFILL_ADMIN_TOKEN=TOKEN, BACKFILL_ADMIN_READONLY_TOKEN=RO_TOKEN)
     async with (
-        _server(database_url, schema, env=env, read_only=False, insecure=False) as (url, log),
+        served_admin(database_url, schema, env=env, read_only=False, insecure=False) as (url, log),
         httpx.AsyncClient(base_url=url) as http,
     ):
         port = url.rsplit(":", 1)[1]
@@ -202,7 +148,7 @@ async def test_served_insecure_warns_on_start(database_url: str, schema: str, ro
     await rows.add_job(queue="served")
     env = _env(BACKFILL_ADMIN_TOKEN=TOKEN)  # --insecure switches the tokens off
     async with (
-        _server(database_url, schema, env=env, read_only=True, insecure=True) as (url, log),
+        served_admin(database_url, schema, env=env, read_only=True, insecure=True) as (url, log),
         httpx.AsyncClient(base_url=url) as http,
     ):
         overview = await http.get("/api/overview")

@@ -114,7 +114,8 @@ async def test_cancel_refuses_a_running_job(client: httpx.AsyncClient, rows: Row
 
 async def test_cancel_missing_or_bad_id(client: httpx.AsyncClient) -> None:
     assert (await client.post("/api/jobs/777/cancel")).status_code == 404
-    assert_invalid(await client.post("/api/jobs/-1/cancel"), "id", "whole number")
+    assert (await client.post("/api/jobs/-1/cancel")).status_code == 404
+    assert_invalid(await client.post("/api/jobs/0/cancel"), "id", "whole number between 1")
 
 
 async def test_requeue_moves_a_dead_letter_back_to_jobs(
@@ -319,3 +320,42 @@ async def test_same_origin_and_scripts_may_change(
     entry_id = await rows.add_dead_letter()
     assert (await client.delete(f"/api/dlq/{entry_id}", headers=headers)).status_code == 200
     assert await rows.dead_letter_ids() == []
+
+
+async def test_dry_runs_change_nothing_and_say_what_would_happen(
+    client: httpx.AsyncClient, rows: Rows
+) -> None:
+    await rows.add_job(job_key="taken")
+    a = await rows.add_dead_letter(task="a")
+    b = await rows.add_dead_letter(task="a", job_key="taken")
+    c = await rows.add_dead_letter(task="c")
+
+    requeue = await client.post("/api/dlq/requeue", json={"task": "a", "dry_run": True})
+    delete = await client.post("/api/dlq/delete", json={"ids": [a, c, 999], "dry_run": True})
+
+    assert requeue.status_code == 200
+    assert requeue.json() == {
+        "dry_run": True,
+        "job_ids": [],
+        "requeued_ids": [a],
+        "skipped_ids": [b],
+    }
+    assert delete.json() == {"dry_run": True, "deleted": 2}
+    assert await rows.dead_letter_ids() == [a, b, c]
+    assert len(await rows.jobs()) == 1
+
+
+async def test_bulk_delete_by_ids_and_by_filter(client: httpx.AsyncClient, rows: Rows) -> None:
+    a = await rows.add_dead_letter(task="a")
+    await rows.add_dead_letter(task="b", failure_reason="permanent_error")
+    c = await rows.add_dead_letter(task="b")
+    by_ids = await client.post("/api/dlq/delete", json={"ids": [a]})
+    assert by_ids.json() == {"dry_run": False, "deleted": 1}
+    by_filter = await client.post(
+        "/api/dlq/delete", json={"task": "b", "reason": "permanent_error"}
+    )
+    assert by_filter.json() == {"dry_run": False, "deleted": 1}
+    assert await rows.dead_letter_ids() == [c]
+    refused = await client.post("/api/dlq/delete", json={"dry_run": False})
+    assert_invalid(refused, "ids", "give ids or at least one filter")
+    assert await rows.dead_letter_ids() == [c]
