@@ -25,7 +25,6 @@ _STYLE = """
 @media (prefers-color-scheme:dark){:root{--bg:#141417;--fg:#e8e8ec;--muted:#9a9aa6;
 --card:#1d1d22;--line:#2c2c33;--accent:#7ea0ff;--ok:#4cc283;--warn:#e0a040;--bad:#ff6b5e}}
 *{box-sizing:border-box}
-html,body{max-width:100%;overflow-x:hidden}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;
 background:var(--bg);color:var(--fg)}
 header{display:flex;flex-wrap:wrap;gap:8px 12px;align-items:center;padding:10px 16px;
@@ -120,7 +119,8 @@ function fill(id, rows, cols, empty) {
   $(id).replaceChildren(...(rows.length ? rows : [blank]));
 }
 
-function spark(samples) {
+function spark(values) {
+  const samples = values.length > 1 ? values : [values[0] ?? 0, values[0] ?? 0];
   const ns = "http://www.w3.org/2000/svg", w = 90, h = 20;
   const svg = document.createElementNS(ns, "svg");
   for (const [k, v] of [["class", "spark"], ["width", w], ["height", h],
@@ -132,8 +132,8 @@ function spark(samples) {
     (i * step).toFixed(1) + "," + (h - 1 - (v / top) * (h - 2)).toFixed(1)).join(" "));
   svg.append(line);
   const title = document.createElementNS(ns, "title");
-  title.textContent = "depth over the last " + samples.length + " refreshes: " +
-    samples.join(", ");
+  title.textContent = "depth over the last " + values.length + " refreshes: " +
+    values.join(", ");
   svg.append(title);
   return svg;
 }

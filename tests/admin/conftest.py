@@ -117,6 +117,11 @@ class Rows:
         async with self.engine.begin() as conn:
             await conn.execute(delete(jobs))
 
+    async def clear_jobs_except(self, keep: int) -> None:
+        """Delete every job but the one with id ``keep``."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(jobs).where(jobs.c.id != keep))
+
 
 @pytest.fixture
 def rows(async_engine: AsyncEngine) -> Rows:
@@ -159,7 +164,7 @@ def assert_invalid(response: httpx.Response, field: str, rule_part: str) -> None
 
 _SCRIPT = """
 import logging, sys
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+logging.basicConfig(level=sys.argv[6], stream=sys.stderr)
 from backfill_sa.admin import serve
 serve(
     sys.argv[1],
@@ -180,9 +185,18 @@ def admin_env(**extra: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def served_admin(
-    database_url: str, schema: str, *, env: Mapping[str, str], read_only: bool, insecure: bool
+    database_url: str,
+    schema: str,
+    *,
+    env: Mapping[str, str],
+    read_only: bool = False,
+    insecure: bool = False,
+    log_level: str = "INFO",
 ) -> AsyncIterator[tuple[str, bytes]]:
-    """Run serve() in a subprocess on a free port; yield its base URL and start-up log."""
+    """Run serve() in a subprocess on a free port; yield its base URL and start-up log.
+
+    ``log_level`` WARNING keeps uvicorn's access log quiet, for long sessions.
+    """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -192,6 +206,7 @@ async def served_admin(
         "0",
         "ro" if read_only else "rw",
         "insecure" if insecure else "secure",
+        log_level,
         stderr=asyncio.subprocess.PIPE,
         env=dict(env),
     )

@@ -44,10 +44,7 @@ async def test_schemathesis_finds_nothing(database_url: str, schema: str, rows: 
     ARTIFACTS.mkdir(exist_ok=True)
     report = ARTIFACTS / "schemathesis-junit.xml"
     env = admin_env(BACKFILL_ADMIN_TOKEN=TOKEN)
-    async with served_admin(database_url, schema, env=env, read_only=False, insecure=False) as (
-        url,
-        _,
-    ):
+    async with served_admin(database_url, schema, env=env, log_level="WARNING") as (url, _):
         process = await asyncio.create_subprocess_exec(
             SCHEMATHESIS,
             "run",
