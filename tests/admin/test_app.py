@@ -177,25 +177,62 @@ def test_doc_snippets_compile() -> None:
         compile(snippet, str(DOCS), "exec")
 
 
-async def test_doc_mount_snippet_serves_the_api(async_engine: AsyncEngine, schema: str) -> None:
-    (snippet,) = [s for s in _snippets() if "Mount(" in s]
+def _snippet(marker: str) -> str:
+    (snippet,) = [s for s in _snippets() if marker in s]
+    return snippet
+
+
+async def test_doc_token_mount_snippet_serves_the_api(
+    async_engine: AsyncEngine, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ADMIN_TOKEN", raising=False)
     namespace: dict[str, Any] = {"engine": async_engine}
-    exec(snippet, namespace)
-    async with client_for(namespace["app"]) as http:
+    exec(_snippet("TokenAuth({"), namespace)
+    async with client_for(namespace["app"], token="change-me-to-a-long-secret") as http:
         overview = await http.get("/admin/api/overview")
+    async with client_for(namespace["app"], token=None) as http:
+        refused = await http.get("/admin/api/overview")
     assert overview.status_code == 200
-    assert overview.json()["schema"] == schema
+    assert (overview.json()["schema"], overview.json()["user"]) == (schema, "ops")
+    assert refused.status_code == 401
 
 
-async def test_doc_basic_auth_snippet_guards_the_app(async_engine: AsyncEngine) -> None:
-    (snippet,) = [s for s in _snippets() if "class BasicAuth" in s]
-    namespace: dict[str, Any] = {"engine": async_engine, "create_app": create_app}
-    exec(snippet, namespace)
-    async with client_for(namespace["protected"]) as http:
-        denied = await http.get("/api/overview")
-        wrong = await http.get("/api/overview", auth=("ops", "guess"))
-        allowed = await http.get("/api/overview", auth=("ops", "change me"))
-    assert denied.status_code == 401
-    assert denied.headers["www-authenticate"].startswith("Basic")
-    assert wrong.status_code == 401
-    assert allowed.status_code == 200
+async def test_doc_fastapi_snippet_uses_the_apps_own_login(
+    async_engine: AsyncEngine, rows: Rows
+) -> None:
+    await rows.add_job(queue="fast")
+    namespace: dict[str, Any] = {"engine": async_engine}
+    exec(_snippet("FastAPI()"), namespace)
+    session = {"Cookie": "session=s3cr3t-session-id"}
+    async with client_for(namespace["api"], token=None) as http:
+        me = await http.get("/me", headers=session)
+        anonymous = await http.get("/admin/api/overview")
+        overview = await http.get("/admin/api/overview", headers=session)
+        pause = await http.post("/admin/api/queues/fast/pause", headers=session)
+        dashboard = await http.get("/admin/", headers=session)
+        document = await http.get("/admin/openapi.json", headers=session)
+    assert me.json() == {"name": "alice"}
+    assert anonymous.status_code == 401
+    assert (overview.json()["user"], overview.json()["auth"]) == ("alice", "app")
+    assert pause.status_code == 200
+    queue = await rows.queue("fast")
+    assert queue is not None
+    assert queue["paused"] is True
+    assert dashboard.status_code == 200
+    assert document.json()["servers"] == [{"url": "/admin"}]
+
+
+async def test_doc_starlette_snippet_uses_the_apps_middleware(
+    async_engine: AsyncEngine, rows: Rows
+) -> None:
+    await rows.add_job(queue="fast")
+    namespace: dict[str, Any] = {"engine": async_engine}
+    exec(_snippet("AuthenticationMiddleware"), namespace)
+    session = {"Cookie": "session=s3cr3t-session-id"}
+    async with client_for(namespace["site"], token=None) as http:
+        anonymous = await http.post("/ops/admin/api/queues/fast/pause")
+        overview = await http.get("/ops/admin/api/overview", headers=session)
+        pause = await http.post("/ops/admin/api/queues/fast/pause", headers=session)
+    assert anonymous.status_code == 401
+    assert (overview.json()["user"], overview.json()["read_only"]) == ("bob", False)
+    assert pause.status_code == 200
