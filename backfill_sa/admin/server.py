@@ -18,7 +18,7 @@ from backfill_sa.dburl import async_url
 from backfill_sa.errors import ConfigurationError
 from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
 
-__all__ = ["INSECURE_WARNING", "resolve_auth", "serve"]
+__all__ = ["INSECURE_WARNING", "is_loopback", "resolve_auth", "serve"]
 
 logger = logging.getLogger(__name__)
 
