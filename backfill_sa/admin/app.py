@@ -11,11 +11,8 @@ written to the audit log. See ``docs/admin.md``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,22 +23,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from backfill_sa import dlq
 from backfill_sa.admin import actions, queries
 from backfill_sa.admin.audit import audit
 from backfill_sa.admin.auth import Authenticator, InsecureNoAuth, Principal, TokenAuth
 from backfill_sa.admin.auth import authenticate as run_auth
 from backfill_sa.admin.dashboard import dashboard_response
+from backfill_sa.admin.dlq_routes import DeadLetterRoutes
 from backfill_sa.admin.endpoints import ENDPOINTS, Endpoint
-from backfill_sa.admin.fields import check, parse_text
 from backfill_sa.admin.login import LoginPages
 from backfill_sa.admin.openapi import openapi_document
 from backfill_sa.admin.protocol import ApiError, JsonResponse, forbidden_origin
-from backfill_sa.admin.serialize import dead_letter, requeue_result
+from backfill_sa.admin.routing import (
+    Call,
+    Handler,
+    Refusal,
+    parse_body,
+    parse_params,
+    transaction,
+)
 from backfill_sa.errors import ConfigurationError, JobValidationError
 from backfill_sa.notify import channel_for
 from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
-from backfill_sa.statements import dead_letter as dead_letter_sql
 from backfill_sa.states import JobState
 
 __all__ = ["create_app"]
@@ -140,59 +142,6 @@ def _error_response(request: Request, exc: Exception) -> Response:
     raise exc  # pragma: no cover - only the types registered above reach here
 
 
-@dataclass(frozen=True)
-class Call:
-    """One checked API request: who asks, its parameters and its body, all validated."""
-
-    request: Request
-    user: Principal
-    params: dict[str, Any]
-    body: dict[str, Any]
-
-
-Handler = Callable[[Call], Awaitable[Response]]
-
-
-def _query(endpoint: Endpoint, request: Request) -> dict[str, Any]:
-    """Path and query parameters of ``endpoint``, converted and checked; unknown ones refused."""
-    declared = {p.name: p for p in endpoint.params if p.location == "query"}
-    params: dict[str, Any] = {}
-    for p in endpoint.params:
-        if p.location == "path":
-            params[p.name] = parse_text(p.name, str(request.path_params[p.name]), p.schema)
-    seen: set[str] = set()
-    for key, raw in request.query_params.multi_items():
-        if key not in declared:
-            expected = ", ".join(sorted(declared)) or "none"
-            raise ApiError.invalid(key, f"is not a known parameter (expected: {expected})")
-        if key in seen:
-            raise ApiError.invalid(key, "must be given at most once")
-        seen.add(key)
-        if raw != "":  # an empty value means no filter
-            params[key] = parse_text(key, raw, declared[key].schema)
-    for key, p in declared.items():
-        if key not in params and "default" in p.schema:
-            params[key] = p.schema["default"]
-    return params
-
-
-async def _body(endpoint: Endpoint, request: Request) -> dict[str, Any]:
-    """The JSON body of ``endpoint``, checked against its schema (``{}`` if optional, empty)."""
-    if endpoint.body is None:
-        return {}
-    raw = await request.body()
-    if not raw.strip():
-        if endpoint.body_required:
-            raise ApiError.invalid("body", "must be a JSON object")
-        return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ApiError.invalid("body", "must be a JSON object") from None
-    checked: dict[str, Any] = check("body", value, endpoint.body)
-    return {key: item for key, item in checked.items() if item is not None}
-
-
 class _Api:
     """The route handlers, sharing one session factory and the app's settings."""
 
@@ -211,6 +160,7 @@ class _Api:
         self.read_only = read_only
         self.worker_expiry = worker_expiry
         self.channel = channel_for(schema)
+        self.dlq_routes = DeadLetterRoutes(self.sessions)
         self.auth_kind = (
             "token"
             if isinstance(auth, TokenAuth)
@@ -228,13 +178,19 @@ class _Api:
             error = ApiError(401, "unauthorized", "authentication required").response()
             if isinstance(self.auth, TokenAuth):
                 error.headers["WWW-Authenticate"] = 'Bearer realm="backfill_sa admin"'
-            raise _Refusal(error)
+            raise Refusal(error)
+        return found
+
+    def handler(self, name: str) -> Handler:
+        """The handler method named ``name`` (an endpoint's operationId)."""
+        owner = self.dlq_routes if hasattr(self.dlq_routes, name) else self
+        found: Handler = getattr(owner, name)
         return found
 
     def route(self, path: str, endpoints: list[Endpoint]) -> Route:
         """One Starlette route for every method of ``path``, each checked as declared."""
         by_method: dict[str, tuple[Endpoint, Handler]] = {
-            e.method: (e, getattr(self, e.name)) for e in endpoints
+            e.method: (e, self.handler(e.name)) for e in endpoints
         }
 
         async def dispatch(request: Request) -> Response:
@@ -242,35 +198,20 @@ class _Api:
             endpoint, handler = by_method[method]
             try:
                 user = await self.user(request)
-            except _Refusal as refusal:
+            except Refusal as refusal:
                 return refusal.response
             if endpoint.mutates:
                 if self.read_only or user.read_only:
                     raise ApiError(403, "read_only", f"{user.name} may not change anything")
                 if forbidden_origin(request):
                     raise ApiError(403, "forbidden", "cross-site requests may not change anything")
-            params = _query(endpoint, request)
-            body = await _body(endpoint, request)
+            params = parse_params(endpoint, request)
+            body = await parse_body(endpoint, request)
             response: Response = await handler(Call(request, user, params, body))
             return response
 
         # {id} only matches digits, so /api/dlq/stats never reaches the {id} route.
         return Route(path.replace("{id}", "{id:int}"), dispatch, methods=list(by_method))
-
-    @asynccontextmanager
-    async def transaction(self, *, dry_run: bool = False) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction that commits at the end, or rolls back on a dry run."""
-        async with self.sessions() as session:
-            await session.begin()
-            try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-            if dry_run:
-                await session.rollback()
-            else:
-                await session.commit()
 
     # -- pages --------------------------------------------------------------------------
 
@@ -278,7 +219,7 @@ class _Api:
         """GET /: the dashboard, or to the login page when nobody is signed in."""
         try:
             await self.user(request)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             if isinstance(self.auth, TokenAuth):
                 return Response(status_code=303, headers={"Location": _relative(request, "login")})
             return refusal.response
@@ -288,7 +229,7 @@ class _Api:
         """GET /openapi.json: the API's OpenAPI 3.1 document."""
         try:
             await self.user(request)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             return refusal.response
         root = request.scope.get("root_path", "") or "/"
         document = openapi_document(
@@ -341,7 +282,7 @@ class _Api:
 
     async def _set_paused(self, call: Call, *, paused: bool) -> Response:
         name: str = call.params["name"]
-        async with self.transaction() as session:
+        async with transaction(self.sessions) as session:
             row = (await session.execute(actions.queue_set_paused(name, paused))).mappings().one()
             if not paused:
                 await session.execute(actions.queue_notify(self.channel, name))
@@ -378,7 +319,7 @@ class _Api:
     async def cancel_job(self, call: Call) -> Response:
         """POST /api/jobs/{id}/cancel: delete a job that is not running (409 if it is)."""
         job_id: int = call.params["id"]
-        async with self.transaction() as session:
+        async with transaction(self.sessions) as session:
             state = (await session.execute(actions.job_lock(job_id))).scalar_one_or_none()
             if state is None:
                 raise ApiError.not_found(f"job {job_id}")
@@ -404,121 +345,6 @@ class _Api:
         return JsonResponse({"workers": rows})
 
     # -- dead-letter queue --------------------------------------------------------------
-
-    async def dead_letters(self, call: Call) -> Response:
-        """GET /api/dlq: dead-letter entries, newest first, filtered and paged."""
-        p = call.params
-        where = {"task": p.get("task"), "queue": p.get("queue"), "failure_reason": p.get("reason")}
-        limit, offset = p["limit"], p["offset"]
-        async with self.sessions() as session:
-            total = await dlq.count_dead_letters_async(session, **where)
-            entries = await dlq.list_dead_letters_async(
-                session, **where, limit=limit, offset=offset
-            )
-            body = [dead_letter(entry, full=False) for entry in entries]
-        return JsonResponse({"entries": body, "total": total, "limit": limit, "offset": offset})
-
-    async def dead_letter_stats(self, call: Call) -> Response:
-        """GET /api/dlq/stats: entry counts by queue, task and reason; oldest and newest."""
-        async with self.sessions() as session:
-            total, oldest, newest = (await session.execute(dead_letter_sql.span())).one()
-            groups = {}
-            for column, key in (("queue", "queue"), ("task", "task"), ("failure_reason", "reason")):
-                rows = await session.execute(dead_letter_sql.count_by(column))
-                groups[f"by_{key}"] = [{"key": k, "count": n} for k, n in rows]
-        return JsonResponse(
-            {"total": total, "oldest_failed_at": oldest, "newest_failed_at": newest, **groups}
-        )
-
-    async def dead_letter(self, call: Call) -> Response:
-        """GET /api/dlq/{id}: every field of one entry, payload and traceback included."""
-        entry_id: int = call.params["id"]
-        async with self.sessions() as session:
-            entry = await dlq.get_dead_letter_async(session, entry_id)
-            if entry is None:
-                raise ApiError.not_found(f"dead-letter entry {entry_id}")
-            return JsonResponse({"entry": dead_letter(entry, full=True)})
-
-    async def requeue_one(self, call: Call) -> Response:
-        """POST /api/dlq/{id}/requeue: move one entry back to the jobs table."""
-        entry_id: int = call.params["id"]
-        async with self.transaction() as session:
-            result = await dlq.requeue_dead_letters_async(session, [entry_id], **call.body)
-        if result.skipped_ids:
-            raise ApiError(
-                409,
-                "conflict",
-                f"dead-letter entry {entry_id} stays: its job_key is held by a live job",
-                field="job_key",
-                rule="must not be held by a live job",
-            )
-        if not result.requeued_ids:
-            raise ApiError.not_found(f"dead-letter entry {entry_id}")
-        audit(call.user.name, "dlq.requeue", f"entry {entry_id}", 1, ids=result.requeued_ids)
-        return JsonResponse({"dry_run": False, **requeue_result(result)})
-
-    @staticmethod
-    def _selection(body: Mapping[str, Any]) -> tuple[list[int] | None, dict[str, Any], str]:
-        """The ids, filters (as :mod:`backfill_sa.dlq` names them) and a description."""
-        ids = body.get("ids")
-        filters = {
-            "task": body.get("task"),
-            "queue": body.get("queue"),
-            "failure_reason": body.get("reason"),
-        }
-        said = [f"{k}={v!r}" for k, v in filters.items() if v is not None]
-        if ids is not None:
-            said.insert(0, f"{len(ids)} ids")
-        return ids, filters, ", ".join(said) or "nothing"
-
-    async def requeue_many(self, call: Call) -> Response:
-        """POST /api/dlq/requeue: requeue the entries a body's ids or filters select."""
-        ids, filters, target = self._selection(call.body)
-        dry_run = bool(call.body.get("dry_run"))
-        options = {
-            k: call.body[k] for k in ("run_at", "queue_override", "max_attempts") if k in call.body
-        }
-        async with self.transaction(dry_run=dry_run) as session:
-            result = await dlq.requeue_dead_letters_async(session, ids, **filters, **options)
-        audit(
-            call.user.name,
-            "dlq.requeue",
-            target,
-            len(result.requeued_ids),
-            ids=result.requeued_ids,
-            dry_run=dry_run,
-        )
-        body = requeue_result(result)
-        if dry_run:
-            body["job_ids"] = []  # the jobs were never kept
-        return JsonResponse({"dry_run": dry_run, **body})
-
-    async def delete_many(self, call: Call) -> Response:
-        """POST /api/dlq/delete: delete the entries a body's ids or filters select."""
-        ids, filters, target = self._selection(call.body)
-        dry_run = bool(call.body.get("dry_run"))
-        async with self.transaction(dry_run=dry_run) as session:
-            deleted = await dlq.delete_dead_letters_async(session, ids, **filters)
-        audit(call.user.name, "dlq.delete", target, deleted, dry_run=dry_run)
-        return JsonResponse({"dry_run": dry_run, "deleted": deleted})
-
-    async def delete_dead_letter(self, call: Call) -> Response:
-        """DELETE /api/dlq/{id}: delete one entry for good."""
-        entry_id: int = call.params["id"]
-        async with self.transaction() as session:
-            deleted = await dlq.delete_dead_letters_async(session, [entry_id])
-        if not deleted:
-            raise ApiError.not_found(f"dead-letter entry {entry_id}")
-        audit(call.user.name, "dlq.delete", f"entry {entry_id}", 1, ids=[entry_id])
-        return JsonResponse({"deleted": entry_id})
-
-
-class _Refusal(Exception):
-    """Authentication failed; carries the response to send."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__("authentication required")
-        self.response = response
 
 
 def _relative(request: Request, target: str) -> str:
