@@ -303,7 +303,9 @@ class _Api:
         limit, offset = p["limit"], p["offset"]
         async with self.sessions() as session:
             total = (await session.execute(queries.job_count(where))).scalar_one()
-            page = await session.execute(queries.job_list(where, limit=limit, offset=offset))
+            recent = p.get("order") == "recent"
+            listing = queries.job_list(where, limit=limit, offset=offset, recent=recent)
+            page = await session.execute(listing)
             rows = [dict(row) for row in page.mappings()]
         return JsonResponse({"jobs": rows, "total": total, "limit": limit, "offset": offset})
 

@@ -63,6 +63,15 @@ button.danger:hover{border-color:var(--bad);color:var(--bad)}
 svg.spark{display:block}
 svg.spark polyline{fill:none;stroke:var(--accent);stroke-width:1.5}
 code{font-size:12px}
+button.link{border:0;background:none;color:var(--accent);padding:0;margin:0;
+font-variant-numeric:tabular-nums;text-decoration:underline}
+#detail{background:var(--card);border:1px solid var(--line);border-radius:8px;
+padding:4px 14px 12px;margin-top:12px}
+#detail .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:8px 16px}
+#detail h3{font-size:13px;margin:10px 0 4px;color:var(--muted)}
+#detail ol{margin:0;padding-left:20px}
+pre{margin:0;font-size:12px;background:var(--bg);border:1px solid var(--line);border-radius:6px;
+padding:6px 8px;max-height:240px;overflow:auto;white-space:pre-wrap;word-break:break-all}
 """
 
 _SCRIPT = """
@@ -149,6 +158,33 @@ function action(label, method, path, done, question, extra) {
     }}, label);
 }
 
+// The detail panel: every field of one job, its result, error and timeline.
+const pretty = (value) => (value === null || value === undefined
+  ? "\u2013" : JSON.stringify(value, null, 2));
+
+async function showJob(id) {
+  try {
+    const {job} = await api("GET", "jobs/" + id);
+    $("detail-title").textContent = "Job " + job.id + ": " + job.task + " (" + job.state + ")";
+    const steps = [["enqueued", job.created_at], ["due", job.run_at],
+      ["claimed by " + (job.locked_by || "a worker"), job.locked_at],
+      ["cancel asked", job.cancel_requested_at], ["finished", job.finished_at],
+      ["last change", job.updated_at]].filter(([, at]) => at)
+      .sort((a, b) => Date.parse(a[1]) - Date.parse(b[1]));
+    $("detail-timeline").replaceChildren(...steps.map(([what, at]) =>
+      el("li", {}, what + ": " + new Date(at).toLocaleString())));
+    $("detail-attempts").textContent = "attempt " + job.attempts + " of " + job.max_attempts +
+      " \u00b7 queue " + job.queue + " \u00b7 priority " + job.priority;
+    $("detail-result").textContent = pretty(job.result);
+    $("detail-error").textContent = pretty(job.last_error);
+    $("detail-payload").textContent = pretty(job.payload);
+    $("detail").hidden = false;
+    $("detail").scrollIntoView();
+  } catch (e) { flash(e.message, true); }
+}
+const jobLink = (id) => el("td", {class: "num"}, el("button", {type: "button", class: "link",
+  "data-action": "detail", onclick: () => showJob(id)}, id));
+
 function dlqFilter() {
   const filter = {};
   for (const key of ["task", "queue", "reason"]) {
@@ -210,7 +246,7 @@ function render(ov, wk, run, bad, dl, st) {
     depths.set(q.name, samples.slice(-60));
   }
   fill("queues", ov.queues.map(queueRow), 10, "No queues yet.");
-  fill("running-jobs", run.jobs.map((j) => el("tr", {"data-job": j.id}, td(j.id, "num"),
+  fill("running-jobs", run.jobs.map((j) => el("tr", {"data-job": j.id}, jobLink(j.id),
     td(j.task), td(j.queue), td(el("code", {}, j.locked_by || "")),
     td(since(j.locked_at, ov.now), "num"), td(j.attempts + "/" + j.max_attempts, "num"),
     td(readOnly ? "" : action("cancel", "POST", "jobs/" + j.id + "/cancel",
@@ -220,7 +256,7 @@ function render(ov, wk, run, bad, dl, st) {
     ? "(" + run.jobs.length + " of " + num(run.total) + ")" : "";
   fill("failing", bad.jobs.map((j) => {
     const error = [j.error_type, j.error_message].filter(Boolean).join(": ");
-    return el("tr", {}, td(j.id, "num"), td(j.task), td(j.queue), td(j.state),
+    return el("tr", {"data-job": j.id}, jobLink(j.id), td(j.task), td(j.queue), td(j.state),
       td(j.attempts + "/" + j.max_attempts, "num"), td(since(j.updated_at, ov.now) + " ago"),
       el("td", {class: "msg", title: error}, error || "\\u2013"));
   }), 7, "No job is retrying after an error.");
@@ -264,7 +300,8 @@ async function refresh() {
     const query = new URLSearchParams({limit: "50", ...dlqFilter()}).toString();
     const [ov, wk, run, bad, dl, st] = await Promise.all([
       api("GET", "overview"), api("GET", "workers"),
-      api("GET", "jobs?state=running&limit=20"), api("GET", "jobs?errored=true&limit=20"),
+      api("GET", "jobs?state=running&limit=20"),
+      api("GET", "jobs?errored=true&order=recent&limit=20"),
       api("GET", "dlq?" + query), api("GET", "dlq/stats")]);
     render(ov, wk, run, bad, dl, st);
     $("status").replaceChildren(badge("updated " + new Date().toLocaleTimeString(), "ok"));
@@ -279,6 +316,7 @@ $("freeze").addEventListener("click", () => {
   frozen = !frozen;
   $("freeze").textContent = frozen ? "resume refresh" : "pause refresh";
 });
+$("detail-close").addEventListener("click", () => { $("detail").hidden = true; });
 $("filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
 $("bulk-requeue").addEventListener("click", () => {
   const f = dlqFilter();
@@ -330,6 +368,16 @@ _BODY = """
       <div class="muted" id="total-workers"></div></div>
   </section>
   <div id="flash" role="status"></div>
+  <section id="detail" hidden>
+    <h2><span id="detail-title"></span> <button type="button" id="detail-close">close</button></h2>
+    <div class="muted" id="detail-attempts"></div>
+    <div class="grid">
+      <div><h3>Timeline</h3><ol id="detail-timeline"></ol></div>
+      <div><h3>Result</h3><pre id="detail-result"></pre></div>
+      <div><h3>Last error</h3><pre id="detail-error"></pre></div>
+      <div><h3>Payload</h3><pre id="detail-payload"></pre></div>
+    </div>
+  </section>
   <h2>Queues</h2>
   <div class="scroll"><table><thead><tr><th>Queue</th><th class="num">Depth</th>
     <th class="num">Scheduled</th><th class="num">Running</th><th class="num">Oldest wait</th>

@@ -341,6 +341,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param("state", "query", enum_of(_STATES), "only this state"),
             Param("task", "query", _TEXT, "only this task"),
             Param("errored", "query", boolean(), "only jobs with (true) or without a last error"),
+            Param(
+                "order",
+                "query",
+                enum_of(["claim", "recent"]),
+                "claim order (default) or the most recently changed first",
+            ),
             _LIMIT,
             _OFFSET,
         ),

@@ -186,16 +186,24 @@ _JOB_SUMMARY = (
 """Listing columns: no payload, metadata or traceback, which may be large."""
 
 
-def job_list(where: JobFilter, *, limit: int, offset: int) -> Select[Unpack[tuple[Any, ...]]]:
-    """Job summaries matching ``where`` in claim order (priority, run_at, id).
+def job_list(
+    where: JobFilter, *, limit: int, offset: int, recent: bool = False
+) -> Select[Unpack[tuple[Any, ...]]]:
+    """Job summaries matching ``where``, in claim order or most recently changed first.
 
-    Claim order is the order in which workers take available jobs, so the first
-    page of ``state=available`` is what runs next.
+    Claim order (priority, run_at, id) is the order in which workers take available
+    jobs, so the first page of ``state=available`` is what runs next. ``recent``
+    orders by ``updated_at`` (the last change of state) descending, then id.
     """
+    order = (
+        (jobs.c.updated_at.desc(), jobs.c.id.desc())
+        if recent
+        else (jobs.c.priority, jobs.c.run_at, jobs.c.id)
+    )
     return (
         select(*_JOB_SUMMARY)
         .where(*where.conditions())
-        .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
+        .order_by(*order)
         .limit(limit)
         .offset(offset)
     )

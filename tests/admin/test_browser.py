@@ -162,6 +162,13 @@ async def test_dashboard_loads_with_data(browser: WebDriver, site: str, rows: Ro
     running = _text(browser, f'#running-jobs tr[data-job="{ids["running"]}"]')
     assert "resize images w1" in running
     assert "TimeoutError: gateway slow" in _text(browser, "#failing")
+    # A job's id opens its detail: timeline, result, error, payload.
+    _click(browser, f'#failing tr[data-job="{ids["failing"]}"] button[data-action="detail"]')
+    _wait(browser, lambda d: d.find_element(By.ID, "detail").is_displayed())
+    assert _text(browser, "#detail-title") == f"Job {ids['failing']}: charge (scheduled)"
+    assert '"message": "gateway slow"' in _text(browser, "#detail-error")
+    assert "enqueued" in _text(browser, "#detail-timeline")
+    assert _text(browser, "#detail-attempts").startswith("attempt 2 of 8")
     assert "w1" in _text(browser, "#workers")
     assert "3 in all" in _text(browser, "#dlq-stats")
     entries = browser.find_elements(By.CSS_SELECTOR, "#dlq tr[data-entry]")

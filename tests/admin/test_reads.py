@@ -291,3 +291,14 @@ async def test_jobs_filtered_by_error(client: httpx.AsyncClient, rows: Rows) -> 
     clean = (await client.get("/api/jobs?errored=false")).json()
     assert [(j["id"], j["error_type"]) for j in errored["jobs"]] == [(failing, "KeyError")]
     assert [j["id"] for j in clean["jobs"]] == [fine]
+
+
+async def test_jobs_most_recently_changed_first(client: httpx.AsyncClient, rows: Rows) -> None:
+    now = dt.datetime.now(UTC)
+    old = await rows.add_job(priority=-10, updated_at=now - dt.timedelta(hours=1))
+    new = await rows.add_job(priority=10, updated_at=now)
+    claim = (await client.get("/api/jobs")).json()["jobs"]
+    recent = (await client.get("/api/jobs?order=recent")).json()["jobs"]
+    assert [j["id"] for j in claim] == [old, new]
+    assert [j["id"] for j in recent] == [new, old]
+    assert_invalid(await client.get("/api/jobs?order=newest"), "order", "one of claim, recent")
