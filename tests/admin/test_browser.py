@@ -123,6 +123,16 @@ def _confirm(driver: WebDriver, *, accept: bool = True) -> str:
     return question
 
 
+def _worker_config(database_url: str, schema: str) -> WorkerConfig:
+    return WorkerConfig(
+        database_url=database_url,
+        schema=schema,
+        queues={"bulk": 1},
+        poll_interval=dt.timedelta(milliseconds=50),
+        shutdown_timeout=dt.timedelta(seconds=2),
+    )
+
+
 async def _seed(rows: Rows) -> dict[str, int]:
     now = dt.datetime.now(UTC)
     ids = {
@@ -206,15 +216,8 @@ async def test_a_dead_letter_is_requeued_from_the_page_and_then_runs(
     sent: list[Any] = []
     registry = TaskRegistry()
     registry.register("send_email", lambda payload, ctx: sent.append(payload["to"]))
-    config = WorkerConfig(
-        database_url=database_url,
-        schema=schema,
-        queues={"bulk": 1},
-        poll_interval=dt.timedelta(milliseconds=50),
-        shutdown_timeout=dt.timedelta(seconds=2),
-    )
     await rows.clear_jobs_except(job["id"])
-    result = await WorkerRunner(config, registry).run_once()
+    result = await WorkerRunner(_worker_config(database_url, schema), registry).run_once()
     assert result.succeeded == 1
     assert sent == ["c@example.com"]
     assert await rows.job(job["id"]) is None
