@@ -10,6 +10,7 @@ written to the audit log. See ``docs/admin.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from backfill_sa.admin import actions, queries
+from backfill_sa.admin import queries
 from backfill_sa.admin.audit import audit
 from backfill_sa.admin.auth import Authenticator, InsecureNoAuth, Principal, TokenAuth
 from backfill_sa.admin.auth import authenticate as run_auth
@@ -42,7 +43,14 @@ from backfill_sa.admin.routing import (
     transaction,
 )
 from backfill_sa.errors import ConfigurationError, JobValidationError
-from backfill_sa.notify import channel_for
+from backfill_sa.jobs import (
+    CancelOutcome,
+    RetryOutcome,
+    cancel_job_async,
+    get_job_async,
+    retry_job_async,
+)
+from backfill_sa.queues import pause_queue_async, queue_stats_async, resume_queue_async
 from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
 from backfill_sa.states import JobState
 
@@ -159,7 +167,6 @@ class _Api:
         self.schema = schema
         self.read_only = read_only
         self.worker_expiry = worker_expiry
-        self.channel = channel_for(schema)
         self.dlq_routes = DeadLetterRoutes(self.sessions)
         self.auth_kind = (
             "token"
@@ -282,12 +289,36 @@ class _Api:
 
     async def _set_paused(self, call: Call, *, paused: bool) -> Response:
         name: str = call.params["name"]
+        change = pause_queue_async if paused else resume_queue_async
         async with transaction(self.sessions) as session:
-            row = (await session.execute(actions.queue_set_paused(name, paused))).mappings().one()
-            if not paused:
-                await session.execute(actions.queue_notify(self.channel, name))
+            settings = await change(session, name)
         audit(call.user.name, "queue.pause" if paused else "queue.resume", f"queue {name!r}", 1)
-        return JsonResponse({"queue": dict(row)})
+        return JsonResponse({"queue": dataclasses.asdict(settings)})
+
+    async def queue_stats(self, call: Call) -> Response:
+        """GET /api/queues/{name}/stats: exact counts of one queue, finished jobs included."""
+        name: str = call.params["name"]
+        async with self.sessions() as session:
+            found = await queue_stats_async(session, name, include_finished=True)
+        if not found:
+            raise ApiError.not_found(f"queue {name!r}", field="name")
+        stats = dataclasses.asdict(found[0])
+        age: dt.timedelta | None = stats.pop("oldest_available_age")
+        stats["oldest_available_age_seconds"] = None if age is None else age.total_seconds()
+        return JsonResponse(stats)
+
+    async def throughput(self, call: Call) -> Response:
+        """GET /api/queues/throughput: completed jobs per queue and minute, oldest first."""
+        minutes: int = call.params["minutes"]
+        window = dt.timedelta(minutes=minutes)
+        async with self.sessions() as session:
+            rows = (await session.execute(queries.queue_throughput(window))).all()
+        series: dict[str, list[int]] = {}
+        for queue, minutes_ago, completed in rows:
+            if 0 <= minutes_ago < minutes:
+                series.setdefault(queue, [0] * minutes)[minutes - 1 - minutes_ago] = completed
+        queues = [{"name": q, "completed_per_minute": v} for q, v in sorted(series.items())]
+        return JsonResponse({"minutes": minutes, "queues": queues})
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -310,32 +341,47 @@ class _Api:
         return JsonResponse({"jobs": rows, "total": total, "limit": limit, "offset": offset})
 
     async def job(self, call: Call) -> Response:
-        """GET /api/jobs/{id}: every field of one job, payload included."""
+        """GET /api/jobs/{id}: everything :func:`backfill_sa.jobs.get_job` knows of one job."""
         job_id: int = call.params["id"]
         async with self.sessions() as session:
-            row = (await session.execute(queries.job_get(job_id))).mappings().one_or_none()
-        if row is None:
+            info = await get_job_async(session, job_id)
+        if info is None:
             raise ApiError.not_found(f"job {job_id}")
-        return JsonResponse({"job": dict(row)})
+        return JsonResponse({"job": dataclasses.asdict(info)})
 
     async def cancel_job(self, call: Call) -> Response:
-        """POST /api/jobs/{id}/cancel: delete a job that is not running (409 if it is)."""
+        """POST /api/jobs/{id}/cancel: cancel a waiting job, ask a running one to stop.
+
+        The answer's ``outcome`` is ``cancelled``, ``requested`` (running: its worker
+        stops it) or ``already_finished`` (nothing changed); 404 if there is no job.
+        """
         job_id: int = call.params["id"]
         async with transaction(self.sessions) as session:
-            state = (await session.execute(actions.job_lock(job_id))).scalar_one_or_none()
-            if state is None:
-                raise ApiError.not_found(f"job {job_id}")
-            if state == "running":
-                raise ApiError(
-                    409,
-                    "conflict",
-                    f"job {job_id} is running and cannot be cancelled",
-                    field="state",
-                    rule="must not be running",
-                )
-            row = (await session.execute(actions.job_delete(job_id))).mappings().one()
-        audit(call.user.name, "job.cancel", f"job {job_id}", 1, ids=[job_id])
-        return JsonResponse({"cancelled": dict(row)})
+            result = await cancel_job_async(session, job_id)
+        if result.outcome is CancelOutcome.NOT_FOUND:
+            raise ApiError.not_found(f"job {job_id}")
+        changed = result.outcome in (CancelOutcome.CANCELLED, CancelOutcome.REQUESTED)
+        target = f"job {job_id} ({result.outcome.value})"
+        audit(call.user.name, "job.cancel", target, int(changed), ids=[job_id] if changed else [])
+        body = {"id": job_id, "outcome": result.outcome, "state": result.state}
+        return JsonResponse({"cancelled": body})
+
+    async def retry_job(self, call: Call) -> Response:
+        """POST /api/jobs/{id}/retry: make a scheduled job available now (workers woken).
+
+        The answer's ``outcome`` is ``made_available`` or ``not_scheduled`` (nothing
+        changed); 404 if there is no job.
+        """
+        job_id: int = call.params["id"]
+        async with transaction(self.sessions) as session:
+            result = await retry_job_async(session, job_id)
+        if result.outcome is RetryOutcome.NOT_FOUND:
+            raise ApiError.not_found(f"job {job_id}")
+        changed = result.outcome is RetryOutcome.MADE_AVAILABLE
+        target = f"job {job_id} ({result.outcome.value})"
+        audit(call.user.name, "job.retry", target, int(changed), ids=[job_id] if changed else [])
+        body = {"id": job_id, "outcome": result.outcome, "state": result.state}
+        return JsonResponse({"retried": body})
 
     # -- workers ------------------------------------------------------------------------
 

@@ -78,8 +78,8 @@ _SCRIPT = """
 "use strict";
 const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
 const $ = (id) => document.getElementById(id);
-const depths = new Map();  // queue -> depth samples, one per refresh (last 60)
-let frozen = false, busy = false, readOnly = true, auth = "token";
+const rates = new Map();  // queue -> completed jobs per minute, oldest first (30 minutes)
+let frozen = false, busy = false, readOnly = true, auth = "token", rounds = 0;
 
 function el(tag, props, ...kids) {
   const node = document.createElement(tag);
@@ -141,7 +141,7 @@ function spark(values) {
     (i * step).toFixed(1) + "," + (h - 1 - (v / top) * (h - 2)).toFixed(1)).join(" "));
   svg.append(line);
   const title = document.createElementNS(ns, "title");
-  title.textContent = "depth over the last " + values.length + " refreshes: " +
+  title.textContent = "completed per minute, last " + values.length + " minutes: " +
     values.join(", ");
   svg.append(title);
   return svg;
@@ -217,7 +217,7 @@ async function bulk(verb, selection, what) {
 function queueRow(q) {
   const name = encodeURIComponent(q.name);
   const verb = q.paused ? "resume" : "pause";
-  const samples = depths.get(q.name) || [];
+  const samples = rates.get(q.name) || [];
   return el("tr", {"data-queue": q.name}, td(q.name), td(num(q.available), "num"),
     td(num(q.scheduled), "num"), td(num(q.running), "num"),
     td(ago(q.oldest_available_age_seconds), "num"), el("td", {}, spark(samples)),
@@ -228,7 +228,7 @@ function queueRow(q) {
       verb[0].toUpperCase() + verb.slice(1) + " queue " + q.name + "?")));
 }
 
-function render(ov, wk, run, bad, dl, st) {
+function render(ov, wk, run, bad, done, dl, st) {
   readOnly = ov.read_only;
   auth = ov.auth;
   $("logout-form").hidden = auth !== "token";
@@ -240,17 +240,12 @@ function render(ov, wk, run, bad, dl, st) {
   $("dead").textContent = num(ov.dead_letters);
   $("alive").textContent = num(ov.workers.alive);
   $("total-workers").textContent = "of " + num(ov.workers.total) + " registered";
-  for (const q of ov.queues) {
-    const samples = depths.get(q.name) || [];
-    samples.push(q.available + q.running);
-    depths.set(q.name, samples.slice(-60));
-  }
   fill("queues", ov.queues.map(queueRow), 10, "No queues yet.");
   fill("running-jobs", run.jobs.map((j) => el("tr", {"data-job": j.id}, jobLink(j.id),
     td(j.task), td(j.queue), td(el("code", {}, j.locked_by || "")),
     td(since(j.locked_at, ov.now), "num"), td(j.attempts + "/" + j.max_attempts, "num"),
     td(readOnly ? "" : action("cancel", "POST", "jobs/" + j.id + "/cancel",
-      "job " + j.id + " cancelled", "Cancel running job " + j.id + " (" + j.task + ")?")))),
+      "job " + j.id + ": cancel requested", "Cancel running job " + j.id + " (" + j.task + ")?")))),
     7, "Nothing is running.");
   $("running-count").textContent = run.total > run.jobs.length
     ? "(" + run.jobs.length + " of " + num(run.total) + ")" : "";
@@ -258,8 +253,18 @@ function render(ov, wk, run, bad, dl, st) {
     const error = [j.error_type, j.error_message].filter(Boolean).join(": ");
     return el("tr", {"data-job": j.id}, jobLink(j.id), td(j.task), td(j.queue), td(j.state),
       td(j.attempts + "/" + j.max_attempts, "num"), td(since(j.updated_at, ov.now) + " ago"),
-      el("td", {class: "msg", title: error}, error || "\\u2013"));
-  }), 7, "No job is retrying after an error.");
+      el("td", {class: "msg", title: error}, error || "\\u2013"),
+      td(readOnly || j.state !== "scheduled" ? "" : action("retry now", "POST",
+        "jobs/" + j.id + "/retry", "job " + j.id + ": retrying now",
+        "Retry job " + j.id + " (" + j.task + ") now?")));
+  }), 8, "No job is retrying after an error.");
+  fill("completed", done.jobs.map((j) => {
+    const result = j.result === null || j.result === undefined
+      ? "\\u2013" : JSON.stringify(j.result);
+    return el("tr", {"data-job": j.id}, jobLink(j.id), td(j.task), td(j.queue),
+      td(since(j.finished_at, ov.now) + " ago", "num"),
+      el("td", {class: "msg", title: result}, result));
+  }), 5, "No completed job is kept.");
   fill("workers", wk.workers.map((w) => el("tr", {},
     td(el("code", {}, w.id)), td(w.hostname), td(w.pid, "num"),
     td(Object.entries(w.queues || {}).map(([k, v]) => k + "=" + v).join(", ")),
@@ -298,12 +303,16 @@ async function refresh() {
   busy = true;
   try {
     const query = new URLSearchParams({limit: "50", ...dlqFilter()}).toString();
-    const [ov, wk, run, bad, dl, st] = await Promise.all([
+    // Throughput reads the retained completed rows: every 15th refresh (30 s) is enough.
+    const rate = rounds++ % 15 === 0 ? api("GET", "queues/throughput?minutes=30") : null;
+    const [ov, wk, run, bad, done, dl, st, tp] = await Promise.all([
       api("GET", "overview"), api("GET", "workers"),
       api("GET", "jobs?state=running&limit=20"),
       api("GET", "jobs?errored=true&order=recent&limit=20"),
-      api("GET", "dlq?" + query), api("GET", "dlq/stats")]);
-    render(ov, wk, run, bad, dl, st);
+      api("GET", "jobs?state=completed&order=recent&limit=10"),
+      api("GET", "dlq?" + query), api("GET", "dlq/stats"), rate]);
+    if (tp) for (const q of tp.queues) rates.set(q.name, q.completed_per_minute);
+    render(ov, wk, run, bad, done, dl, st);
     $("status").replaceChildren(badge("updated " + new Date().toLocaleTimeString(), "ok"));
   } catch (e) {
     $("status").replaceChildren(badge("error: " + e.message, "bad"));
@@ -381,7 +390,7 @@ _BODY = """
   <h2>Queues</h2>
   <div class="scroll"><table><thead><tr><th>Queue</th><th class="num">Depth</th>
     <th class="num">Scheduled</th><th class="num">Running</th><th class="num">Oldest wait</th>
-    <th>Depth trend</th><th class="num">Dead</th><th class="num">Concurrency</th>
+    <th>Completed/min (30 min)</th><th class="num">Dead</th><th class="num">Concurrency</th>
     <th>Status</th><th></th></tr></thead><tbody id="queues"></tbody></table></div>
   <h2>Running jobs <span class="muted" id="running-count"></span></h2>
   <div class="scroll"><table><thead><tr><th class="num">ID</th><th>Task</th><th>Queue</th>
@@ -389,8 +398,12 @@ _BODY = """
     </tr></thead><tbody id="running-jobs"></tbody></table></div>
   <h2>Recent failures (retrying)</h2>
   <div class="scroll"><table><thead><tr><th class="num">ID</th><th>Task</th><th>Queue</th>
-    <th>State</th><th class="num">Attempts</th><th>Failed</th><th>Error</th></tr></thead>
-    <tbody id="failing"></tbody></table></div>
+    <th>State</th><th class="num">Attempts</th><th>Failed</th><th>Error</th><th></th></tr>
+    </thead><tbody id="failing"></tbody></table></div>
+  <h2>Recent completions</h2>
+  <div class="scroll"><table><thead><tr><th class="num">ID</th><th>Task</th><th>Queue</th>
+    <th class="num">Finished</th><th>Result</th></tr></thead>
+    <tbody id="completed"></tbody></table></div>
   <h2>Workers</h2>
   <div class="scroll"><table><thead><tr><th>Worker</th><th>Host</th><th class="num">PID</th>
     <th>Queues</th><th class="num">Running</th><th class="num">Up</th>

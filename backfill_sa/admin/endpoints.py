@@ -155,18 +155,30 @@ _JOB_SUMMARY_FIELDS: dict[str, Schema] = {
     "updated_at": _TIME,
 }
 _JOB_SUMMARY = _record(
-    {**_JOB_SUMMARY_FIELDS, "error_type": _STR_OR_NULL, "error_message": _STR_OR_NULL}
+    {
+        **_JOB_SUMMARY_FIELDS,
+        "error_type": _STR_OR_NULL,
+        "error_message": _STR_OR_NULL,
+        "finished_at": _TIME_OR_NULL,
+        "result": {},
+    }
 )
 _JOB = _record(
     {
         **_JOB_SUMMARY_FIELDS,
+        "state": {"type": "string", "enum": [*_STATES, "dead_lettered"]},
         "payload": {},
-        "lease": _INT,
+        "result": {},
         "last_error": {},
-        "retry_policy": {},
         "metadata": {},
+        "finished_at": _TIME_OR_NULL,
+        "prune_at": _TIME_OR_NULL,
+        "cancel_requested_at": _TIME_OR_NULL,
+        "dead_letter_id": _INT_OR_NULL,
+        "failure_reason": _STR_OR_NULL,
     }
 )
+_OUTCOME = _record({"id": _INT, "outcome": _STR, "state": _STR_OR_NULL})
 _DEAD_LETTER_FIELDS: dict[str, Schema] = {
     "id": _INT,
     "original_job_id": _INT,
@@ -242,8 +254,31 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     "Job": _record({"job": _JOB}),
-    "Cancelled": _record(
-        {"cancelled": _record({"id": _INT, "task": _STR, "queue": _STR, "state": _STR})}
+    "Cancelled": _record({"cancelled": _OUTCOME}),
+    "Retried": _record({"retried": _OUTCOME}),
+    "QueueStats": _record(
+        {
+            "name": _STR,
+            "available": _INT,
+            "scheduled": _INT,
+            "running": _INT,
+            "oldest_available_age_seconds": _nullable_type("number", minimum=0),
+            "paused": {"type": "boolean"},
+            "concurrency": _INT_OR_NULL,
+            "completed": _INT,
+            "cancelled": _INT,
+        }
+    ),
+    "Throughput": _record(
+        {
+            "minutes": _INT,
+            "queues": {
+                "type": "array",
+                "items": _record(
+                    {"name": _STR, "completed_per_minute": {"type": "array", "items": _INT}}
+                ),
+            },
+        }
     ),
     "Workers": _record(
         {
@@ -311,6 +346,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET", "/api/queues", "queues", "Every known queue with counts", "Queues", tags=("queues",)
     ),
     Endpoint(
+        "GET",
+        "/api/queues/throughput",
+        "throughput",
+        "Completed jobs per queue and minute, oldest minute first",
+        "Throughput",
+        params=(Param("minutes", "query", integer(1, 1440, default=30), "how far back"),),
+        tags=("queues",),
+    ),
+    Endpoint(
+        "GET",
+        "/api/queues/{name}/stats",
+        "queue_stats",
+        "Exact counts of one queue, finished jobs included",
+        "QueueStats",
+        params=(_QUEUE,),
+        lookup=True,
+        tags=("queues",),
+    ),
+    Endpoint(
         "POST",
         "/api/queues/{name}/pause",
         "pause",
@@ -366,11 +420,21 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "POST",
         "/api/jobs/{id}/cancel",
         "cancel_job",
-        "Delete a job that is not running",
+        "Cancel a waiting job, or ask a running one to stop",
         "Cancelled",
         params=(_ID,),
         mutates=True,
-        conflict=True,
+        lookup=True,
+        tags=("jobs",),
+    ),
+    Endpoint(
+        "POST",
+        "/api/jobs/{id}/retry",
+        "retry_job",
+        "Make a scheduled job (e.g. waiting out a retry backoff) available now",
+        "Retried",
+        params=(_ID,),
+        mutates=True,
         lookup=True,
         tags=("jobs",),
     ),

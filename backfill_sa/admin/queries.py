@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ColumnElement,
     Double,
+    Integer,
     Select,
     Table,
     Text,
@@ -43,9 +44,9 @@ from backfill_sa.models import (
 __all__ = [
     "JobFilter",
     "job_count",
-    "job_get",
     "job_list",
     "overview_counts",
+    "queue_throughput",
     "queue_stats",
     "schema_has_tables",
     "worker_list",
@@ -182,6 +183,8 @@ _JOB_SUMMARY = (
     jobs.c.updated_at,
     jobs.c.last_error["type"].astext.label("error_type"),
     jobs.c.last_error["message"].astext.label("error_message"),
+    jobs.c.finished_at,
+    jobs.c.result,
 )
 """Listing columns: no payload, metadata or traceback, which may be large."""
 
@@ -209,15 +212,27 @@ def job_list(
     )
 
 
+def queue_throughput(window: dt.timedelta) -> Select[str, int, int]:
+    """Completed jobs per queue and minute over the last ``window`` (database clock).
+
+    Rows ``(queue, minutes_ago, completed)``; minute 0 is the current one. Reads the
+    retained ``completed`` rows that finished in the window (jobs kept for zero
+    retention are deleted on completion and not counted).
+    """
+    ago = cast(func.floor(func.extract("epoch", _now - jobs.c.finished_at) / 60), Integer)
+    return (
+        select(jobs.c.queue, ago.label("minutes_ago"), func.count().label("completed"))
+        .where(
+            jobs.c.state == _state(JobState.COMPLETED),
+            jobs.c.finished_at >= _now - window,
+        )
+        .group_by(jobs.c.queue, ago)
+    )
+
+
 def job_count(where: JobFilter) -> Select[int]:
     """The number of jobs matching ``where``."""
     return select(func.count()).select_from(jobs).where(*where.conditions())
-
-
-def job_get(job_id: int) -> Select[Unpack[tuple[Any, ...]]]:
-    """Every column of the job with this id (zero or one row); ``metadata`` by name."""
-    columns = [c.label("metadata") if c.name == "metadata" else c for c in jobs.c]
-    return select(*columns).where(jobs.c.id == job_id)
 
 
 def worker_list(worker_expiry: dt.timedelta) -> Select[Unpack[tuple[Any, ...]]]:
