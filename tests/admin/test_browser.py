@@ -9,6 +9,7 @@ Skipped, saying why, when chromium or chromedriver is not installed.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import shutil
@@ -220,7 +221,9 @@ async def test_a_dead_letter_is_requeued_from_the_page_and_then_runs(
     result = await WorkerRunner(_worker_config(database_url, schema), registry).run_once()
     assert result.succeeded == 1
     assert sent == ["c@example.com"]
-    assert await rows.job(job["id"]) is None
+    done = await rows.job(job["id"])
+    assert done is not None
+    assert done["state"] == "completed"
 
 
 async def test_a_queue_is_paused_and_resumed(browser: WebDriver, site: str, rows: Rows) -> None:
@@ -259,3 +262,41 @@ async def test_the_page_fits_a_390px_phone(browser: WebDriver, site: str, rows: 
     assert browser.execute_script(
         "return [...document.querySelectorAll('.scroll')].some(b => b.scrollWidth > b.clientWidth)"
     )
+
+
+async def test_a_running_job_is_cancelled_from_the_page(
+    browser: WebDriver, site: str, rows: Rows, database_url: str, schema: str
+) -> None:
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def slow(payload: Any, ctx: Any) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # runs until it is cancelled
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    registry = TaskRegistry()
+    registry.register("slow", slow)
+    job_id = await rows.add_job(task="slow", queue="bulk")
+    handle = WorkerRunner(_worker_config(database_url, schema), registry).start()
+    try:
+        await asyncio.wait_for(started.wait(), timeout=WAIT)
+        # Selenium blocks: drive it from a thread so the worker keeps running here.
+        await asyncio.to_thread(_sign_in, browser, site)
+        row = f'#running-jobs tr[data-job="{job_id}"]'
+        await asyncio.to_thread(_click, browser, row + ' button[data-action="cancel"]')
+        assert await asyncio.to_thread(_confirm, browser) == f"Cancel running job {job_id} (slow)?"
+        await asyncio.wait_for(stopped.wait(), timeout=WAIT)
+        await asyncio.to_thread(_wait, browser, lambda d: not d.find_elements(By.CSS_SELECTOR, row))
+        assert await asyncio.to_thread(_text, browser, "#flash") == (
+            f"job {job_id}: cancel requested"
+        )
+        await asyncio.to_thread(_shot, browser, "cancelled")
+    finally:
+        await handle.stop()
+    job = await rows.job(job_id)
+    assert job is not None
+    assert job["state"] == "cancelled"
+    assert job["cancel_requested_at"] is not None

@@ -302,3 +302,50 @@ async def test_jobs_most_recently_changed_first(client: httpx.AsyncClient, rows:
     assert [j["id"] for j in claim] == [old, new]
     assert [j["id"] for j in recent] == [new, old]
     assert_invalid(await client.get("/api/jobs?order=newest"), "order", "one of claim, recent")
+
+
+async def test_queue_stats_count_finished_jobs_too(client: httpx.AsyncClient, rows: Rows) -> None:
+    now = dt.datetime.now(UTC)
+    await rows.add_job(queue="fast")
+    await rows.add_job(queue="fast", state="completed", finished_at=now, result={"ok": 1})
+    await rows.add_job(queue="fast", state="cancelled", finished_at=now)
+    stats = (await client.get("/api/queues/fast/stats")).json()
+    assert {k: stats[k] for k in ("name", "available", "completed", "cancelled", "paused")} == {
+        "name": "fast",
+        "available": 1,
+        "completed": 1,
+        "cancelled": 1,
+        "paused": False,
+    }
+    assert stats["oldest_available_age_seconds"] >= 0
+    missing = await client.get("/api/queues/nowhere/stats")
+    assert (missing.status_code, missing.json()["field"]) == (404, "name")
+
+
+async def test_throughput_counts_completions_per_minute(
+    client: httpx.AsyncClient, rows: Rows
+) -> None:
+    now = dt.datetime.now(UTC)
+    for minutes_ago in (0, 0, 2, 45):
+        finished = now - dt.timedelta(minutes=minutes_ago, seconds=5)
+        await rows.add_job(queue="fast", state="completed", finished_at=finished)
+    await rows.add_job(queue="fast", state="cancelled", finished_at=now)
+    await rows.add_job(queue="slow")
+    body = (await client.get("/api/queues/throughput?minutes=5")).json()
+    assert body == {
+        "minutes": 5,
+        "queues": [{"name": "fast", "completed_per_minute": [0, 0, 1, 0, 2]}],
+    }
+    assert_invalid(await client.get("/api/queues/throughput?minutes=0"), "minutes", "between 1")
+
+
+async def test_job_detail_and_listing_show_the_result(
+    client: httpx.AsyncClient, rows: Rows
+) -> None:
+    now = dt.datetime.now(UTC)
+    job_id = await rows.add_job(state="completed", finished_at=now, result={"rows": 12})
+    job = (await client.get(f"/api/jobs/{job_id}")).json()["job"]
+    assert (job["state"], job["result"]) == ("completed", {"rows": 12})
+    assert job["finished_at"] == now.isoformat()
+    listed = (await client.get("/api/jobs?state=completed&order=recent")).json()["jobs"]
+    assert [(j["id"], j["result"]) for j in listed] == [(job_id, {"rows": 12})]

@@ -363,3 +363,23 @@ async def test_bulk_delete_by_ids_and_by_filter(client: httpx.AsyncClient, rows:
     refused = await client.post("/api/dlq/delete", json={"dry_run": False})
     assert_invalid(refused, "ids", "give ids or at least one filter")
     assert await rows.dead_letter_ids() == [c]
+
+
+async def test_retry_now_makes_a_scheduled_job_available(
+    client: httpx.AsyncClient, rows: Rows
+) -> None:
+    later = dt.datetime.now(UTC) + dt.timedelta(hours=1)
+    waiting = await rows.add_job(state="scheduled", run_at=later, attempts=2)
+    ready = await rows.add_job()
+    retried = await client.post(f"/api/jobs/{waiting}/retry")
+    again = await client.post(f"/api/jobs/{ready}/retry")
+    missing = await client.post("/api/jobs/424242/retry")
+    assert retried.json() == {
+        "retried": {"id": waiting, "outcome": "made_available", "state": "available"}
+    }
+    job = await rows.job(waiting)
+    assert job is not None
+    assert (job["state"], job["attempts"]) == ("available", 2)
+    assert job["run_at"] < later
+    assert again.json()["retried"]["outcome"] == "not_scheduled"
+    assert missing.status_code == 404
