@@ -152,6 +152,9 @@ async def _seed(rows: Rows) -> dict[str, int]:
         "dead": await rows.add_dead_letter(task="send_email", payload={"to": "c@example.com"}),
         "dead2": await rows.add_dead_letter(task="send_email"),
         "other": await rows.add_dead_letter(task="render", failure_reason="permanent_error"),
+        "done": await rows.add_job(
+            task="report", state="completed", finished_at=now, result={"rows": 12}
+        ),
     }
     await rows.add_worker("w1", silent_for=dt.timedelta(seconds=1), queues={"images": 2})
     return ids
@@ -181,6 +184,12 @@ async def test_dashboard_loads_with_data(browser: WebDriver, site: str, rows: Ro
     assert "enqueued" in _text(browser, "#detail-timeline")
     assert _text(browser, "#detail-attempts").startswith("attempt 2 of 8")
     assert "w1" in _text(browser, "#workers")
+    assert _text(browser, f'#completed tr[data-job="{ids["done"]}"]').endswith('{"rows":12}')
+    spark = browser.execute_script(
+        "return document.querySelector('#queues tr[data-queue=\"bulk\"] svg title').textContent"
+    )
+    assert spark.startswith("completed per minute, last 30 minutes: ")
+    assert spark.endswith(", 1")  # the job completed this minute
     assert "3 in all" in _text(browser, "#dlq-stats")
     entries = browser.find_elements(By.CSS_SELECTOR, "#dlq tr[data-entry]")
     assert [int(str(e.get_attribute("data-entry"))) for e in entries] == sorted(
