@@ -257,7 +257,7 @@ function render(ov, wk, run, bad, done, dl, st) {
       td(readOnly || j.state !== "scheduled" ? "" : action("retry now", "POST",
         "jobs/" + j.id + "/retry", "job " + j.id + ": retrying now",
         "Retry job " + j.id + " (" + j.task + ") now?")));
-  }), 8, "No job is retrying after an error.");
+  }), 8, "No job has an error.");
   fill("completed", done.jobs.map((j) => {
     const result = j.result === null || j.result === undefined
       ? "\\u2013" : JSON.stringify(j.result);
@@ -396,7 +396,7 @@ _BODY = """
   <div class="scroll"><table><thead><tr><th class="num">ID</th><th>Task</th><th>Queue</th>
     <th>Worker</th><th class="num">Running for</th><th class="num">Attempt</th><th></th>
     </tr></thead><tbody id="running-jobs"></tbody></table></div>
-  <h2>Recent failures (retrying)</h2>
+  <h2>Recent errors</h2>
   <div class="scroll"><table><thead><tr><th class="num">ID</th><th>Task</th><th>Queue</th>
     <th>State</th><th class="num">Attempts</th><th>Failed</th><th>Error</th><th></th></tr>
     </thead><tbody id="failing"></tbody></table></div>
