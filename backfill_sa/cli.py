@@ -326,6 +326,7 @@ def _cmd_admin(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         mode = ", read-only" if args.read_only else ""
+        mode += ", NO AUTHENTICATION" if args.insecure else ""
         print(f"admin: serving {url} (schema {schema!r}{mode}); Ctrl-C stops", file=sys.stderr)
 
     schema = schema_name(args)
@@ -335,6 +336,7 @@ def _cmd_admin(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         read_only=args.read_only,
+        insecure=args.insecure,
         on_ready=ready,
     )
     return 0
@@ -433,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     admin.add_argument("--port", type=_positive_int, default=8080, help="TCP port (default 8080)")
     admin.add_argument("--read-only", action="store_true", help="refuse every change (403)")
+    admin.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve WITHOUT authentication, loopback only (default: BACKFILL_ADMIN_TOKEN "
+        "is required)",
+    )
     admin.set_defaults(handler=_cmd_admin)
     return parser
 

@@ -8,21 +8,31 @@ This package is the only part of backfill_sa that imports a web framework, and
 * :func:`serve` runs it with uvicorn from a database URL (what
   ``python -m backfill_sa admin`` calls).
 
-There is no authentication built in: bind to localhost, or put the app behind your
-own authentication; ``read_only=True`` refuses every change. See ``docs/admin.md``.
+Every request must authenticate: with bearer tokens (:class:`TokenAuth`, which the
+standalone server reads from ``BACKFILL_ADMIN_TOKEN`` and
+``BACKFILL_ADMIN_READONLY_TOKEN``), or with your application's own login through an
+``auth`` callable that returns a :class:`Principal`. ``read_only=True`` refuses every
+change. ``/openapi.json`` describes the API. See ``docs/admin.md``.
 
 Example::
 
-    from backfill_sa.admin import create_app
+    from backfill_sa.admin import Principal, TokenAuth, create_app
 
-    admin = create_app(engine, schema="backfill", read_only=True)
-    app.mount("/admin", admin)  # FastAPI / Starlette
+    auth = TokenAuth({os.environ["ADMIN_TOKEN"]: Principal("ops")})
+    app.mount("/admin", create_app(engine, auth=auth))  # FastAPI / Starlette
 """
 
 from __future__ import annotations
 
 try:
     from backfill_sa.admin.app import create_app
+    from backfill_sa.admin.auth import (
+        Authenticator,
+        InsecureNoAuth,
+        Principal,
+        TokenAuth,
+        insecure_no_auth,
+    )
     from backfill_sa.admin.server import serve
 except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed extras
     if exc.name not in ("starlette", "uvicorn"):
@@ -31,4 +41,12 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
         f"backfill_sa.admin needs {exc.name}: pip install 'backfill-sa[admin]'", name=exc.name
     ) from exc
 
-__all__ = ["create_app", "serve"]
+__all__ = [
+    "Authenticator",
+    "InsecureNoAuth",
+    "Principal",
+    "TokenAuth",
+    "create_app",
+    "insecure_no_auth",
+    "serve",
+]

@@ -1,4 +1,4 @@
-"""HTTP plumbing of the admin API: JSON responses, errors, parameter parsing, origin check.
+"""HTTP plumbing of the admin app: JSON responses, errors, page headers, origin check.
 
 Errors share one JSON shape, ``{"error": code, "message": text}`` plus ``field`` and
 ``rule`` when one input is at fault, so a client can point at the bad field.
@@ -6,32 +6,17 @@ Errors share one JSON shape, ``{"error": code, "message": text}`` plus ``field``
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import decimal
 import enum
+import hashlib
 import json
-from collections.abc import Collection, Mapping
-from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = [
-    "BIGINT_MAX",
-    "ApiError",
-    "JsonResponse",
-    "enum_param",
-    "forbidden_origin",
-    "int_param",
-    "json_body",
-    "path_id",
-    "query_params",
-    "text_field",
-]
-
-BIGINT_MAX = 2**63 - 1
-"""The largest id PostgreSQL's bigint holds."""
-_E = TypeVar("_E", bound=enum.Enum)
+__all__ = ["ApiError", "JsonResponse", "forbidden_origin", "page_headers"]
 
 
 class ApiError(Exception):
@@ -107,112 +92,6 @@ class JsonResponse(Response):
         ).encode("utf-8")
 
 
-def query_params(request: Request, allowed: Collection[str]) -> dict[str, str]:
-    """Return the query parameters, empty values dropped, after checking their names.
-
-    Raises:
-        ApiError: a parameter is unknown, given twice, or contains a NUL character.
-    """
-    seen: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
-        if key not in allowed:
-            expected = ", ".join(sorted(allowed)) or "none"
-            raise ApiError.invalid(key, f"is not a known parameter (expected: {expected})")
-        if key in seen:
-            raise ApiError.invalid(key, "must be given at most once")
-        seen[key] = value
-    return {key: text_field(key, value) for key, value in seen.items() if value != ""}
-
-
-def text_field(field: str, value: object) -> str:
-    """Return ``value`` if it is a string PostgreSQL can store.
-
-    Raises:
-        ApiError: not a string, or it contains a NUL character.
-    """
-    if not isinstance(value, str):
-        raise ApiError.invalid(field, "must be a string")
-    if "\x00" in value:
-        raise ApiError.invalid(field, "must not contain NUL characters")
-    return value
-
-
-def int_param(
-    params: Mapping[str, str], field: str, *, default: int, minimum: int, maximum: int
-) -> int:
-    """Return the whole number ``params[field]`` (``default`` when absent).
-
-    Raises:
-        ApiError: not a whole number, or outside ``minimum``..``maximum``.
-    """
-    raw = params.get(field)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError.invalid(field, "must be a whole number") from None
-    if not minimum <= value <= maximum:
-        raise ApiError.invalid(field, f"must be between {minimum} and {maximum}")
-    return value
-
-
-def enum_param(enum_type: type[_E], field: str, value: str | None) -> _E | None:
-    """Return the member of ``enum_type`` whose value is ``value`` (None stays None).
-
-    Raises:
-        ApiError: ``value`` is not one of the members' values.
-    """
-    if value is None:
-        return None
-    try:
-        return enum_type(value)
-    except ValueError:
-        names = ", ".join(str(member.value) for member in enum_type)
-        raise ApiError.invalid(field, f"must be one of {names}") from None
-
-
-def path_id(request: Request, name: str = "id") -> int:
-    """Return the id in the URL path, a positive bigint.
-
-    Raises:
-        ApiError: the path segment is not a whole number from 1 to 2**63-1.
-    """
-    raw = str(request.path_params[name])
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= BIGINT_MAX:
-        raise ApiError.invalid(name, f"must be a whole number from 1 to {BIGINT_MAX}")
-    return int(raw)
-
-
-async def json_body(
-    request: Request, allowed: Collection[str], *, required: bool
-) -> dict[str, object]:
-    """Return the request's JSON object body after checking its keys.
-
-    An empty body is ``{}`` unless ``required``.
-
-    Raises:
-        ApiError: the body is missing (when required), not a JSON object, or has a
-            key outside ``allowed``.
-    """
-    raw = await request.body()
-    if not raw.strip():
-        if required:
-            raise ApiError.invalid("body", "must be a JSON object")
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ApiError.invalid("body", "must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ApiError.invalid("body", "must be a JSON object")
-    for key in body:
-        if key not in allowed:
-            expected = ", ".join(sorted(allowed))
-            raise ApiError.invalid(key, f"is not a known field (expected: {expected})")
-    return body
-
-
 def forbidden_origin(request: Request) -> bool:
     """Return True when a browser sent this request from another site (CSRF).
 
@@ -227,3 +106,27 @@ def forbidden_origin(request: Request) -> bool:
         return False
     host = origin.split("://", 1)[-1]
     return origin == "null" or host.lower() != request.headers.get("host", "").lower()
+
+
+def _sha256(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
+
+
+def page_headers(script: str | None, style: str) -> dict[str, str]:
+    """Security headers of an HTML page carrying exactly this inline ``script`` and ``style``.
+
+    A Content-Security-Policy that allows that script and style (by hash), requests
+    and form posts to the page's own origin only, and no framing (no clickjacking).
+    """
+    script_src = _sha256(script) if script is not None else "'none'"
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src {script_src}; style-src {_sha256(style)}; "
+            "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'"
+        ),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }

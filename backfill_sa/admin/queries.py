@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ColumnElement,
     Double,
+    Integer,
     Select,
     Table,
     Text,
@@ -45,6 +46,7 @@ __all__ = [
     "job_count",
     "job_list",
     "overview_counts",
+    "queue_throughput",
     "queue_stats",
     "schema_has_tables",
     "worker_list",
@@ -76,11 +78,15 @@ def _alive(expiry: dt.timedelta) -> ColumnElement[bool]:
 
 @dataclass(frozen=True)
 class JobFilter:
-    """Which jobs a listing shows; ``None`` means no condition, all given must hold."""
+    """Which jobs a listing shows; ``None`` means no condition, all given must hold.
+
+    ``errored``: only jobs that have (True) or have not (False) a ``last_error``.
+    """
 
     queue: str | None = None
     state: JobState | None = None
     task: str | None = None
+    errored: bool | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
         """Return the WHERE conditions of this filter."""
@@ -91,6 +97,9 @@ class JobFilter:
             found.append(jobs.c.state == _state(self.state))
         if self.task is not None:
             found.append(jobs.c.task == self.task)
+        if self.errored is not None:
+            has_error = jobs.c.last_error.is_not(None)
+            found.append(has_error if self.errored else ~has_error)
         return found
 
 
@@ -174,22 +183,50 @@ _JOB_SUMMARY = (
     jobs.c.updated_at,
     jobs.c.last_error["type"].astext.label("error_type"),
     jobs.c.last_error["message"].astext.label("error_message"),
+    jobs.c.finished_at,
+    jobs.c.result,
 )
 """Listing columns: no payload, metadata or traceback, which may be large."""
 
 
-def job_list(where: JobFilter, *, limit: int, offset: int) -> Select[Unpack[tuple[Any, ...]]]:
-    """Job summaries matching ``where`` in claim order (priority, run_at, id).
+def job_list(
+    where: JobFilter, *, limit: int, offset: int, recent: bool = False
+) -> Select[Unpack[tuple[Any, ...]]]:
+    """Job summaries matching ``where``, in claim order or most recently changed first.
 
-    Claim order is the order in which workers take available jobs, so the first
-    page of ``state=available`` is what runs next.
+    Claim order (priority, run_at, id) is the order in which workers take available
+    jobs, so the first page of ``state=available`` is what runs next. ``recent``
+    orders by ``updated_at`` (the last change of state) descending, then id.
     """
+    order = (
+        (jobs.c.updated_at.desc(), jobs.c.id.desc())
+        if recent
+        else (jobs.c.priority, jobs.c.run_at, jobs.c.id)
+    )
     return (
         select(*_JOB_SUMMARY)
         .where(*where.conditions())
-        .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
+        .order_by(*order)
         .limit(limit)
         .offset(offset)
+    )
+
+
+def queue_throughput(window: dt.timedelta) -> Select[str, int, int]:
+    """Completed jobs per queue and minute over the last ``window`` (database clock).
+
+    Rows ``(queue, minutes_ago, completed)``; minute 0 is the current one. Reads the
+    retained ``completed`` rows that finished in the window (jobs kept for zero
+    retention are deleted on completion and not counted).
+    """
+    ago = cast(func.floor(func.extract("epoch", _now - jobs.c.finished_at) / 60), Integer)
+    return (
+        select(jobs.c.queue, ago.label("minutes_ago"), func.count().label("completed"))
+        .where(
+            jobs.c.state == _state(JobState.COMPLETED),
+            jobs.c.finished_at >= _now - window,
+        )
+        .group_by(jobs.c.queue, ago)
     )
 
 

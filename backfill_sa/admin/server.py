@@ -3,22 +3,78 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backfill_sa.admin.app import create_app
+from backfill_sa.admin.auth import Authenticator, TokenAuth, insecure_no_auth
 from backfill_sa.admin.queries import schema_has_tables
 from backfill_sa.dburl import async_url
 from backfill_sa.errors import ConfigurationError
 from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
 
-__all__ = ["serve"]
+__all__ = ["INSECURE_WARNING", "is_loopback", "resolve_auth", "serve"]
 
 logger = logging.getLogger(__name__)
+
+INSECURE_WARNING = (
+    "admin: WARNING: serving WITHOUT AUTHENTICATION (--insecure): anyone who can reach "
+    "this port can pause queues, cancel jobs, delete dead letters and read every payload"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Return True when ``host`` is ``localhost`` or a loopback IP address."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_auth(
+    auth: TokenAuth | Authenticator | None,
+    *,
+    host: str,
+    insecure: bool,
+    environ: Mapping[str, str] | None = None,
+) -> TokenAuth | Authenticator:
+    """Decide how the standalone server authenticates, or refuse to start.
+
+    ``insecure`` serves without authentication, on a loopback address only. Otherwise
+    ``auth`` is used, else the tokens of ``BACKFILL_ADMIN_TOKEN`` /
+    ``BACKFILL_ADMIN_READONLY_TOKEN`` (:meth:`TokenAuth.from_env`).
+
+    Raises:
+        ConfigurationError: no authentication configured and ``insecure`` not given;
+            ``insecure`` with a host that is not loopback; ``insecure`` together with
+            ``auth``; a token that is too short.
+    """
+    if insecure:
+        if auth is not None:
+            raise ConfigurationError("insecure", "must not be combined with auth")
+        if not is_loopback(host):
+            raise ConfigurationError(
+                "host",
+                f"{host!r} is not a loopback address: serving without authentication is "
+                "only allowed on 127.0.0.1, ::1 or localhost",
+            )
+        return insecure_no_auth()
+    found = auth if auth is not None else TokenAuth.from_env(environ)
+    if found is None:
+        raise ConfigurationError(
+            "BACKFILL_ADMIN_TOKEN",
+            "is not set: set it (and optionally BACKFILL_ADMIN_READONLY_TOKEN) to a secret "
+            "of at least 16 characters, or pass --insecure to serve on loopback without "
+            "authentication",
+        )
+    return found
 
 
 def serve(
@@ -28,6 +84,8 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
     read_only: bool = False,
+    auth: TokenAuth | Authenticator | None = None,
+    insecure: bool = False,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the admin API and dashboard until interrupted (Ctrl-C or SIGTERM).
@@ -38,8 +96,11 @@ def serve(
     ``admin: serving http://HOST:PORT/`` at INFO (``backfill_sa.admin.server``); uvicorn
     logs through ``uvicorn.*`` loggers. Configuring logging is the caller's job.
 
-    There is no authentication: keep the default ``host`` (loopback) unless the
-    app sits behind your own authentication.
+    Authentication is required: ``auth``, else the tokens in ``BACKFILL_ADMIN_TOKEN``
+    (read-write) and ``BACKFILL_ADMIN_READONLY_TOKEN`` (read-only). Without any, it
+    refuses to start unless ``insecure`` is given, which serves without
+    authentication, logs :data:`INSECURE_WARNING` at WARNING on every start, and is
+    refused outright for a ``host`` that is not loopback.
 
     Args:
         database_url: any PostgreSQL URL form (see :mod:`backfill_sa.dburl`).
@@ -47,11 +108,15 @@ def serve(
         host: the interface to bind; ``127.0.0.1`` keeps the app local.
         port: the TCP port to listen on (0: any free port, shown in the log line).
         read_only: refuse every mutating request with 403.
+        auth: a :class:`~backfill_sa.admin.auth.TokenAuth` or your own authenticator;
+            ``None`` reads the tokens from the environment.
+        insecure: serve without authentication (loopback only).
         on_ready: called with the app's URL (``http://HOST:PORT/``) once the port is
             bound, before the first request is served; e.g. to print it.
 
     Raises:
-        ConfigurationError: a bad URL, schema name or port, or the schema has no
+        ConfigurationError: a bad URL, schema name or port; no authentication and
+            no ``insecure``; ``insecure`` on a non-loopback host; or the schema has no
             backfill_sa tables (run the migrations first).
         OSError: the database cannot be reached, or ``host``/``port`` cannot be bound
             (address in use, unknown host).
@@ -60,9 +125,20 @@ def serve(
     validate_schema_name(schema)
     if not 0 <= port <= 65535:
         raise ConfigurationError("port", "must be between 0 and 65535")
+    chosen = resolve_auth(auth, host=host, insecure=insecure)
     url = async_url(database_url)
+    if insecure:
+        logger.warning(INSECURE_WARNING)
     asyncio.run(
-        _serve(url, schema=schema, host=host, port=port, read_only=read_only, on_ready=on_ready)
+        _serve(
+            url,
+            schema=schema,
+            host=host,
+            port=port,
+            read_only=read_only,
+            auth=chosen,
+            on_ready=on_ready,
+        )
     )
 
 
@@ -73,6 +149,7 @@ async def _serve(
     host: str,
     port: int,
     read_only: bool,
+    auth: TokenAuth | Authenticator,
     on_ready: Callable[[str], None] | None,
 ) -> None:
     import uvicorn
@@ -85,7 +162,7 @@ async def _serve(
     )
     try:
         await _require_tables(engine, schema)
-        app = create_app(engine, schema=schema, read_only=read_only)
+        app = create_app(engine, auth=auth, schema=schema, read_only=read_only)
         config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off")
         # Bound here, not by uvicorn, so that a taken port is an OSError for the
         # caller rather than uvicorn's sys.exit(1).
@@ -115,5 +192,5 @@ async def _require_tables(engine: AsyncEngine, schema: str) -> None:
         raise ConfigurationError(
             "schema",
             f"{schema!r} has no backfill_sa tables; "
-            f"run `python -m backfill_sa migrate{hint}` first",
+            f"run `python -m backfill_sa migrate upgrade{hint}` first",
         )

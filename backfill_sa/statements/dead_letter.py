@@ -36,11 +36,13 @@ __all__ = [
     "RequeueOptions",
     "annotate",
     "count",
+    "count_by",
     "delete_many",
     "get",
     "purge",
     "requeue",
     "select_many",
+    "span",
 ]
 
 _dlq: Table = dead_letter_table
@@ -110,6 +112,22 @@ def select_many(where: DeadLetterFilter, *, limit: int, offset: int) -> Select[D
 def count(where: DeadLetterFilter) -> Select[int]:
     """The number of entries matching ``where``."""
     return select(func.count()).select_from(_dlq).where(*_conditions(where))
+
+
+def count_by(column: str) -> Select[str, int]:
+    """Entries per value of ``column`` (``queue``, ``task`` or ``failure_reason``).
+
+    Rows ``(key, count)``, most entries first, then by key.
+    """
+    key = _dlq.c[column]
+    n = func.count().label("count")
+    return select(key.label("key"), n).group_by(key).order_by(n.desc(), key)
+
+
+def span() -> Select[int, dt.datetime | None, dt.datetime | None]:
+    """One row: how many entries there are, the oldest and newest ``failed_at``."""
+    c = _dlq.c
+    return select(func.count(), func.min(c.failed_at), func.max(c.failed_at))
 
 
 def get(entry_id: int) -> Select[DeadLetterJob]:

@@ -7,8 +7,14 @@ read the real tables of the test's schema.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -16,11 +22,15 @@ import pytest
 from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backfill_sa.admin import create_app
+from backfill_sa.admin import Principal, TokenAuth, create_app
 from backfill_sa.models import DeadLetterJob, FailureReason, Job, Queue, Worker
 
 UTC = dt.timezone.utc
 BASE_URL = "http://admin.test"
+TOKEN = "test-admin-token-0123456789"
+RO_TOKEN = "test-viewer-token-0123456789"
+AUTH = TokenAuth({TOKEN: Principal("ops"), RO_TOKEN: Principal("viewer", read_only=True)})
+"""The test apps' tokens: ``ops`` may change things, ``viewer`` may only look."""
 
 jobs: Table = Job.__table__
 dead_letters: Table = DeadLetterJob.__table__
@@ -107,6 +117,11 @@ class Rows:
         async with self.engine.begin() as conn:
             await conn.execute(delete(jobs))
 
+    async def clear_jobs_except(self, keep: int) -> None:
+        """Delete every job but the one with id ``keep``."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(jobs).where(jobs.c.id != keep))
+
 
 @pytest.fixture
 def rows(async_engine: AsyncEngine) -> Rows:
@@ -114,22 +129,26 @@ def rows(async_engine: AsyncEngine) -> Rows:
     return Rows(async_engine)
 
 
-def client_for(app: Any) -> httpx.AsyncClient:
-    """An httpx client that calls ``app`` in-process."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+def client_for(app: Any, token: str | None = TOKEN) -> httpx.AsyncClient:
+    """An httpx client that calls ``app`` in-process, with ``token`` as bearer (if any)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=BASE_URL, headers=headers
+    )
 
 
 @pytest.fixture
 async def client(async_engine: AsyncEngine, schema: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the admin app on the test's schema (read-write)."""
-    async with client_for(create_app(async_engine, schema=schema)) as http:
+    """A client of the admin app on the test's schema, as ``ops`` (read-write)."""
+    async with client_for(create_app(async_engine, auth=AUTH, schema=schema)) as http:
         yield http
 
 
 @pytest.fixture
 async def ro_client(async_engine: AsyncEngine, schema: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the admin app in read-only mode."""
-    async with client_for(create_app(async_engine, schema=schema, read_only=True)) as http:
+    """A client of the admin app in read-only mode (as ``ops``, who could otherwise write)."""
+    app = create_app(async_engine, auth=AUTH, schema=schema, read_only=True)
+    async with client_for(app) as http:
         yield http
 
 
@@ -141,3 +160,70 @@ def assert_invalid(response: httpx.Response, field: str, rule_part: str) -> None
     assert body["field"] == field
     assert rule_part in body["rule"], body
     assert body["message"] == f"{field}: {body['rule']}"
+
+
+_SCRIPT = """
+import logging, sys
+logging.basicConfig(level=sys.argv[6], stream=sys.stderr)
+from backfill_sa.admin import serve
+serve(
+    sys.argv[1],
+    schema=sys.argv[2],
+    port=int(sys.argv[3]),
+    read_only=sys.argv[4] == "ro",
+    insecure=sys.argv[5] == "insecure",
+    on_ready=lambda url: print("ready at", url, file=sys.stderr),
+)
+"""
+
+
+def admin_env(**extra: str) -> dict[str, str]:
+    """The environment without BACKFILL_ADMIN_* variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_ADMIN_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+@asynccontextmanager
+async def served_admin(
+    database_url: str,
+    schema: str,
+    *,
+    env: Mapping[str, str],
+    read_only: bool = False,
+    insecure: bool = False,
+    log_level: str = "INFO",
+) -> AsyncIterator[tuple[str, bytes]]:
+    """Run serve() in a subprocess on a free port; yield its base URL and start-up log.
+
+    ``log_level`` WARNING keeps uvicorn's access log quiet, for long sessions.
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _SCRIPT,
+        database_url,
+        schema,
+        "0",
+        "ro" if read_only else "rw",
+        "insecure" if insecure else "secure",
+        log_level,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env),
+    )
+    assert process.stderr is not None
+    drain: asyncio.Task[bytes] | None = None
+    try:
+        log = b""
+        while (found := re.search(rb"ready at (http://127\.0\.0\.1:\d+)/", log)) is None:
+            line = await asyncio.wait_for(process.stderr.readline(), timeout=30)
+            assert line, f"server exited early: {log.decode()}"
+            log += line
+        # Keep reading: a full pipe would block the server's access log, and the server.
+        drain = asyncio.create_task(process.stderr.read())
+        yield found[1].decode(), log
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), timeout=30)
+        if drain is not None:
+            await drain

@@ -22,7 +22,7 @@ from starlette.routing import Mount
 from backfill_sa.admin import create_app
 from backfill_sa.dburl import async_url
 from backfill_sa.errors import ConfigurationError
-from tests.admin.conftest import Rows, client_for
+from tests.admin.conftest import AUTH, Rows, client_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "admin.md"
 
@@ -57,7 +57,7 @@ async def test_dashboard_page_and_its_security_headers(client: httpx.AsyncClient
 
 
 async def test_mounted_under_a_prefix(async_engine: AsyncEngine, schema: str) -> None:
-    outer = Starlette(routes=[Mount("/admin", app=create_app(async_engine))])
+    outer = Starlette(routes=[Mount("/admin", app=create_app(async_engine, auth=AUTH))])
     async with client_for(outer) as http:
         page = await http.get("/admin/")
         assert page.status_code == 200
@@ -75,7 +75,7 @@ async def test_schema_comes_from_the_argument_or_the_engine(
     mapped_elsewhere = plain.execution_options(schema_translate_map={"backfill": "other"})
     try:
         for engine in (plain, mapped_elsewhere):
-            async with client_for(create_app(engine, schema=schema)) as http:
+            async with client_for(create_app(engine, auth=AUTH, schema=schema)) as http:
                 body = (await http.get("/api/overview")).json()
             assert body["schema"] == schema
             assert [q["name"] for q in body["queues"]] == ["mine"]
@@ -86,11 +86,11 @@ async def test_schema_comes_from_the_argument_or_the_engine(
 async def test_no_schema_keeps_the_engines_mapping(
     async_engine: AsyncEngine, database_url: str, schema: str
 ) -> None:
-    async with client_for(create_app(async_engine)) as http:
+    async with client_for(create_app(async_engine, auth=AUTH)) as http:
         assert (await http.get("/api/overview")).json()["schema"] == schema
     plain = create_async_engine(async_url(database_url))
     try:
-        async with client_for(create_app(plain)) as http:
+        async with client_for(create_app(plain, auth=AUTH)) as http:
             response = await http.get("/api/overview")
         # The default schema may or may not be migrated in this database.
         if response.status_code == 200:
@@ -113,7 +113,7 @@ async def test_no_schema_keeps_the_engines_mapping(
 )
 def test_bad_settings_are_refused(async_engine: AsyncEngine, kwargs: Any, field: str) -> None:
     with pytest.raises(ConfigurationError) as info:
-        create_app(async_engine, **kwargs)
+        create_app(async_engine, auth=AUTH, **kwargs)
     assert info.value.field == field
 
 
@@ -121,11 +121,13 @@ async def test_worker_expiry_decides_liveness(
     async_engine: AsyncEngine, schema: str, rows: Rows
 ) -> None:
     await rows.add_worker("w", silent_for=dt.timedelta(seconds=30))
-    strict = create_app(async_engine, schema=schema, worker_expiry=dt.timedelta(seconds=10))
+    strict = create_app(
+        async_engine, auth=AUTH, schema=schema, worker_expiry=dt.timedelta(seconds=10)
+    )
     async with client_for(strict) as http:
         assert (await http.get("/api/workers")).json()["workers"][0]["alive"] is False
         assert (await http.get("/api/overview")).json()["workers"] == {"alive": 0, "total": 1}
-    async with client_for(create_app(async_engine, schema=schema)) as http:
+    async with client_for(create_app(async_engine, auth=AUTH, schema=schema)) as http:
         assert (await http.get("/api/workers")).json()["workers"][0]["alive"] is True
 
 
@@ -134,7 +136,7 @@ async def test_database_errors_are_503(async_engine: AsyncEngine, admin_engine: 
     with admin_engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{empty}"'))
     try:
-        async with client_for(create_app(async_engine, schema=empty)) as http:
+        async with client_for(create_app(async_engine, auth=AUTH, schema=empty)) as http:
             response = await http.get("/api/overview")
     finally:
         with admin_engine.begin() as conn:
@@ -175,25 +177,62 @@ def test_doc_snippets_compile() -> None:
         compile(snippet, str(DOCS), "exec")
 
 
-async def test_doc_mount_snippet_serves_the_api(async_engine: AsyncEngine, schema: str) -> None:
-    (snippet,) = [s for s in _snippets() if "Mount(" in s]
+def _snippet(marker: str) -> str:
+    (snippet,) = [s for s in _snippets() if marker in s]
+    return snippet
+
+
+async def test_doc_token_mount_snippet_serves_the_api(
+    async_engine: AsyncEngine, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ADMIN_TOKEN", raising=False)
     namespace: dict[str, Any] = {"engine": async_engine}
-    exec(snippet, namespace)
-    async with client_for(namespace["app"]) as http:
+    exec(_snippet("TokenAuth({"), namespace)
+    async with client_for(namespace["app"], token="change-me-to-a-long-secret") as http:
         overview = await http.get("/admin/api/overview")
+    async with client_for(namespace["app"], token=None) as http:
+        refused = await http.get("/admin/api/overview")
     assert overview.status_code == 200
-    assert overview.json()["schema"] == schema
+    assert (overview.json()["schema"], overview.json()["user"]) == (schema, "ops")
+    assert refused.status_code == 401
 
 
-async def test_doc_basic_auth_snippet_guards_the_app(async_engine: AsyncEngine) -> None:
-    (snippet,) = [s for s in _snippets() if "class BasicAuth" in s]
-    namespace: dict[str, Any] = {"engine": async_engine, "create_app": create_app}
-    exec(snippet, namespace)
-    async with client_for(namespace["protected"]) as http:
-        denied = await http.get("/api/overview")
-        wrong = await http.get("/api/overview", auth=("ops", "guess"))
-        allowed = await http.get("/api/overview", auth=("ops", "change me"))
-    assert denied.status_code == 401
-    assert denied.headers["www-authenticate"].startswith("Basic")
-    assert wrong.status_code == 401
-    assert allowed.status_code == 200
+async def test_doc_fastapi_snippet_uses_the_apps_own_login(
+    async_engine: AsyncEngine, rows: Rows
+) -> None:
+    await rows.add_job(queue="fast")
+    namespace: dict[str, Any] = {"engine": async_engine}
+    exec(_snippet("FastAPI()"), namespace)
+    session = {"Cookie": "session=s3cr3t-session-id"}
+    async with client_for(namespace["api"], token=None) as http:
+        me = await http.get("/me", headers=session)
+        anonymous = await http.get("/admin/api/overview")
+        overview = await http.get("/admin/api/overview", headers=session)
+        pause = await http.post("/admin/api/queues/fast/pause", headers=session)
+        dashboard = await http.get("/admin/", headers=session)
+        document = await http.get("/admin/openapi.json", headers=session)
+    assert me.json() == {"name": "alice"}
+    assert anonymous.status_code == 401
+    assert (overview.json()["user"], overview.json()["auth"]) == ("alice", "app")
+    assert pause.status_code == 200
+    queue = await rows.queue("fast")
+    assert queue is not None
+    assert queue["paused"] is True
+    assert dashboard.status_code == 200
+    assert document.json()["servers"] == [{"url": "/admin"}]
+
+
+async def test_doc_starlette_snippet_uses_the_apps_middleware(
+    async_engine: AsyncEngine, rows: Rows
+) -> None:
+    await rows.add_job(queue="fast")
+    namespace: dict[str, Any] = {"engine": async_engine}
+    exec(_snippet("AuthenticationMiddleware"), namespace)
+    session = {"Cookie": "session=s3cr3t-session-id"}
+    async with client_for(namespace["site"], token=None) as http:
+        anonymous = await http.post("/ops/admin/api/queues/fast/pause")
+        overview = await http.get("/ops/admin/api/overview", headers=session)
+        pause = await http.post("/ops/admin/api/queues/fast/pause", headers=session)
+    assert anonymous.status_code == 401
+    assert (overview.json()["user"], overview.json()["read_only"]) == ("bob", False)
+    assert pause.status_code == 200

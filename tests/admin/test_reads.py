@@ -224,13 +224,11 @@ async def test_dlq_entry_detail(client: httpx.AsyncClient, rows: Rows) -> None:
         ("/api/jobs?stat=running", "stat", "not a known parameter"),
         ("/api/jobs?queue=a&queue=b", "queue", "at most once"),
         ("/api/jobs?task=a%00b", "task", "NUL"),
-        ("/api/jobs/abc", "id", "whole number"),
         ("/api/jobs/0", "id", "whole number"),
         ("/api/jobs/99999999999999999999", "id", "whole number"),
         ("/api/dlq?reason=oops", "reason", "max_attempts_exceeded"),
         ("/api/dlq?limit=-3", "limit", "between 1 and 1000"),
         ("/api/dlq?failed=1", "failed", "not a known parameter"),
-        ("/api/dlq/x1", "id", "whole number"),
         ("/api/overview?verbose=1", "verbose", "not a known parameter"),
         ("/api/workers?all=1", "all", "not a known parameter"),
     ],
@@ -259,3 +257,95 @@ async def test_unknown_routes_and_methods_answer_json(client: httpx.AsyncClient)
     assert wrong.status_code == 405
     assert wrong.json()["error"] == "method_not_allowed"
     assert "GET" in wrong.headers["allow"]
+
+
+async def test_dead_letter_stats(client: httpx.AsyncClient, rows: Rows) -> None:
+    empty = (await client.get("/api/dlq/stats")).json()
+    assert empty == {
+        "total": 0,
+        "oldest_failed_at": None,
+        "newest_failed_at": None,
+        "by_queue": [],
+        "by_task": [],
+        "by_reason": [],
+    }
+    first = dt.datetime(2026, 1, 1, tzinfo=UTC)
+    await rows.add_dead_letter(task="a", queue="q1", failed_at=first)
+    await rows.add_dead_letter(task="a", queue="q2", failure_reason="permanent_error")
+    await rows.add_dead_letter(task="b", queue="q2", failed_at=first + dt.timedelta(days=1))
+    stats = (await client.get("/api/dlq/stats")).json()
+    assert stats["total"] == 3
+    assert stats["oldest_failed_at"] == first.isoformat()
+    assert stats["by_queue"] == [{"key": "q2", "count": 2}, {"key": "q1", "count": 1}]
+    assert stats["by_task"] == [{"key": "a", "count": 2}, {"key": "b", "count": 1}]
+    assert stats["by_reason"] == [
+        {"key": "max_attempts_exceeded", "count": 2},
+        {"key": "permanent_error", "count": 1},
+    ]
+
+
+async def test_jobs_filtered_by_error(client: httpx.AsyncClient, rows: Rows) -> None:
+    failing = await rows.add_job(last_error={"type": "KeyError", "message": "'x'"})
+    fine = await rows.add_job()
+    errored = (await client.get("/api/jobs?errored=true")).json()
+    clean = (await client.get("/api/jobs?errored=false")).json()
+    assert [(j["id"], j["error_type"]) for j in errored["jobs"]] == [(failing, "KeyError")]
+    assert [j["id"] for j in clean["jobs"]] == [fine]
+
+
+async def test_jobs_most_recently_changed_first(client: httpx.AsyncClient, rows: Rows) -> None:
+    now = dt.datetime.now(UTC)
+    old = await rows.add_job(priority=-10, updated_at=now - dt.timedelta(hours=1))
+    new = await rows.add_job(priority=10, updated_at=now)
+    claim = (await client.get("/api/jobs")).json()["jobs"]
+    recent = (await client.get("/api/jobs?order=recent")).json()["jobs"]
+    assert [j["id"] for j in claim] == [old, new]
+    assert [j["id"] for j in recent] == [new, old]
+    assert_invalid(await client.get("/api/jobs?order=newest"), "order", "one of claim, recent")
+
+
+async def test_queue_stats_count_finished_jobs_too(client: httpx.AsyncClient, rows: Rows) -> None:
+    now = dt.datetime.now(UTC)
+    await rows.add_job(queue="fast")
+    await rows.add_job(queue="fast", state="completed", finished_at=now, result={"ok": 1})
+    await rows.add_job(queue="fast", state="cancelled", finished_at=now)
+    stats = (await client.get("/api/queues/fast/stats")).json()
+    assert {k: stats[k] for k in ("name", "available", "completed", "cancelled", "paused")} == {
+        "name": "fast",
+        "available": 1,
+        "completed": 1,
+        "cancelled": 1,
+        "paused": False,
+    }
+    assert stats["oldest_available_age_seconds"] >= 0
+    missing = await client.get("/api/queues/nowhere/stats")
+    assert (missing.status_code, missing.json()["field"]) == (404, "name")
+
+
+async def test_throughput_counts_completions_per_minute(
+    client: httpx.AsyncClient, rows: Rows
+) -> None:
+    now = dt.datetime.now(UTC)
+    for minutes_ago in (0, 0, 2, 45):
+        finished = now - dt.timedelta(minutes=minutes_ago, seconds=5)
+        await rows.add_job(queue="fast", state="completed", finished_at=finished)
+    await rows.add_job(queue="fast", state="cancelled", finished_at=now)
+    await rows.add_job(queue="slow")
+    body = (await client.get("/api/queues/throughput?minutes=5")).json()
+    assert body == {
+        "minutes": 5,
+        "queues": [{"name": "fast", "completed_per_minute": [0, 0, 1, 0, 2]}],
+    }
+    assert_invalid(await client.get("/api/queues/throughput?minutes=0"), "minutes", "between 1")
+
+
+async def test_job_detail_and_listing_show_the_result(
+    client: httpx.AsyncClient, rows: Rows
+) -> None:
+    now = dt.datetime.now(UTC)
+    job_id = await rows.add_job(state="completed", finished_at=now, result={"rows": 12})
+    job = (await client.get(f"/api/jobs/{job_id}")).json()["job"]
+    assert (job["state"], job["result"]) == ("completed", {"rows": 12})
+    assert job["finished_at"] == now.isoformat()
+    listed = (await client.get("/api/jobs?state=completed&order=recent")).json()["jobs"]
+    assert [(j["id"], j["result"]) for j in listed] == [(job_id, {"rows": 12})]

@@ -118,7 +118,8 @@ async def test_cancel_asks_a_running_job_to_stop(client: httpx.AsyncClient, rows
 
 async def test_cancel_missing_or_bad_id(client: httpx.AsyncClient) -> None:
     assert (await client.post("/api/jobs/777/cancel")).status_code == 404
-    assert_invalid(await client.post("/api/jobs/-1/cancel"), "id", "whole number")
+    assert (await client.post("/api/jobs/-1/cancel")).status_code == 404
+    assert_invalid(await client.post("/api/jobs/0/cancel"), "id", "whole number between 1")
 
 
 async def test_requeue_moves_a_dead_letter_back_to_jobs(
@@ -178,8 +179,8 @@ async def test_requeue_refused_while_the_job_key_is_live(
     [
         ({"max_attempts": 0}, "max_attempts", "between 1 and 32767"),
         ({"max_attempts": "3"}, "max_attempts", "whole number"),
-        ({"run_at": "tomorrow"}, "run_at", "ISO 8601"),
-        ({"run_at": "2030-01-01T00:00:00"}, "run_at", "timezone-aware"),
+        ({"run_at": "tomorrow"}, "run_at", "RFC 3339"),
+        ({"run_at": "2030-01-01T00:00:00"}, "run_at", "with a UTC offset"),
         ({"queue_override": ""}, "queue_override", "1 to 100"),
         ({"queue": "x"}, "queue", "not a known field"),
     ],
@@ -323,3 +324,62 @@ async def test_same_origin_and_scripts_may_change(
     entry_id = await rows.add_dead_letter()
     assert (await client.delete(f"/api/dlq/{entry_id}", headers=headers)).status_code == 200
     assert await rows.dead_letter_ids() == []
+
+
+async def test_dry_runs_change_nothing_and_say_what_would_happen(
+    client: httpx.AsyncClient, rows: Rows
+) -> None:
+    await rows.add_job(job_key="taken")
+    a = await rows.add_dead_letter(task="a")
+    b = await rows.add_dead_letter(task="a", job_key="taken")
+    c = await rows.add_dead_letter(task="c")
+
+    requeue = await client.post("/api/dlq/requeue", json={"task": "a", "dry_run": True})
+    delete = await client.post("/api/dlq/delete", json={"ids": [a, c, 999], "dry_run": True})
+
+    assert requeue.status_code == 200
+    assert requeue.json() == {
+        "dry_run": True,
+        "job_ids": [],
+        "requeued_ids": [a],
+        "skipped_ids": [b],
+    }
+    assert delete.json() == {"dry_run": True, "deleted": 2}
+    assert await rows.dead_letter_ids() == [a, b, c]
+    assert len(await rows.jobs()) == 1
+
+
+async def test_bulk_delete_by_ids_and_by_filter(client: httpx.AsyncClient, rows: Rows) -> None:
+    a = await rows.add_dead_letter(task="a")
+    await rows.add_dead_letter(task="b", failure_reason="permanent_error")
+    c = await rows.add_dead_letter(task="b")
+    by_ids = await client.post("/api/dlq/delete", json={"ids": [a]})
+    assert by_ids.json() == {"dry_run": False, "deleted": 1}
+    by_filter = await client.post(
+        "/api/dlq/delete", json={"task": "b", "reason": "permanent_error"}
+    )
+    assert by_filter.json() == {"dry_run": False, "deleted": 1}
+    assert await rows.dead_letter_ids() == [c]
+    refused = await client.post("/api/dlq/delete", json={"dry_run": False})
+    assert_invalid(refused, "ids", "give ids or at least one filter")
+    assert await rows.dead_letter_ids() == [c]
+
+
+async def test_retry_now_makes_a_scheduled_job_available(
+    client: httpx.AsyncClient, rows: Rows
+) -> None:
+    later = dt.datetime.now(UTC) + dt.timedelta(hours=1)
+    waiting = await rows.add_job(state="scheduled", run_at=later, attempts=2)
+    ready = await rows.add_job()
+    retried = await client.post(f"/api/jobs/{waiting}/retry")
+    again = await client.post(f"/api/jobs/{ready}/retry")
+    missing = await client.post("/api/jobs/424242/retry")
+    assert retried.json() == {
+        "retried": {"id": waiting, "outcome": "made_available", "state": "available"}
+    }
+    job = await rows.job(waiting)
+    assert job is not None
+    assert (job["state"], job["attempts"]) == ("available", 2)
+    assert job["run_at"] < later
+    assert again.json()["retried"]["outcome"] == "not_scheduled"
+    assert missing.status_code == 404
