@@ -7,8 +7,7 @@ newer, for dependencies that end before the response is sent).
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +17,11 @@ from backfill_sa.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-    from starlette.requests import Request
-    from starlette.types import ASGIApp, Receive, Scope, Send
 
+    from backfill_sa.admin.auth import Authenticator, TokenAuth
     from backfill_sa.worker import WorkerHandle
 
-__all__ = ["Authorize", "embedded_worker", "mount_admin", "session_dependency", "worker_lifespan"]
-
-Authorize = Callable[["Request"], "bool | Awaitable[bool]"]
-"""The application's check of a request: true to let it through."""
+__all__ = ["embedded_worker", "mount_admin", "session_dependency", "worker_lifespan"]
 
 
 def session_dependency(maker: async_sessionmaker[AsyncSession]) -> Any:
@@ -101,36 +96,11 @@ def worker_lifespan(
     return lifespan
 
 
-class _Guarded:
-    """An ASGI app that lets a request through only when ``authorize`` says so."""
-
-    def __init__(self, app: ASGIApp, authorize: Authorize) -> None:
-        self.app = app
-        self.authorize = authorize
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from starlette.requests import Request
-        from starlette.responses import PlainTextResponse
-
-        if scope["type"] in ("http", "websocket"):
-            allowed = self.authorize(Request(scope, receive))
-            if inspect.isawaitable(allowed):
-                allowed = await allowed
-            if not allowed:
-                if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 1008})
-                    return
-                response = PlainTextResponse("not authorised", status_code=401)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def mount_admin(
     app: Any,
     engine: AsyncEngine,
     *,
-    authorize: Authorize,
+    auth: TokenAuth | Authenticator,
     path: str = "/admin",
     schema: str | None = None,
     read_only: bool = False,
@@ -138,13 +108,15 @@ def mount_admin(
     """Mount the admin app (:func:`backfill_sa.admin.create_app`) under ``path``.
 
     Mounted apps do not run FastAPI dependencies, so the application's auth comes
-    as ``authorize``: called with each request, it returns (or awaits to) whether
-    the request may reach the admin app; otherwise the answer is 401.
+    as ``auth``, the admin app's own: a callable of the request returning (or
+    awaiting to) a :class:`~backfill_sa.admin.auth.Principal` (``read_only=True`` for
+    look-only users) or ``None`` for 401, or a
+    :class:`~backfill_sa.admin.auth.TokenAuth`.
 
     Args:
         app: the FastAPI (or Starlette) application.
         engine: an async engine on the database holding backfill_sa's tables.
-        authorize: the application's check, e.g. a token or session test.
+        auth: the application's check, e.g. a token or session test.
         path: where to mount it.
         schema: the tables' schema (default: what ``engine`` maps ``backfill`` to).
         read_only: refuse every mutating admin request.
@@ -154,5 +126,4 @@ def mount_admin(
     """
     from backfill_sa.admin import create_app
 
-    admin = create_app(engine, schema=schema, read_only=read_only)
-    app.mount(path, _Guarded(admin, authorize))
+    app.mount(path, create_app(engine, auth=auth, schema=schema, read_only=read_only))

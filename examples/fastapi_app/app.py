@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
+from backfill_sa.admin.auth import Principal
 from backfill_sa.config import WorkerConfig
 from backfill_sa.enqueue import enqueue_async
 from backfill_sa.integrations.fastapi import mount_admin, session_dependency, worker_lifespan
@@ -78,6 +79,9 @@ def create_app(
             raise HTTPException(status_code=404)
         return NoteOut(id=row.id, body=row.body, summary=row.summary)
 
+    def operator(request: Request) -> Principal | None:
+        return Principal("operator") if is_operator(request) else None
+
     async def operator_only(request: Request) -> None:
         if not is_operator(request):
             raise HTTPException(status_code=401, detail="operators only")
@@ -90,7 +94,7 @@ def create_app(
         return {"job_id": job.id}
 
     if admin_engine is not None:
-        mount_admin(app, admin_engine, authorize=is_operator)
+        mount_admin(app, admin_engine, auth=operator)
     return app
 
 
