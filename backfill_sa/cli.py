@@ -1,6 +1,7 @@
 """Command-line interface: ``python -m backfill_sa COMMAND``; the only place logging is configured.
 
-Commands: ``migrate``, ``worker``, ``enqueue``, ``dlq``, ``demo``, ``admin`` and ``embedded``.
+Commands: ``migrate``, ``worker``, ``enqueue``, ``dlq``, ``demo``, ``admin``, ``embedded``
+and ``cron``.
 Every command that needs a database finds it the same way
 (:func:`backfill_sa.embedded.resolve_database_url`): ``DATABASE_URL``, else the
 embedded PostgreSQL in ``.backfill/`` when the ``embedded`` extra is installed.
@@ -26,6 +27,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from backfill_sa.cli_cron import add_cron_command
 from backfill_sa.cli_ops import (
     CommandError,
     cmd_dlq,
@@ -434,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--port", type=_positive_int, default=8080, help="TCP port (default 8080)")
     admin.add_argument("--read-only", action="store_true", help="refuse every change (403)")
     admin.set_defaults(handler=_cmd_admin)
+    add_cron_command(commands, common)
     return parser
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "FailureReason",
     "JobState",
+    "cron_schedules_table",
     "dead_letter_table",
     "jobs_table",
     "leader_table",
@@ -282,3 +283,17 @@ leader_table = Table(
     _ts("expires_at", "The role is free after this time unless renewed."),
 )
 """``backfill.leader``: which worker runs maintenance now (a row lease)."""
+
+cron_schedules_table = Table(
+    "cron_schedules",
+    metadata,
+    Column("name", Text, primary_key=True, doc="The schedule's name (``registry.cron(name=)``)."),
+    Column("expression", Text, nullable=False, doc="Cron expression last run by a worker."),
+    Column("timezone", Text, nullable=False, doc="IANA zone the expression is read in."),
+    _ts("last_tick_at", "Latest tick handled: enqueued, or skipped as older than the fill."),
+    _ts("created_at", "When a worker first ran the schedule.", default_now=True),
+    _ts("updated_at", "Last change.", default_now=True),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
+)
+"""``backfill.cron_schedules``: one row per cron schedule, so that each tick is
+enqueued once across all workers (they advance ``last_tick_at`` by compare-and-set)."""

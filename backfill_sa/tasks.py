@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from backfill_sa.cron import CronSchedule
 from backfill_sa.errors import ConfigurationError, InvalidPayloadError
 from backfill_sa.priority import BULK, Priority
 from backfill_sa.retry import RetryPolicy
@@ -222,6 +223,7 @@ class TaskRegistry:
     def __init__(self) -> None:
         """Create an empty registry."""
         self._tasks: dict[str, Task] = {}
+        self._schedules: dict[str, CronSchedule] = {}
 
     def register(self, name: str, handler: Handler, **options: Any) -> Task:
         """Register ``handler`` under ``name`` with :class:`TaskOptions` ``options``.
@@ -281,6 +283,71 @@ class TaskRegistry:
             return handler
 
         return decorate
+
+    def cron(
+        self,
+        expression: str,
+        task: str,
+        *,
+        payload: Any = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        timezone: str = "UTC",
+        fill: timedelta = timedelta(0),
+        name: str | None = None,
+    ) -> CronSchedule:
+        """Enqueue ``task`` on a cron schedule; every worker with this registry runs it.
+
+        Exactly one job is enqueued per tick, however many workers run (its job key
+        is ``cron:<name>:<tick in UTC>``), and no tick is missed while at least one
+        worker runs. See ``docs/scheduling.md``.
+
+        Example::
+
+            registry.cron("*/5 * * * *", "sync_accounts", queue="bulk")
+            registry.cron("0 3 * * *", "nightly_report", timezone="Europe/Berlin",
+                          fill=timedelta(hours=6))
+
+        Args:
+            expression: five fields (``"*/5 * * * *"``: minute hour day month
+                weekday; ranges, lists, steps, ``jan``-``dec`` and ``mon``-``sun``
+                allowed) or a shorthand such as ``@hourly`` or ``@daily``.
+            task: name of the task to enqueue (registered here before a worker starts).
+            payload: JSON payload of every job (``None`` means ``{}``).
+            queue: queue of the jobs (default: the task's).
+            priority: priority of the jobs (default: the task's).
+            timezone: IANA zone the expression is read in (default ``"UTC"``).
+            fill: after downtime, missed ticks at most this old are still enqueued
+                (default: none beyond the scheduler's one-minute grace).
+            name: the schedule's stable identity (default: the task name).
+
+        Raises:
+            ConfigurationError: the expression is invalid or never matches, the zone
+                is unknown, ``fill`` is negative, the name is taken, or the ``cron``
+                extra (croniter) is not installed.
+            JobValidationError: the task name, queue, priority or payload breaks its rule.
+        """
+        schedule = CronSchedule(
+            name=task if name is None else name,
+            expression=expression,
+            task=task,
+            payload=payload,
+            queue=queue,
+            priority=priority,
+            timezone=timezone,
+            fill=fill,
+        )
+        if schedule.name in self._schedules:
+            raise ConfigurationError(
+                "name", f"a cron schedule named {schedule.name!r} exists; give each a name="
+            )
+        self._schedules[schedule.name] = schedule
+        return schedule
+
+    @property
+    def schedules(self) -> tuple[CronSchedule, ...]:
+        """The cron schedules registered with :meth:`cron`, in registration order."""
+        return tuple(self._schedules.values())
 
     def with_options(self, name: str, **options: Any) -> Task:
         """Replace some options of a registered task and return the new task.

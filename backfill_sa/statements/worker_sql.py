@@ -12,6 +12,9 @@ from types import MappingProxyType
 from backfill_sa.statements.rendered import RenderedSql
 
 __all__ = [
+    "cron_enqueue_ticks",
+    "cron_schedule_states",
+    "cron_schedule_sync",
     "job_claim_batch",
     "job_complete_and_claim",
     "job_complete_many",
@@ -262,5 +265,72 @@ worker_heartbeat = RenderedSql(
         "hostname",
         "pid",
         "queues",
+    ),
+)
+
+cron_enqueue_ticks = RenderedSql(
+    "cron_enqueue_ticks",
+    (
+        "WITH advanced AS \n"
+        "(UPDATE __backfill_schema__.cron_schedules SET expression=$1::VARCHAR, timezone=$2::VARCHAR, last_tick_at=$3::TIMESTAMP WITH TIME ZONE, updated_at=now() WHERE __backfill_schema__.cron_schedules.name = $4::VARCHAR AND __backfill_schema__.cron_schedules.last_tick_at = $5::TIMESTAMP WITH TIME ZONE RETURNING __backfill_schema__.cron_schedules.name), \n"
+        "inserted AS \n"
+        "(INSERT INTO __backfill_schema__.jobs (task, queue, payload, priority, run_at, state, max_attempts, job_key, retry_policy, metadata) SELECT $6::VARCHAR AS anon_1, $7::VARCHAR AS anon_2, CAST($8::VARCHAR AS JSONB) AS anon_3, $9::SMALLINT AS anon_4, t.run_at AS run_at, CASE WHEN (t.run_at > now()) THEN 'scheduled' ELSE 'available' END AS anon_5, $10::SMALLINT AS anon_6, t.job_key AS job_key, CAST($11::VARCHAR AS JSONB) AS anon_7, CAST($12::VARCHAR AS JSONB) AS anon_8 \n"
+        "FROM unnest($13::TIMESTAMP WITH TIME ZONE[], $14::TEXT[]) AS t(run_at, job_key) \n"
+        "WHERE EXISTS (SELECT advanced.name \n"
+        "FROM advanced) ON CONFLICT DO NOTHING RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.state), \n"
+        "notified AS \n"
+        "(SELECT pg_notify($15::VARCHAR, $7::VARCHAR) AS pg_notify_1 \n"
+        "WHERE EXISTS (SELECT inserted.id \n"
+        "FROM inserted \n"
+        "WHERE inserted.state = 'available'))\n"
+        " SELECT (SELECT count(*) \n"
+        "FROM advanced) AS advanced, (SELECT count(*) \n"
+        "FROM inserted) AS inserted, (SELECT count(*) \n"
+        "FROM notified) AS notified"
+    ),
+    (
+        "expression",
+        "timezone",
+        "last_tick",
+        "name",
+        "expected",
+        "task",
+        "queue",
+        "payload",
+        "priority",
+        "max_attempts",
+        "retry_policy",
+        "metadata",
+        "run_ats",
+        "job_keys",
+        "channel",
+    ),
+)
+
+cron_schedule_states = RenderedSql(
+    "cron_schedule_states",
+    (
+        "SELECT __backfill_schema__.cron_schedules.name, __backfill_schema__.cron_schedules.expression, __backfill_schema__.cron_schedules.timezone, __backfill_schema__.cron_schedules.last_tick_at, __backfill_schema__.cron_schedules.updated_at \n"
+        "FROM __backfill_schema__.cron_schedules ORDER BY __backfill_schema__.cron_schedules.name"
+    ),
+    (),
+)
+
+cron_schedule_sync = RenderedSql(
+    "cron_schedule_sync",
+    (
+        "WITH registered AS \n"
+        "(INSERT INTO __backfill_schema__.cron_schedules (name, expression, timezone, last_tick_at) SELECT g.name AS name, g.expression AS expression, g.timezone AS timezone, $1::TIMESTAMP WITH TIME ZONE AS anon_1 \n"
+        "FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[]) AS g(name, expression, timezone) ON CONFLICT (name) DO NOTHING RETURNING __backfill_schema__.cron_schedules.name, __backfill_schema__.cron_schedules.last_tick_at)\n"
+        " SELECT registered.name, registered.last_tick_at \n"
+        "FROM registered UNION ALL SELECT __backfill_schema__.cron_schedules.name, __backfill_schema__.cron_schedules.last_tick_at \n"
+        "FROM __backfill_schema__.cron_schedules \n"
+        "WHERE __backfill_schema__.cron_schedules.name = any($2::TEXT[])"
+    ),
+    (
+        "now",
+        "names",
+        "expressions",
+        "timezones",
     ),
 )

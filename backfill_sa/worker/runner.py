@@ -2,8 +2,8 @@
 
 One :class:`~backfill_sa.worker.fetcher.QueueFetcher` per queue claims and starts
 jobs; outcomes go to the :class:`~backfill_sa.worker.completer.Completer`, which
-writes them in batches. Heartbeats, promotion of due scheduled jobs and (on the
-elected leader) the rescue of stale claims run beside them. The runner owns their
+writes them in batches. Heartbeats, promotion of due scheduled jobs, cron schedules
+and (on the elected leader) the rescue of stale claims run beside them. The runner owns their
 lifetimes: start-up, LISTEN wake-ups, signals, the shutdown drain and the last writes.
 """
 
@@ -40,6 +40,7 @@ from backfill_sa.worker.maintenance import (
     RescueResult,
 )
 from backfill_sa.worker.outcomes import Outcome
+from backfill_sa.worker.scheduler import CronScheduler, resolve_schedules
 
 __all__ = ["WorkerHandle", "WorkerRunner"]
 
@@ -165,6 +166,9 @@ class WorkerRunner:
             heartbeat_expiry=cfg.heartbeat_expiry,
             stale_job_lock_timeout=cfg.stale_job_lock_timeout,
         )
+        scheduler = (
+            CronScheduler(db, resolve_schedules(self.registry)) if self.registry.schedules else None
+        )
         self._queues = {name: QueueFetcher(name, limit) for name, limit in cfg.queues.items()}
         services = FetchServices(
             worker_id=self.worker_id,
@@ -189,6 +193,8 @@ class WorkerRunner:
             await self._refresh_queue_settings(db)
             if await leader.run_once():
                 self._record_rescue(await rescuer.run_once())
+            if scheduler is not None:
+                await scheduler.run_once()
             await promoter.run_once()
             background.append(loop.create_task(completer.run(flushed)))
             if not burst:
@@ -197,6 +203,12 @@ class WorkerRunner:
                 background.append(
                     loop.create_task(self._every(cfg.poll_interval, self._promote(promoter), stop))
                 )
+                if scheduler is not None:
+                    background.append(
+                        loop.create_task(
+                            self._every(cfg.poll_interval, self._schedule(scheduler), stop)
+                        )
+                    )
                 background.append(
                     loop.create_task(
                         self._every(
@@ -354,6 +366,13 @@ class WorkerRunner:
     def _promote(self, promoter: Promoter) -> Callable[[], Awaitable[None]]:
         async def action() -> None:
             for queue in await promoter.run_once():
+                self._wake(queue)
+
+        return action
+
+    def _schedule(self, scheduler: CronScheduler) -> Callable[[], Awaitable[None]]:
+        async def action() -> None:
+            for queue in (await scheduler.run_once()).queues:
                 self._wake(queue)
 
         return action

@@ -6,7 +6,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-OUR_TABLES = {"jobs", "queues", "dead_letter_jobs", "workers", "leader"}
+OUR_HEAD = "bf0002_cron"
+"""Our newest revision: what an upgrade to head records."""
+OUR_TABLES = {"jobs", "queues", "dead_letter_jobs", "workers", "leader", "cron_schedules"}
 
 
 def tables_in(engine: Engine, schema: str) -> set[str]:
