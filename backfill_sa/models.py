@@ -83,6 +83,8 @@ class Job(Base):
     meta: Mapped[Any]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
+    serial_key: Mapped[str | None]
+    limited: Mapped[bool]
 
 
 class Queue(Base):
@@ -95,6 +97,12 @@ class Queue(Base):
     concurrency: Mapped[int | None]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
+    global_concurrency: Mapped[int | None]
+    partition_by: Mapped[str | None]
+    partition_concurrency: Mapped[int | None]
+    rate_limit: Mapped[int | None]
+    rate_period_ms: Mapped[int | None]
+    rate_limit_per_partition: Mapped[bool]
 
 
 class DeadLetterJob(Base):

@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from backfill_sa.cron import CronSchedule
-from backfill_sa.errors import ConfigurationError, InvalidPayloadError
+from backfill_sa.errors import ConfigurationError, InvalidPayloadError, JobValidationError
 from backfill_sa.priority import BULK, Priority
 from backfill_sa.retry import RetryPolicy
 
@@ -60,6 +60,8 @@ class JobContext:
         metadata: the job's metadata (trace context, tags).
         worker_id: id of the worker running it.
         logger: a logger adapter with the job's fields bound in ``extra``.
+        claimed_at: when this attempt was claimed, by the database clock (rate
+            limits count claims).
     """
 
     job_id: int
@@ -73,6 +75,7 @@ class JobContext:
     metadata: Mapping[str, Any]
     worker_id: str
     logger: logging.LoggerAdapter[logging.Logger]
+    claimed_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class TaskOptions:
         give_up_on: exceptions that send the job straight to the dead-letter queue.
         parse: turns the raw JSON payload into what the handler takes; any exception it
             raises dead-letters the job with reason ``invalid_payload``.
+        serial_key: default serial key of the task's jobs: a string, or a function of
+            the payload returning one (or None); ``enqueue(serial_key=...)`` wins.
     """
 
     queue: str = BULK
@@ -99,6 +104,7 @@ class TaskOptions:
     retry_on: ExceptionTypes = ()
     give_up_on: ExceptionTypes = ()
     parse: Callable[[Any], Any] | None = None
+    serial_key: str | Callable[[Any], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.timeout is not None and (
@@ -140,6 +146,9 @@ class Task:
             "retry": self.options.retry,
             "max_attempts": self.options.max_attempts,
         }
+        default_key = self.options.serial_key
+        if default_key is not None and "serial_key" not in overrides:
+            options["serial_key"] = default_key(payload) if callable(default_key) else default_key
         options.update(overrides)
         return JobSpec(self.name, payload, **options)
 
@@ -180,8 +189,16 @@ class Task:
         from backfill_sa.job_writer import write_batch
         from backfill_sa.validation import batch_payloads
 
-        template = self.spec(None, **overrides)
+        template = self._batch_template(overrides)
         return write_batch(session, template, batch_payloads(template, payloads))
+
+    def _batch_template(self, overrides: dict[str, Any]) -> JobSpec:
+        if callable(self.options.serial_key) and "serial_key" not in overrides:
+            raise JobValidationError(
+                "serial_key",
+                f"task {self.name!r} derives it from each payload: use enqueue_many",
+            )
+        return self.spec(None, **overrides)
 
     async def enqueue_batch_async(
         self, session: AsyncSession, payloads: Iterable[Any], **overrides: Any
@@ -195,7 +212,7 @@ class Task:
         from backfill_sa.job_writer import write_batch
         from backfill_sa.validation import batch_payloads
 
-        template = self.spec(None, **overrides)
+        template = self._batch_template(overrides)
         texts = batch_payloads(template, payloads)
         return await session.run_sync(write_batch, template, texts)
 
@@ -260,6 +277,7 @@ class TaskRegistry:
         retry_on: ExceptionTypes = (),
         give_up_on: ExceptionTypes = (),
         parse: Callable[[Any], Any] | None = None,
+        serial_key: str | Callable[[Any], str | None] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register`; the name defaults to the function's.
 
@@ -279,6 +297,7 @@ class TaskRegistry:
                 retry_on=retry_on,
                 give_up_on=give_up_on,
                 parse=parse,
+                serial_key=serial_key,
             )
             return handler
 

@@ -109,6 +109,8 @@ def _build_claim() -> Executable:
             jobs.c.queue == bindparam("claim_queue"),
             jobs.c.run_at <= _now,
             ~paused,
+            # Serial-keyed jobs are claimed only by the flow-controlled claim.
+            jobs.c.serial_key.is_(None),
         )
         .order_by(jobs.c.priority, jobs.c.run_at, jobs.c.id)
         .limit(bindparam("limit", type_=Integer, literal_execute=True))

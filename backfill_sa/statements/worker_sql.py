@@ -16,6 +16,7 @@ __all__ = [
     "cron_schedule_states",
     "cron_schedule_sync",
     "job_claim_batch",
+    "job_claim_limited",
     "job_complete_and_claim",
     "job_complete_many",
     "job_dead_letter_many",
@@ -25,6 +26,8 @@ __all__ = [
     "job_retry_many",
     "leader_elect",
     "leader_resign",
+    "queue_flow_stats",
+    "queue_set_limits",
     "queue_settings",
     "schema_probe",
     "worker_delete",
@@ -40,7 +43,7 @@ job_claim_batch = RenderedSql(
         "FROM __backfill_schema__.jobs \n"
         "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
         "FROM __backfill_schema__.queues \n"
-        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) AND __backfill_schema__.jobs.serial_key IS NULL ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
         " LIMIT __[POSTCOMPILE_limit] FOR UPDATE SKIP LOCKED)\n"
         " UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now() WHERE __backfill_schema__.jobs.id = ANY (array((SELECT candidates.id \n"
         "FROM candidates))) RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, nullif(__backfill_schema__.jobs.metadata, '{}'::jsonb) AS metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at"
@@ -63,7 +66,7 @@ job_complete_and_claim = RenderedSql(
         "FROM __backfill_schema__.jobs \n"
         "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
         "FROM __backfill_schema__.queues \n"
-        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) AND __backfill_schema__.jobs.serial_key IS NULL ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
         " LIMIT __[POSTCOMPILE_limit] FOR UPDATE SKIP LOCKED), \n"
         "claimed AS \n"
         "(UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now() WHERE __backfill_schema__.jobs.id = ANY (array((SELECT candidates.id \n"
@@ -101,7 +104,7 @@ job_dead_letter_many = RenderedSql(
     "job_dead_letter_many",
     (
         "WITH moved AS \n"
-        "(DELETE FROM __backfill_schema__.jobs USING unnest($8::BIGINT[], $9::INTEGER[], $10::TEXT[], $11::TEXT[]) AS d(id, lease, reason, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.job_key, __backfill_schema__.jobs.locked_by, __backfill_schema__.jobs.locked_at, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.last_error, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.updated_at, d.reason AS reason, d.error AS error)\n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($8::BIGINT[], $9::INTEGER[], $10::TEXT[], $11::TEXT[]) AS d(id, lease, reason, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.job_key, __backfill_schema__.jobs.locked_by, __backfill_schema__.jobs.locked_at, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.last_error, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.updated_at, __backfill_schema__.jobs.serial_key, __backfill_schema__.jobs.limited, d.reason AS reason, d.error AS error)\n"
         " INSERT INTO __backfill_schema__.dead_letter_jobs (original_job_id, task, queue, payload, priority, job_key, max_attempts, failure_reason, failure_count, last_error, retry_policy, metadata, original_created_at, original_run_at, requeued_count, last_requeued_at, notes) SELECT moved.id, moved.task, moved.queue, moved.payload, moved.priority, moved.job_key, moved.max_attempts, moved.reason, moved.attempts, coalesce(CAST(moved.error AS JSONB), moved.last_error) AS coalesce_1, moved.retry_policy, moved.metadata, moved.created_at, moved.run_at, coalesce(CAST((moved.metadata[$1::TEXT]) ->> $2::TEXT AS INTEGER), $3::INTEGER) AS coalesce_2, CAST((moved.metadata[$4::TEXT]) ->> $5::TEXT AS TIMESTAMP WITH TIME ZONE) AS anon_1, (moved.metadata[$6::TEXT]) ->> $7::TEXT AS anon_2 \n"
         "FROM moved RETURNING __backfill_schema__.dead_letter_jobs.original_job_id, __backfill_schema__.dead_letter_jobs.id"
     ),
@@ -203,6 +206,127 @@ job_retry_many = RenderedSql(
     MappingProxyType({"delay_ms_1": 0, "greatest_1": 0, "locked_by": None, "locked_at": None}),
 )
 
+job_claim_limited = RenderedSql(
+    "job_claim_limited",
+    (
+        "WITH candidates AS \n"
+        "(SELECT __backfill_schema__.jobs.id AS id, __backfill_schema__.jobs.serial_key AS serial_key, __backfill_schema__.jobs.priority AS priority, __backfill_schema__.jobs.run_at AS run_at, __backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) AS part \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) AND (__backfill_schema__.jobs.serial_key IS NULL OR NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.serial_key = __backfill_schema__.jobs.serial_key)) AND NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.jobs AS earlier \n"
+        "WHERE earlier.serial_key = __backfill_schema__.jobs.serial_key AND earlier.state = 'available' AND earlier.run_at <= now() AND (earlier.priority, earlier.run_at, earlier.id) < (__backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id)))) AND ((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (SELECT count(*) AS count_1 \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot IS NOT NULL) < (SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) AND ((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (__backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) IS NULL OR (SELECT count(*) AS count_2 \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = (__backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) AND __backfill_schema__.job_locks.part_slot IS NOT NULL) < (SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
+        " LIMIT __[POSTCOMPILE_limit] FOR UPDATE OF jobs SKIP LOCKED), \n"
+        "ranked AS \n"
+        "(SELECT candidates.id AS id, candidates.serial_key AS serial_key, candidates.priority AS priority, candidates.run_at AS run_at, candidates.part AS part, row_number() OVER (ORDER BY candidates.priority, candidates.run_at, candidates.id) AS qrank, row_number() OVER (PARTITION BY candidates.part ORDER BY candidates.priority, candidates.run_at, candidates.id) AS prank \n"
+        "FROM candidates), \n"
+        "free_slots AS \n"
+        "(SELECT gs.slot AS slot, row_number() OVER (ORDER BY gs.slot) AS n \n"
+        "FROM generate_series($6::INTEGER, coalesce((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $7::INTEGER)) AS gs(slot) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot = gs.slot))), \n"
+        "free_part_slots AS \n"
+        "(SELECT parts.part AS part, ps.part_slot AS part_slot, row_number() OVER (PARTITION BY parts.part ORDER BY ps.part_slot) AS n \n"
+        "FROM (SELECT DISTINCT ranked.part AS part \n"
+        "FROM ranked \n"
+        "WHERE ranked.part IS NOT NULL) AS parts JOIN generate_series($8::INTEGER, coalesce((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $9::INTEGER)) AS ps(part_slot) ON true \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = parts.part AND __backfill_schema__.job_locks.part_slot = ps.part_slot))), \n"
+        "assigned AS \n"
+        "(SELECT ranked.id AS id, ranked.serial_key AS serial_key, ranked.part AS part, ranked.qrank AS qrank, free_slots.slot AS slot, free_part_slots.part_slot AS part_slot, CASE WHEN ((SELECT __backfill_schema__.queues.rate_limit_per_partition \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS true) THEN concat($4::VARCHAR, '|', coalesce(ranked.part, $5::VARCHAR)) ELSE $4::VARCHAR END AS bucket \n"
+        "FROM ranked LEFT OUTER JOIN free_slots ON free_slots.n = ranked.qrank LEFT OUTER JOIN free_part_slots ON free_part_slots.part = ranked.part AND free_part_slots.n = ranked.prank \n"
+        "WHERE ((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR free_slots.slot IS NOT NULL) AND ((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR ranked.part IS NULL OR free_part_slots.part_slot IS NOT NULL)), \n"
+        "in_bucket AS \n"
+        "(SELECT assigned.id AS id, assigned.bucket AS bucket, row_number() OVER (PARTITION BY assigned.bucket ORDER BY assigned.qrank) AS n \n"
+        "FROM assigned), \n"
+        "wanted AS \n"
+        "(SELECT in_bucket.id AS id, free_tokens.bucket AS bucket, free_tokens.token AS token \n"
+        "FROM in_bucket JOIN (SELECT buckets.bucket AS bucket, tn.token AS token, row_number() OVER (PARTITION BY buckets.bucket ORDER BY tn.token) AS n \n"
+        "FROM (SELECT DISTINCT assigned.bucket AS bucket \n"
+        "FROM assigned) AS buckets JOIN generate_series($10::INTEGER, coalesce((SELECT __backfill_schema__.queues.rate_limit \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $11::INTEGER)) AS tn(token) ON true \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.rate_tokens \n"
+        "WHERE __backfill_schema__.rate_tokens.bucket = buckets.bucket AND __backfill_schema__.rate_tokens.slot = tn.token AND __backfill_schema__.rate_tokens.free_at > now()))) AS free_tokens ON free_tokens.bucket = in_bucket.bucket AND free_tokens.n = in_bucket.n), \n"
+        "taken AS \n"
+        "(INSERT INTO __backfill_schema__.rate_tokens (bucket, slot, used_at, free_at) SELECT wanted.bucket AS bucket, wanted.token AS token, now() AS now_1, now() + (SELECT __backfill_schema__.queues.rate_period_ms \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) * interval '1 millisecond' AS anon_2 \n"
+        "FROM wanted ON CONFLICT (bucket, slot) DO UPDATE SET used_at = excluded.used_at, free_at = excluded.free_at WHERE __backfill_schema__.rate_tokens.free_at <= now() RETURNING __backfill_schema__.rate_tokens.bucket, __backfill_schema__.rate_tokens.slot), \n"
+        "locked AS \n"
+        "(INSERT INTO __backfill_schema__.job_locks (job_id, queue, slot, part, part_slot, serial_key) SELECT assigned.id AS id, $4::VARCHAR AS anon_1, assigned.slot AS slot, assigned.part AS part, assigned.part_slot AS part_slot, assigned.serial_key AS serial_key \n"
+        "FROM assigned \n"
+        "WHERE (SELECT __backfill_schema__.queues.rate_limit \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (EXISTS (SELECT * \n"
+        "FROM wanted, taken \n"
+        "WHERE wanted.id = assigned.id AND taken.bucket = wanted.bucket AND taken.slot = wanted.token)) ON CONFLICT DO NOTHING RETURNING __backfill_schema__.job_locks.job_id)\n"
+        " UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now(), limited=true WHERE __backfill_schema__.jobs.id = ANY (array((SELECT locked.job_id \n"
+        "FROM locked))) RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, nullif(__backfill_schema__.jobs.metadata, '{}'::jsonb) AS metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at"
+    ),
+    (
+        "attempts_1",
+        "worker_id",
+        "lease_1",
+        "claim_queue",
+        "coalesce_1",
+        "generate_series_1",
+        "coalesce_2",
+        "generate_series_2",
+        "coalesce_3",
+        "generate_series_3",
+        "coalesce_4",
+    ),
+    MappingProxyType(
+        {
+            "attempts_1": 1,
+            "lease_1": 1,
+            "coalesce_1": "",
+            "generate_series_1": 1,
+            "coalesce_2": 0,
+            "generate_series_2": 1,
+            "coalesce_3": 0,
+            "generate_series_3": 1,
+            "coalesce_4": 0,
+        }
+    ),
+    inline=("limit",),
+)
+
 leader_elect = RenderedSql(
     "leader_elect",
     (
@@ -226,10 +350,49 @@ leader_resign = RenderedSql(
     ),
 )
 
+queue_flow_stats = RenderedSql(
+    "queue_flow_stats",
+    (
+        "WITH held AS \n"
+        "(SELECT __backfill_schema__.job_locks.queue AS name, count(*) AS limited_running \n"
+        "FROM __backfill_schema__.job_locks GROUP BY __backfill_schema__.job_locks.queue), \n"
+        "serial AS \n"
+        "(SELECT __backfill_schema__.jobs.queue AS name, count(*) AS serial_waiting \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.serial_key IS NOT NULL GROUP BY __backfill_schema__.jobs.queue)\n"
+        " SELECT names.name, __backfill_schema__.queues.global_concurrency, __backfill_schema__.queues.partition_by, __backfill_schema__.queues.partition_concurrency, __backfill_schema__.queues.rate_limit, __backfill_schema__.queues.rate_period_ms, __backfill_schema__.queues.rate_limit_per_partition, coalesce(held.limited_running, $1::INTEGER) AS limited_running, coalesce(serial.serial_waiting, $2::INTEGER) AS serial_waiting \n"
+        "FROM (SELECT __backfill_schema__.queues.name AS name \n"
+        "FROM __backfill_schema__.queues UNION SELECT held.name AS name \n"
+        "FROM held UNION SELECT serial.name AS name \n"
+        "FROM serial) AS names LEFT OUTER JOIN __backfill_schema__.queues ON __backfill_schema__.queues.name = names.name LEFT OUTER JOIN held ON held.name = names.name LEFT OUTER JOIN serial ON serial.name = names.name ORDER BY names.name"
+    ),
+    (
+        "coalesce_1",
+        "coalesce_2",
+    ),
+    MappingProxyType({"coalesce_1": 0, "coalesce_2": 0}),
+)
+
+queue_set_limits = RenderedSql(
+    "queue_set_limits",
+    (
+        "INSERT INTO __backfill_schema__.queues (name, global_concurrency, partition_by, partition_concurrency, rate_limit, rate_period_ms, rate_limit_per_partition) VALUES ($1::VARCHAR, $2::INTEGER, $3::VARCHAR, $4::INTEGER, $5::INTEGER, $6::BIGINT, $7::BOOLEAN) ON CONFLICT (name) DO UPDATE SET updated_at = now(), global_concurrency = excluded.global_concurrency, partition_by = excluded.partition_by, partition_concurrency = excluded.partition_concurrency, rate_limit = excluded.rate_limit, rate_period_ms = excluded.rate_period_ms, rate_limit_per_partition = excluded.rate_limit_per_partition RETURNING __backfill_schema__.queues.name"
+    ),
+    (
+        "queue_name",
+        "global_concurrency",
+        "partition_by",
+        "partition_concurrency",
+        "rate_limit",
+        "rate_period_ms",
+        "rate_limit_per_partition",
+    ),
+)
+
 queue_settings = RenderedSql(
     "queue_settings",
     (
-        "SELECT __backfill_schema__.queues.name, __backfill_schema__.queues.paused, __backfill_schema__.queues.concurrency \n"
+        "SELECT __backfill_schema__.queues.name, __backfill_schema__.queues.paused, __backfill_schema__.queues.concurrency, __backfill_schema__.queues.global_concurrency IS NOT NULL OR __backfill_schema__.queues.partition_concurrency IS NOT NULL OR __backfill_schema__.queues.rate_limit IS NOT NULL AS limited \n"
         "FROM __backfill_schema__.queues"
     ),
     (),

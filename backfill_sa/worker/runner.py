@@ -23,7 +23,7 @@ from typing import Any
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.notify import channel_for
-from backfill_sa.statements.worker_sql import queue_settings, schema_probe
+from backfill_sa.statements.worker_sql import queue_set_limits, queue_settings, schema_probe
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
 from backfill_sa.telemetry import OutcomeKey, Telemetry
@@ -190,6 +190,8 @@ class WorkerRunner:
         unwatch = self.telemetry.watch_running(self._running_now)
         try:
             await heartbeat.run_once()
+            for name, limits in cfg.queue_limits.items():
+                await db.execute(queue_set_limits, limits.params(name))
             await self._refresh_queue_settings(db)
             if await leader.run_once():
                 self._record_rescue(await rescuer.run_once())
@@ -396,10 +398,14 @@ class WorkerRunner:
         return action
 
     async def _refresh_queue_settings(self, db: Database) -> None:
+        limited = dict.fromkeys(self._queues, False)
         for row in await db.execute(queue_settings):
             fetcher = self._queues.get(row["name"])
             if fetcher is not None:
                 fetcher.set_capacity(row["concurrency"] or self.config.queues[row["name"]])
+                limited[row["name"]] = bool(row["limited"])
+        for name, flag in limited.items():
+            self._queues[name].set_limited(flag)
 
     def _on_written(self, outcomes: list[Outcome]) -> None:
         if not self.telemetry.metering:

@@ -6,9 +6,18 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-OUR_HEAD = "bf0002_cron"
+OUR_HEAD = "bf0003_flow"
 """Our newest revision: what an upgrade to head records."""
-OUR_TABLES = {"jobs", "queues", "dead_letter_jobs", "workers", "leader", "cron_schedules"}
+OUR_TABLES = {
+    "jobs",
+    "queues",
+    "dead_letter_jobs",
+    "workers",
+    "leader",
+    "cron_schedules",
+    "job_locks",
+    "rate_tokens",
+}
 
 
 def tables_in(engine: Engine, schema: str) -> set[str]:
