@@ -213,6 +213,13 @@ class QueueFetcher:
                 params["limit"] -= len(rows)
                 try:
                     more = await self._claim_limited(db, params, done, completer)
+                except Exception as exc:
+                    if not rows:
+                        raise
+                    # The plain claim's jobs are ours: run them, look again later.
+                    logger.warning("looking for serial-keyed jobs failed: %r", exc)
+                    self.orphans_possible = is_transient(exc)
+                    more = []
                 finally:
                     params["limit"] += len(rows)
                 self.serial = bool(more)
