@@ -55,7 +55,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Executable
 
-from backfill_sa.statements.jobs_runtime import CLAIM_COLUMNS
+from backfill_sa.statements.jobs_runtime import CLAIM_COLUMNS, complete_and_claim
 from backfill_sa.tables import (
     JobState,
     job_locks_table,
@@ -64,7 +64,7 @@ from backfill_sa.tables import (
     rate_tokens_table,
 )
 
-__all__ = ["job_claim_limited"]
+__all__ = ["job_claim_limited", "job_complete_and_claim_limited"]
 
 jobs: Table = jobs_table
 locks: Table = job_locks_table
@@ -145,39 +145,52 @@ def _build_claim_limited() -> Executable:
         func.row_number().over(partition_by=candidates.c.part, order_by=order).label("prank"),
     ).cte("ranked")
 
+    # Only as many free slots as a batch can use are looked for: LIMIT stops the
+    # series early (no ORDER BY: generate_series yields in order, and any free
+    # slots will do), so a large limit that does not bind costs nothing.
+    batch = bindparam("limit", type_=Integer, literal_execute=True)
     slots = (
         func.generate_series(1, func.coalesce(global_limit, 0))
         .table_valued(column("slot", Integer))
         .render_derived(name="gs")
     )
-    slot = slots.c.slot
-    free_slots = (
-        select(slot.label("slot"), func.row_number().over(order_by=slot).label("n"))
-        .select_from(slots)
-        .where(~exists().where(locks.c.queue == queue, locks.c.slot == slot))
-        .cte("free_slots")
+    first_free = (
+        select(slots.c.slot)
+        .where(~exists().where(locks.c.queue == queue, locks.c.slot == slots.c.slot))
+        .limit(batch)
+        .subquery("first_free")
     )
+    free_slots = select(
+        first_free.c.slot,
+        func.row_number().over(order_by=first_free.c.slot).label("n"),
+    ).cte("free_slots")
     parts = select(ranked.c.part).where(ranked.c.part.is_not(None)).distinct().subquery("parts")
     part_slots = (
         func.generate_series(1, func.coalesce(part_limit, 0))
         .table_valued(column("part_slot", Integer))
         .render_derived(name="ps")
     )
-    part_slot = part_slots.c.part_slot
-    free_part_slots = (
-        select(
-            parts.c.part,
-            part_slot.label("part_slot"),
-            func.row_number().over(partition_by=parts.c.part, order_by=part_slot).label("n"),
-        )
-        .select_from(parts.join(part_slots, true()))
+    part_free = (
+        select(part_slots.c.part_slot)
         .where(
             ~exists().where(
                 locks.c.queue == queue,
                 locks.c.part == parts.c.part,
-                locks.c.part_slot == part_slot,
+                locks.c.part_slot == part_slots.c.part_slot,
             )
         )
+        .limit(batch)
+        .lateral("part_free")
+    )
+    free_part_slots = (
+        select(
+            parts.c.part,
+            part_free.c.part_slot,
+            func.row_number()
+            .over(partition_by=parts.c.part, order_by=part_free.c.part_slot)
+            .label("n"),
+        )
+        .select_from(parts.join(part_free, true()))
         .cte("free_part_slots")
     )
     bucket = case(
@@ -224,15 +237,27 @@ def _build_claim_limited() -> Executable:
         .table_valued(column("token", Integer))
         .render_derived(name="tn")
     )
-    token = token_numbers.c.token
+    token_free = (
+        select(token_numbers.c.token)
+        .where(
+            ~exists().where(
+                tokens.c.bucket == buckets.c.bucket,
+                tokens.c.slot == token_numbers.c.token,
+                fresh,
+            )
+        )
+        .limit(batch)
+        .lateral("token_free")
+    )
     free_tokens = (
         select(
             buckets.c.bucket,
-            token.label("token"),
-            func.row_number().over(partition_by=buckets.c.bucket, order_by=token).label("n"),
+            token_free.c.token,
+            func.row_number()
+            .over(partition_by=buckets.c.bucket, order_by=token_free.c.token)
+            .label("n"),
         )
-        .select_from(buckets.join(token_numbers, true()))
-        .where(~exists().where(tokens.c.bucket == buckets.c.bucket, tokens.c.slot == token, fresh))
+        .select_from(buckets.join(token_free, true()))
         .subquery("free_tokens")
     )
     in_bucket = select(
@@ -310,3 +335,11 @@ def _build_claim_limited() -> Executable:
 
 job_claim_limited = _build_claim_limited()
 """Params: claim_queue, limit, worker_id. Returns CLAIM_COLUMNS of the claimed jobs."""
+
+job_complete_and_claim_limited = complete_and_claim(_build_claim_limited())
+"""Params: ids, leases (succeeded jobs to delete), claim_queue, limit, worker_id.
+
+:data:`job_claim_limited` with the previous batch's successes written in the same
+statement (rows as ``job_complete_and_claim``'s). The claim does not see the locks
+those successes free (one snapshot): a fetcher that gets fewer jobs than it asked
+for claims again at once."""

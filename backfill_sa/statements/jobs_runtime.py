@@ -390,11 +390,11 @@ job_release_orphans = _build_release_orphans()
 (a claim whose reply was lost with the connection), refunding the attempt."""
 
 
-def _build_complete_and_claim() -> Executable:
-    """Delete succeeded jobs (fenced) and claim the next batch, in one round trip."""
+def complete_and_claim(claim: Executable) -> Executable:
+    """Delete succeeded jobs (fenced) and run ``claim`` (an UPDATE ... RETURNING
+    CLAIM_COLUMNS), in one round trip."""
     d = _fence()
     done = delete(jobs).where(*_held(d)).returning(jobs.c.id).cte("done")
-    claim = _build_claim()
     assert isinstance(claim, Update)
     claimed = claim.cte("claimed")
     claimed_rows = select(*claimed.c, null().cast(BigInteger).label("done_id"))
@@ -405,7 +405,7 @@ def _build_complete_and_claim() -> Executable:
     return union_all(claimed_rows, done_rows)
 
 
-job_complete_and_claim = _build_complete_and_claim()
+job_complete_and_claim = complete_and_claim(_build_claim())
 """Params: ids, leases (succeeded jobs to delete), claim_queue, limit, worker_id.
 
 Returns the claimed jobs (``done_id`` null) followed by one row per deleted job

@@ -18,6 +18,7 @@ __all__ = [
     "job_claim_batch",
     "job_claim_limited",
     "job_complete_and_claim",
+    "job_complete_and_claim_limited",
     "job_complete_many",
     "job_dead_letter_many",
     "job_find_stale",
@@ -242,23 +243,29 @@ job_claim_limited = RenderedSql(
         "(SELECT candidates.id AS id, candidates.serial_key AS serial_key, candidates.priority AS priority, candidates.run_at AS run_at, candidates.part AS part, row_number() OVER (ORDER BY candidates.priority, candidates.run_at, candidates.id) AS qrank, row_number() OVER (PARTITION BY candidates.part ORDER BY candidates.priority, candidates.run_at, candidates.id) AS prank \n"
         "FROM candidates), \n"
         "free_slots AS \n"
-        "(SELECT gs.slot AS slot, row_number() OVER (ORDER BY gs.slot) AS n \n"
+        "(SELECT first_free.slot AS slot, row_number() OVER (ORDER BY first_free.slot) AS n \n"
+        "FROM (SELECT gs.slot AS slot \n"
         "FROM generate_series($6::INTEGER, coalesce((SELECT __backfill_schema__.queues.global_concurrency \n"
         "FROM __backfill_schema__.queues \n"
         "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $7::INTEGER)) AS gs(slot) \n"
         "WHERE NOT (EXISTS (SELECT * \n"
         "FROM __backfill_schema__.job_locks \n"
-        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot = gs.slot))), \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot = gs.slot)) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS first_free), \n"
         "free_part_slots AS \n"
-        "(SELECT parts.part AS part, ps.part_slot AS part_slot, row_number() OVER (PARTITION BY parts.part ORDER BY ps.part_slot) AS n \n"
+        "(SELECT parts.part AS part, part_free.part_slot AS part_slot, row_number() OVER (PARTITION BY parts.part ORDER BY part_free.part_slot) AS n \n"
         "FROM (SELECT DISTINCT ranked.part AS part \n"
         "FROM ranked \n"
-        "WHERE ranked.part IS NOT NULL) AS parts JOIN generate_series($8::INTEGER, coalesce((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "WHERE ranked.part IS NOT NULL) AS parts JOIN LATERAL (SELECT ps.part_slot AS part_slot \n"
+        "FROM generate_series($8::INTEGER, coalesce((SELECT __backfill_schema__.queues.partition_concurrency \n"
         "FROM __backfill_schema__.queues \n"
-        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $9::INTEGER)) AS ps(part_slot) ON true \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $9::INTEGER)) AS ps(part_slot) \n"
         "WHERE NOT (EXISTS (SELECT * \n"
-        "FROM __backfill_schema__.job_locks \n"
-        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = parts.part AND __backfill_schema__.job_locks.part_slot = ps.part_slot))), \n"
+        "FROM __backfill_schema__.job_locks, (SELECT DISTINCT ranked.part AS part \n"
+        "FROM ranked \n"
+        "WHERE ranked.part IS NOT NULL) AS parts \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = parts.part AND __backfill_schema__.job_locks.part_slot = ps.part_slot)) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS part_free ON true), \n"
         "assigned AS \n"
         "(SELECT ranked.id AS id, ranked.serial_key AS serial_key, ranked.part AS part, ranked.qrank AS qrank, free_slots.slot AS slot, free_part_slots.part_slot AS part_slot, CASE WHEN ((SELECT __backfill_schema__.queues.rate_limit_per_partition \n"
         "FROM __backfill_schema__.queues \n"
@@ -274,14 +281,17 @@ job_claim_limited = RenderedSql(
         "FROM assigned), \n"
         "wanted AS \n"
         "(SELECT in_bucket.id AS id, free_tokens.bucket AS bucket, free_tokens.token AS token \n"
-        "FROM in_bucket JOIN (SELECT buckets.bucket AS bucket, tn.token AS token, row_number() OVER (PARTITION BY buckets.bucket ORDER BY tn.token) AS n \n"
+        "FROM in_bucket JOIN (SELECT buckets.bucket AS bucket, token_free.token AS token, row_number() OVER (PARTITION BY buckets.bucket ORDER BY token_free.token) AS n \n"
         "FROM (SELECT DISTINCT assigned.bucket AS bucket \n"
-        "FROM assigned) AS buckets JOIN generate_series($10::INTEGER, coalesce((SELECT __backfill_schema__.queues.rate_limit \n"
+        "FROM assigned) AS buckets JOIN LATERAL (SELECT tn.token AS token \n"
+        "FROM generate_series($10::INTEGER, coalesce((SELECT __backfill_schema__.queues.rate_limit \n"
         "FROM __backfill_schema__.queues \n"
-        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $11::INTEGER)) AS tn(token) ON true \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $11::INTEGER)) AS tn(token) \n"
         "WHERE NOT (EXISTS (SELECT * \n"
-        "FROM __backfill_schema__.rate_tokens \n"
-        "WHERE __backfill_schema__.rate_tokens.bucket = buckets.bucket AND __backfill_schema__.rate_tokens.slot = tn.token AND __backfill_schema__.rate_tokens.free_at > now()))) AS free_tokens ON free_tokens.bucket = in_bucket.bucket AND free_tokens.n = in_bucket.n), \n"
+        "FROM __backfill_schema__.rate_tokens, (SELECT DISTINCT assigned.bucket AS bucket \n"
+        "FROM assigned) AS buckets \n"
+        "WHERE __backfill_schema__.rate_tokens.bucket = buckets.bucket AND __backfill_schema__.rate_tokens.slot = tn.token AND __backfill_schema__.rate_tokens.free_at > now())) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS token_free ON true) AS free_tokens ON free_tokens.bucket = in_bucket.bucket AND free_tokens.n = in_bucket.n), \n"
         "taken AS \n"
         "(INSERT INTO __backfill_schema__.rate_tokens (bucket, slot, used_at, free_at) SELECT wanted.bucket AS bucket, wanted.token AS token, now() AS now_1, now() + (SELECT __backfill_schema__.queues.rate_period_ms \n"
         "FROM __backfill_schema__.queues \n"
@@ -324,7 +334,145 @@ job_claim_limited = RenderedSql(
             "coalesce_4": 0,
         }
     ),
-    inline=("limit",),
+    inline=("limit", "limit"),
+)
+
+job_complete_and_claim_limited = RenderedSql(
+    "job_complete_and_claim_limited",
+    (
+        "WITH candidates AS \n"
+        "(SELECT __backfill_schema__.jobs.id AS id, __backfill_schema__.jobs.serial_key AS serial_key, __backfill_schema__.jobs.priority AS priority, __backfill_schema__.jobs.run_at AS run_at, __backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) AS part \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) AND (__backfill_schema__.jobs.serial_key IS NULL OR NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.serial_key = __backfill_schema__.jobs.serial_key)) AND NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.jobs AS earlier \n"
+        "WHERE earlier.serial_key = __backfill_schema__.jobs.serial_key AND earlier.state = 'available' AND earlier.run_at <= now() AND (earlier.priority, earlier.run_at, earlier.id) < (__backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id)))) AND ((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (SELECT count(*) AS count_1 \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot IS NOT NULL) < (SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) AND ((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (__backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) IS NULL OR (SELECT count(*) AS count_2 \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = (__backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) AND __backfill_schema__.job_locks.part_slot IS NOT NULL) < (SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
+        " LIMIT __[POSTCOMPILE_limit] FOR UPDATE OF jobs SKIP LOCKED), \n"
+        "ranked AS \n"
+        "(SELECT candidates.id AS id, candidates.serial_key AS serial_key, candidates.priority AS priority, candidates.run_at AS run_at, candidates.part AS part, row_number() OVER (ORDER BY candidates.priority, candidates.run_at, candidates.id) AS qrank, row_number() OVER (PARTITION BY candidates.part ORDER BY candidates.priority, candidates.run_at, candidates.id) AS prank \n"
+        "FROM candidates), \n"
+        "free_slots AS \n"
+        "(SELECT first_free.slot AS slot, row_number() OVER (ORDER BY first_free.slot) AS n \n"
+        "FROM (SELECT gs.slot AS slot \n"
+        "FROM generate_series($6::INTEGER, coalesce((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $7::INTEGER)) AS gs(slot) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot = gs.slot)) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS first_free), \n"
+        "free_part_slots AS \n"
+        "(SELECT parts.part AS part, part_free.part_slot AS part_slot, row_number() OVER (PARTITION BY parts.part ORDER BY part_free.part_slot) AS n \n"
+        "FROM (SELECT DISTINCT ranked.part AS part \n"
+        "FROM ranked \n"
+        "WHERE ranked.part IS NOT NULL) AS parts JOIN LATERAL (SELECT ps.part_slot AS part_slot \n"
+        "FROM generate_series($8::INTEGER, coalesce((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $9::INTEGER)) AS ps(part_slot) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks, (SELECT DISTINCT ranked.part AS part \n"
+        "FROM ranked \n"
+        "WHERE ranked.part IS NOT NULL) AS parts \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = parts.part AND __backfill_schema__.job_locks.part_slot = ps.part_slot)) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS part_free ON true), \n"
+        "assigned AS \n"
+        "(SELECT ranked.id AS id, ranked.serial_key AS serial_key, ranked.part AS part, ranked.qrank AS qrank, free_slots.slot AS slot, free_part_slots.part_slot AS part_slot, CASE WHEN ((SELECT __backfill_schema__.queues.rate_limit_per_partition \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS true) THEN concat($4::VARCHAR, '|', coalesce(ranked.part, $5::VARCHAR)) ELSE $4::VARCHAR END AS bucket \n"
+        "FROM ranked LEFT OUTER JOIN free_slots ON free_slots.n = ranked.qrank LEFT OUTER JOIN free_part_slots ON free_part_slots.part = ranked.part AND free_part_slots.n = ranked.prank \n"
+        "WHERE ((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR free_slots.slot IS NOT NULL) AND ((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR ranked.part IS NULL OR free_part_slots.part_slot IS NOT NULL)), \n"
+        "in_bucket AS \n"
+        "(SELECT assigned.id AS id, assigned.bucket AS bucket, row_number() OVER (PARTITION BY assigned.bucket ORDER BY assigned.qrank) AS n \n"
+        "FROM assigned), \n"
+        "wanted AS \n"
+        "(SELECT in_bucket.id AS id, free_tokens.bucket AS bucket, free_tokens.token AS token \n"
+        "FROM in_bucket JOIN (SELECT buckets.bucket AS bucket, token_free.token AS token, row_number() OVER (PARTITION BY buckets.bucket ORDER BY token_free.token) AS n \n"
+        "FROM (SELECT DISTINCT assigned.bucket AS bucket \n"
+        "FROM assigned) AS buckets JOIN LATERAL (SELECT tn.token AS token \n"
+        "FROM generate_series($10::INTEGER, coalesce((SELECT __backfill_schema__.queues.rate_limit \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $11::INTEGER)) AS tn(token) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.rate_tokens, (SELECT DISTINCT assigned.bucket AS bucket \n"
+        "FROM assigned) AS buckets \n"
+        "WHERE __backfill_schema__.rate_tokens.bucket = buckets.bucket AND __backfill_schema__.rate_tokens.slot = tn.token AND __backfill_schema__.rate_tokens.free_at > now())) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS token_free ON true) AS free_tokens ON free_tokens.bucket = in_bucket.bucket AND free_tokens.n = in_bucket.n), \n"
+        "taken AS \n"
+        "(INSERT INTO __backfill_schema__.rate_tokens (bucket, slot, used_at, free_at) SELECT wanted.bucket AS bucket, wanted.token AS token, now() AS now_1, now() + (SELECT __backfill_schema__.queues.rate_period_ms \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) * interval '1 millisecond' AS anon_2 \n"
+        "FROM wanted ON CONFLICT (bucket, slot) DO UPDATE SET used_at = excluded.used_at, free_at = excluded.free_at WHERE __backfill_schema__.rate_tokens.free_at <= now() RETURNING __backfill_schema__.rate_tokens.bucket, __backfill_schema__.rate_tokens.slot), \n"
+        "locked AS \n"
+        "(INSERT INTO __backfill_schema__.job_locks (job_id, queue, slot, part, part_slot, serial_key) SELECT assigned.id AS id, $4::VARCHAR AS anon_1, assigned.slot AS slot, assigned.part AS part, assigned.part_slot AS part_slot, assigned.serial_key AS serial_key \n"
+        "FROM assigned \n"
+        "WHERE (SELECT __backfill_schema__.queues.rate_limit \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (EXISTS (SELECT * \n"
+        "FROM wanted, taken \n"
+        "WHERE wanted.id = assigned.id AND taken.bucket = wanted.bucket AND taken.slot = wanted.token)) ON CONFLICT DO NOTHING RETURNING __backfill_schema__.job_locks.job_id), \n"
+        "claimed AS \n"
+        "(UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now(), limited=true WHERE __backfill_schema__.jobs.id = ANY (array((SELECT locked.job_id \n"
+        "FROM locked))) RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, nullif(__backfill_schema__.jobs.metadata, '{}'::jsonb) AS metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at), \n"
+        "done AS \n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($12::BIGINT[], $13::INTEGER[]) AS d(id, lease) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id)\n"
+        " SELECT claimed.id, claimed.task, claimed.queue, claimed.payload, claimed.priority, claimed.run_at, claimed.attempts, claimed.max_attempts, claimed.lease, claimed.retry_policy, claimed.metadata, claimed.created_at, claimed.locked_at, CAST(NULL AS BIGINT) AS done_id \n"
+        "FROM claimed UNION ALL SELECT CAST(NULL AS BIGINT) AS id, CAST(NULL AS TEXT) AS task, CAST(NULL AS TEXT) AS queue, CAST(NULL AS JSONB) AS payload, CAST(NULL AS SMALLINT) AS priority, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS run_at, CAST(NULL AS SMALLINT) AS attempts, CAST(NULL AS SMALLINT) AS max_attempts, CAST(NULL AS INTEGER) AS lease, CAST(NULL AS JSONB) AS retry_policy, CAST(NULL AS JSONB) AS metadata, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS created_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS locked_at, done.id AS done_id \n"
+        "FROM done"
+    ),
+    (
+        "attempts_1",
+        "worker_id",
+        "lease_1",
+        "claim_queue",
+        "coalesce_1",
+        "generate_series_1",
+        "coalesce_2",
+        "generate_series_2",
+        "coalesce_3",
+        "generate_series_3",
+        "coalesce_4",
+        "ids",
+        "leases",
+    ),
+    MappingProxyType(
+        {
+            "attempts_1": 1,
+            "lease_1": 1,
+            "coalesce_1": "",
+            "generate_series_1": 1,
+            "coalesce_2": 0,
+            "generate_series_2": 1,
+            "coalesce_3": 0,
+            "generate_series_3": 1,
+            "coalesce_4": 0,
+        }
+    ),
+    inline=("limit", "limit"),
 )
 
 leader_elect = RenderedSql(

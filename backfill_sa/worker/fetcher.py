@@ -18,7 +18,7 @@ from backfill_sa.statements.worker_sql import (
     job_claim_batch,
     job_claim_limited,
     job_complete_and_claim,
-    job_complete_many,
+    job_complete_and_claim_limited,
     job_release_orphans,
 )
 from backfill_sa.telemetry import Telemetry
@@ -225,14 +225,26 @@ class QueueFetcher:
                 self.serial = bool(more)
                 rows += more
             return rows
+        return await self._complete_and_claim(db, job_complete_and_claim, params, done, completer)
+
+    async def _complete_and_claim(
+        self,
+        db: Database,
+        statement: Any,
+        params: dict[str, Any],
+        done: list[Outcome],
+        completer: Completer,
+    ) -> list[Record]:
         params["ids"] = [o.job_id for o in done]
         params["leases"] = [o.lease for o in done]
         try:
-            result = await db.execute(job_complete_and_claim, params, retry=False)
+            result = await db.execute(statement, params, retry=False)
         finally:
             del params["ids"], params["leases"]
         claimed = [r for r in result if r["done_id"] is None]
-        completer.record_written(done, {r["done_id"] for r in result if r["done_id"] is not None})
+        completer.record_written(
+            list(done), {r["done_id"] for r in result if r["done_id"] is not None}
+        )
         return claimed
 
     async def _claim_limited(
@@ -242,15 +254,21 @@ class QueueFetcher:
         done: list[Outcome],
         completer: Completer,
     ) -> list[Record]:
-        if done:
-            written = await db.execute(
-                job_complete_many,
-                {"ids": [o.job_id for o in done], "leases": [o.lease for o in done]},
-                retry=False,
-            )
-            completer.record_written(list(done), {r["id"] for r in written})
-            done.clear()  # written: nothing for the caller to hand back on failure
-        return list(await db.execute(job_claim_limited, params, retry=False))
+        if not done:
+            return list(await db.execute(job_claim_limited, params, retry=False))
+        claimed = await self._complete_and_claim(
+            db, job_complete_and_claim_limited, params, done, completer
+        )
+        done.clear()  # written: nothing for the caller to hand back on failure
+        if len(claimed) < params["limit"]:
+            # The locks the successes held are free only for the next statement.
+            taken = len(claimed)
+            params["limit"] -= taken
+            try:
+                claimed += await db.execute(job_claim_limited, params, retry=False)
+            finally:
+                params["limit"] += taken
+        return claimed
 
     def _dispatch(self, rows: Any, executor: Executor, completer: Completer) -> None:
         loop = asyncio.get_running_loop()

@@ -27,7 +27,7 @@ _RELEASE_FUNCTION = """
 CREATE OR REPLACE FUNCTION {schema}.job_locks_release() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  EXECUTE format('DELETE FROM %I.job_locks WHERE job_id = $1', TG_TABLE_SCHEMA) USING OLD.id;
+  DELETE FROM {schema}.job_locks WHERE job_id = OLD.id;
   RETURN NULL;
 END $$"""
 
