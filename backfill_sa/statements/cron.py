@@ -118,6 +118,7 @@ def _build_enqueue() -> Executable:
                 "job_key",
                 "retry_policy",
                 "metadata",
+                "serial_key",
             ],
             select(
                 bindparam("task", type_=Text),
@@ -130,6 +131,7 @@ def _build_enqueue() -> Executable:
                 ticks.c.job_key,
                 cast(bindparam("retry_policy", type_=Text), JSONB),
                 cast(bindparam("metadata", type_=Text), JSONB),
+                bindparam("serial_key", type_=Text),
             ).where(exists(select(advanced.c.name))),
         )
         # No conflict target: whatever unique index guards job keys, a tick whose job
@@ -153,7 +155,7 @@ def _build_enqueue() -> Executable:
 
 cron_enqueue_ticks = _build_enqueue()
 """Params: name, expected, last_tick, expression, timezone, run_ats, job_keys, task,
-queue, payload, priority, max_attempts, retry_policy, metadata, channel.
+queue, payload, priority, max_attempts, retry_policy, metadata, serial_key, channel.
 
 Moves the schedule's ``last_tick_at`` from ``expected`` to ``last_tick`` and, only if
 that worked, inserts one job per tick (``run_ats`` with their ``job_keys``) and

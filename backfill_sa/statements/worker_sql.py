@@ -585,12 +585,12 @@ cron_enqueue_ticks = RenderedSql(
         "WITH advanced AS \n"
         "(UPDATE __backfill_schema__.cron_schedules SET expression=$1::VARCHAR, timezone=$2::VARCHAR, last_tick_at=$3::TIMESTAMP WITH TIME ZONE, updated_at=now() WHERE __backfill_schema__.cron_schedules.name = $4::VARCHAR AND __backfill_schema__.cron_schedules.last_tick_at = $5::TIMESTAMP WITH TIME ZONE RETURNING __backfill_schema__.cron_schedules.name), \n"
         "inserted AS \n"
-        "(INSERT INTO __backfill_schema__.jobs (task, queue, payload, priority, run_at, state, max_attempts, job_key, retry_policy, metadata) SELECT $6::VARCHAR AS anon_1, $7::VARCHAR AS anon_2, CAST($8::VARCHAR AS JSONB) AS anon_3, $9::SMALLINT AS anon_4, t.run_at AS run_at, CASE WHEN (t.run_at > now()) THEN 'scheduled' ELSE 'available' END AS anon_5, $10::SMALLINT AS anon_6, t.job_key AS job_key, CAST($11::VARCHAR AS JSONB) AS anon_7, CAST($12::VARCHAR AS JSONB) AS anon_8 \n"
-        "FROM unnest($13::TIMESTAMP WITH TIME ZONE[], $14::TEXT[]) AS t(run_at, job_key) \n"
+        "(INSERT INTO __backfill_schema__.jobs (task, queue, payload, priority, run_at, state, max_attempts, job_key, retry_policy, metadata, serial_key) SELECT $6::VARCHAR AS anon_1, $7::VARCHAR AS anon_2, CAST($8::VARCHAR AS JSONB) AS anon_3, $9::SMALLINT AS anon_4, t.run_at AS run_at, CASE WHEN (t.run_at > now()) THEN 'scheduled' ELSE 'available' END AS anon_5, $10::SMALLINT AS anon_6, t.job_key AS job_key, CAST($11::VARCHAR AS JSONB) AS anon_7, CAST($12::VARCHAR AS JSONB) AS anon_8, $13::VARCHAR AS anon_9 \n"
+        "FROM unnest($14::TIMESTAMP WITH TIME ZONE[], $15::TEXT[]) AS t(run_at, job_key) \n"
         "WHERE EXISTS (SELECT advanced.name \n"
         "FROM advanced) ON CONFLICT DO NOTHING RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.state), \n"
         "notified AS \n"
-        "(SELECT pg_notify($15::VARCHAR, $7::VARCHAR) AS pg_notify_1 \n"
+        "(SELECT pg_notify($16::VARCHAR, $7::VARCHAR) AS pg_notify_1 \n"
         "WHERE EXISTS (SELECT inserted.id \n"
         "FROM inserted \n"
         "WHERE inserted.state = 'available'))\n"
@@ -612,6 +612,7 @@ cron_enqueue_ticks = RenderedSql(
         "max_attempts",
         "retry_policy",
         "metadata",
+        "serial_key",
         "run_ats",
         "job_keys",
         "channel",

@@ -51,8 +51,8 @@ class ScheduledJob:
 def resolve_schedules(registry: TaskRegistry) -> list[ScheduledJob]:
     """Pair each of ``registry``'s cron schedules with the job it enqueues.
 
-    The job takes the task's defaults (queue, priority, retry policy, attempts)
-    where the schedule sets none.
+    The job takes the task's defaults (queue, priority, retry policy, attempts,
+    serial key) where the schedule sets none.
 
     Raises:
         ConfigurationError: a schedule names a task the registry does not hold.
@@ -68,6 +68,9 @@ def resolve_schedules(registry: TaskRegistry) -> list[ScheduledJob]:
                 " which is not registered",
             )
         options = task.options
+        serial_key = options.serial_key
+        if callable(serial_key):
+            serial_key = serial_key(schedule.payload)
         spec = JobSpec(
             schedule.task,
             schedule.payload,
@@ -76,6 +79,7 @@ def resolve_schedules(registry: TaskRegistry) -> list[ScheduledJob]:
             max_attempts=options.max_attempts,
             retry=options.retry,
             metadata={"backfill": {"cron": schedule.name}},
+            serial_key=serial_key,
         )
         resolved.append(ScheduledJob(schedule, spec.row))
     return resolved
@@ -191,6 +195,7 @@ class CronScheduler:
                     "max_attempts": row.max_attempts,
                     "retry_policy": row.retry_policy,
                     "metadata": row.metadata,
+                    "serial_key": row.serial_key,
                     "channel": self._channel,
                 },
             )

@@ -279,3 +279,15 @@ def test_a_schedule_for_an_unregistered_task_is_refused_at_start() -> None:
     registry.cron("@daily", "missing")
     with pytest.raises(ConfigurationError, match="'missing', which is not registered"):
         resolve_schedules(registry)
+
+
+async def test_cron_jobs_take_the_tasks_serial_key(db: Database, sync_engine: Engine) -> None:
+    registry = TaskRegistry()
+    registry.register("sync", lambda payload, ctx: None, serial_key=lambda p: f"acct:{p['a']}")
+    registry.cron("@hourly", "sync", payload={"a": 7})
+    scheduler = CronScheduler(db, resolve_schedules(registry))
+    start = dt.datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
+    await scheduler.run_once(start)
+    await scheduler.run_once(start + timedelta(minutes=31))
+    [job] = rows(sync_engine, "SELECT serial_key, metadata FROM {s}.jobs")
+    assert job == {"serial_key": "acct:7", "metadata": {"backfill": {"cron": "sync"}}}
