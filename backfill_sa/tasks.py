@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -60,6 +61,8 @@ class JobContext:
         metadata: the job's metadata (trace context, tags).
         worker_id: id of the worker running it.
         logger: a logger adapter with the job's fields bound in ``extra``.
+        cancel_event: set when someone asked to cancel the job (``cancel_job``); a
+            sync handler can wait on it or poll :attr:`cancel_requested`.
         claimed_at: when this attempt was claimed, by the database clock (rate
             limits count claims).
     """
@@ -75,6 +78,18 @@ class JobContext:
     metadata: Mapping[str, Any]
     worker_id: str
     logger: logging.LoggerAdapter[logging.Logger]
+    cancel_event: threading.Event = field(default_factory=threading.Event, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether cancellation of this job was asked for; stop soon if it was.
+
+        An ``async def`` handler is also cancelled at its next ``await``; a plain
+        ``def`` handler runs in a thread and must check this itself. Either way the
+        job ends ``cancelled`` and is not retried.
+        """
+        return self.cancel_event.is_set()
+
     claimed_at: dt.datetime | None = None
 
 
@@ -92,6 +107,9 @@ class TaskOptions:
         give_up_on: exceptions that send the job straight to the dead-letter queue.
         parse: turns the raw JSON payload into what the handler takes; any exception it
             raises dead-letters the job with reason ``invalid_payload``.
+        retention: how long this task's finished jobs are kept (``get_job`` answers
+            meanwhile); ``timedelta(0)`` deletes a succeeded job at once. None: the
+            worker's ``queue_retention`` for the queue, else its ``retention``.
         serial_key: default serial key of the task's jobs: a string, or a function of
             the payload returning one (or None); ``enqueue(serial_key=...)`` wins.
     """
@@ -104,9 +122,14 @@ class TaskOptions:
     retry_on: ExceptionTypes = ()
     give_up_on: ExceptionTypes = ()
     parse: Callable[[Any], Any] | None = None
+    retention: timedelta | None = None
     serial_key: str | Callable[[Any], str | None] | None = None
 
     def __post_init__(self) -> None:
+        if self.retention is not None and (
+            not isinstance(self.retention, timedelta) or self.retention < timedelta(0)
+        ):
+            raise ConfigurationError("retention", "must be a timedelta of zero or more, or None")
         if self.timeout is not None and (
             not isinstance(self.timeout, timedelta) or self.timeout <= timedelta(0)
         ):
@@ -277,6 +300,7 @@ class TaskRegistry:
         retry_on: ExceptionTypes = (),
         give_up_on: ExceptionTypes = (),
         parse: Callable[[Any], Any] | None = None,
+        retention: timedelta | None = None,
         serial_key: str | Callable[[Any], str | None] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register`; the name defaults to the function's.
@@ -297,6 +321,7 @@ class TaskRegistry:
                 retry_on=retry_on,
                 give_up_on=give_up_on,
                 parse=parse,
+                retention=retention,
                 serial_key=serial_key,
             )
             return handler

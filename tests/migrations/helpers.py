@@ -6,8 +6,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-OUR_HEAD = "bf0003_flow"
-"""Our newest revision: what an upgrade to head records."""
+HEAD = "bf0004_flow"
+"""The newest revision of backfill_sa's branch."""
+
 OUR_TABLES = {
     "jobs",
     "queues",

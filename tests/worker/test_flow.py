@@ -26,7 +26,7 @@ from backfill_sa.errors import ConfigurationError
 from backfill_sa.flow import QueueLimits, set_queue_limits
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
-from tests.worker.conftest import count, rows
+from tests.worker.conftest import count, rows, unfinished
 
 
 @dataclass
@@ -102,7 +102,7 @@ async def test_serial_keys_never_overlap_and_keep_their_order(
     await _run_three(config, recorder, concurrency=10)
 
     assert len(recorder.runs) == keys * per_key
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
     assert count(sync_engine, "job_locks") == 0
     by_key: dict[int, list[Run]] = defaultdict(list)
     for run in recorder.runs:

@@ -1,7 +1,7 @@
 """backfill_sa cron schedules: one row per schedule, the last tick handled.
 
-Revision ID: bf0002_cron
-Revises: bf0001
+Revision ID: bf0003_cron
+Revises: bf0002_job_lifecycle
 Create Date: 2026-12-03
 
 A frozen snapshot: it never imports backfill_sa.models.
@@ -14,8 +14,8 @@ from alembic import op
 
 from backfill_sa.migrations.schema import target_schema
 
-revision = "bf0002_cron"
-down_revision = "bf0001"
+revision = "bf0003_cron"
+down_revision = "bf0002_job_lifecycle"
 branch_labels = None
 depends_on = None
 

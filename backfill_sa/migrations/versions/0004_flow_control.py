@@ -1,7 +1,7 @@
 """backfill_sa flow control: serial keys, global concurrency, rate limits.
 
-Revision ID: bf0003_flow
-Revises: bf0002_cron
+Revision ID: bf0004_flow
+Revises: bf0003_cron
 Create Date: 2026-12-03
 
 Adds ``jobs.serial_key`` and ``jobs.limited``, the limits on ``queues``, the
@@ -18,8 +18,8 @@ from alembic import op
 
 from backfill_sa.migrations.schema import target_schema
 
-revision = "bf0003_flow"
-down_revision = "bf0002_cron"
+revision = "bf0004_flow"
+down_revision = "bf0003_cron"
 branch_labels = None
 depends_on = None
 
