@@ -37,6 +37,7 @@ from backfill_sa.errors import (
     Snooze,
     UnknownTaskError,
 )
+from backfill_sa.flow import QueueLimits, set_queue_limits, set_queue_limits_async
 from backfill_sa.priority import BULK, DEAD_LETTER, FAST, Priority
 from backfill_sa.retry import AGGRESSIVE, CONSERVATIVE, DEFAULT, PRESETS, RetryPolicy
 from backfill_sa.retry import FAST as FAST_RETRY
@@ -91,6 +92,7 @@ __all__ = [
     "PermanentError",
     "Priority",
     "Queue",
+    "QueueLimits",
     "RetryPolicy",
     "RetryableError",
     "RunResult",
@@ -115,6 +117,8 @@ __all__ = [
     "enqueue_batch_async",
     "enqueue_many",
     "enqueue_many_async",
+    "set_queue_limits",
+    "set_queue_limits_async",
 ]
 
 

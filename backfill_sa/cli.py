@@ -1,6 +1,7 @@
 """Command-line interface: ``python -m backfill_sa COMMAND``; the only place logging is configured.
 
-Commands: ``migrate``, ``worker``, ``enqueue``, ``dlq``, ``demo``, ``admin`` and ``embedded``.
+Commands: ``migrate``, ``worker``, ``enqueue``, ``dlq``, ``demo``, ``admin``, ``embedded``,
+``cron`` and ``queues``.
 Every command that needs a database finds it the same way
 (:func:`backfill_sa.embedded.resolve_database_url`): ``DATABASE_URL``, else the
 embedded PostgreSQL in ``.backfill/`` when the ``embedded`` extra is installed.
@@ -26,6 +27,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from backfill_sa.cli_cron import add_cron_command
+from backfill_sa.cli_flow import add_queues_command
 from backfill_sa.cli_ops import (
     CommandError,
     cmd_dlq,
@@ -442,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
         "is required)",
     )
     admin.set_defaults(handler=_cmd_admin)
+    add_cron_command(commands, common)
+    add_queues_command(commands, common)
     return parser
 
 

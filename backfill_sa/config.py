@@ -9,6 +9,7 @@ from datetime import timedelta
 from types import MappingProxyType
 
 from backfill_sa.errors import ConfigurationError
+from backfill_sa.flow import QueueLimits, limits_from_mapping
 from backfill_sa.priority import BULK, FAST
 from backfill_sa.schema_name import DEFAULT_SCHEMA, SCHEMA_NAME_PATTERN
 
@@ -76,6 +77,9 @@ class WorkerConfig:
         max_result_bytes: largest handler return value stored, as JSON UTF-8 bytes
             (64 KiB); a bigger or non-JSON value is recorded as the job's error.
         prune_batch_size: most finished jobs deleted per pruning statement (1000).
+        queue_limits: queue -> :class:`~backfill_sa.flow.QueueLimits`, flow limits
+            across all workers; written to the queues' settings rows when the
+            worker starts (replacing what was there). Default: none written.
 
     Raises:
         ConfigurationError: a field breaks its rule; the message names it.
@@ -99,6 +103,7 @@ class WorkerConfig:
     queue_retention: Mapping[str, timedelta] = field(default_factory=lambda: MappingProxyType({}))
     max_result_bytes: int = 65_536
     prune_batch_size: int = 1000
+    queue_limits: Mapping[str, QueueLimits] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.database_url, str) or not self.database_url:
@@ -123,6 +128,9 @@ class WorkerConfig:
                     f"queues[{name}]", "concurrency must be an integer of at least 1"
                 )
         object.__setattr__(self, "queues", MappingProxyType(dict(self.queues)))
+        object.__setattr__(
+            self, "queue_limits", MappingProxyType(limits_from_mapping(self.queue_limits))
+        )
         _positive("poll_interval", self.poll_interval)
         if self.stale_lock_cleanup_interval is not None:
             _positive("stale_lock_cleanup_interval", self.stale_lock_cleanup_interval)

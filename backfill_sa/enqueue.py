@@ -78,6 +78,7 @@ class EnqueueOptions(TypedDict, total=False):
     job_key_mode: JobKeyMode
     metadata: Mapping[str, object] | None
     max_payload_bytes: int
+    serial_key: str | None
 
 
 # --- public API -----------------------------------------------------------------
@@ -97,6 +98,7 @@ def enqueue(
     job_key_mode: JobKeyMode = "replace",
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    serial_key: str | None = None,
 ) -> EnqueueResult:
     """Add a job in ``session``'s current transaction; it runs once that commits.
 
@@ -141,6 +143,8 @@ def enqueue(
             ``"period"``.
         metadata: a JSON object (trace context, tags); ``None`` stores ``{}``.
         max_payload_bytes: limit on the serialised payload and metadata (1 MiB).
+        serial_key: of the jobs sharing this key, at most one runs at a time across
+            all workers, in priority and ``run_at`` order; the others wait.
 
     Returns:
         The job's id and whether it was inserted, replaced or left unchanged.
@@ -161,6 +165,7 @@ def enqueue(
         job_key,
         job_key_mode,
         metadata,
+        serial_key,
         max_payload_bytes=max_payload_bytes,
     )
     return observed(session, [write_job(session, spec)])[0]
@@ -180,6 +185,7 @@ async def enqueue_async(
     job_key_mode: JobKeyMode = "replace",
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    serial_key: str | None = None,
 ) -> EnqueueResult:
     """Add a job in an :class:`~sqlalchemy.ext.asyncio.AsyncSession`'s transaction.
 
@@ -201,6 +207,7 @@ async def enqueue_async(
         job_key,
         job_key_mode,
         metadata,
+        serial_key,
         max_payload_bytes=max_payload_bytes,
     )
     return (await observed_async(session, [await session.run_sync(write_job, spec)]))[0]
@@ -252,6 +259,7 @@ def enqueue_batch(
     retry: RetryPolicy | None = None,
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    serial_key: str | None = None,
 ) -> list[EnqueueResult]:
     """Add one job per payload, all for ``task`` with the same options, in
     ``session``'s current transaction: the fast path for bulk loads.
@@ -286,6 +294,7 @@ def enqueue_batch(
         max_attempts,
         retry,
         metadata=metadata,
+        serial_key=serial_key,
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)
@@ -304,6 +313,7 @@ async def enqueue_batch_async(
     retry: RetryPolicy | None = None,
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    serial_key: str | None = None,
 ) -> list[EnqueueResult]:
     """:func:`enqueue_batch` for an AsyncSession (same arguments and rules).
 
@@ -320,6 +330,7 @@ async def enqueue_batch_async(
         max_attempts,
         retry,
         metadata=metadata,
+        serial_key=serial_key,
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)

@@ -110,6 +110,7 @@ def _params(row: JobRow, channel: str) -> dict[str, object]:
         "new_job_key": row.job_key,
         "new_retry_policy": row.retry_policy,
         "new_metadata": row.metadata,
+        "new_serial_key": row.serial_key,
         "channel": channel,
     }
 
@@ -138,7 +139,7 @@ _INFO_KEY = "backfill_sa.insert_one"
 """Key of the compiled statements in ``Connection.info`` (per DBAPI connection)."""
 
 # Where each bound parameter comes from in ``(*JobRow, channel)``; the statement's
-# literal constants follow those ten values.
+# literal constants follow those eleven values.
 _SOURCE_INDEX = {
     "new_task": 0,
     "new_queue": 1,
@@ -149,7 +150,8 @@ _SOURCE_INDEX = {
     "new_job_key": 6,
     "new_retry_policy": 7,
     "new_metadata": 8,
-    "channel": 9,
+    "new_serial_key": 9,
+    "channel": 10,
 }
 
 

@@ -89,6 +89,8 @@ class Job(Base):
     prune_at: Mapped[dt.datetime | None]
     cancel_requested_at: Mapped[dt.datetime | None]
     notify_finished: Mapped[bool]
+    serial_key: Mapped[str | None]
+    limited: Mapped[bool]
 
 
 class Queue(Base):
@@ -101,6 +103,12 @@ class Queue(Base):
     concurrency: Mapped[int | None]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
+    global_concurrency: Mapped[int | None]
+    partition_by: Mapped[str | None]
+    partition_concurrency: Mapped[int | None]
+    rate_limit: Mapped[int | None]
+    rate_period_ms: Mapped[int | None]
+    rate_limit_per_partition: Mapped[bool]
 
 
 class DeadLetterJob(Base):

@@ -55,6 +55,7 @@ def _validate_added_job(_mapper: Mapper[Job], _conn: Connection, target: Job) ->
         retry,
         target.job_key,
         metadata=target.meta,
+        serial_key=target.serial_key,
     )
     row = spec.row
     target.task, target.queue, target.priority = row.task, row.queue, row.priority

@@ -53,11 +53,14 @@ __all__ = [
     "UNFINISHED_KEY_PREDICATE",
     "FailureReason",
     "JobState",
+    "cron_schedules_table",
     "dead_letter_table",
+    "job_locks_table",
     "jobs_table",
     "leader_table",
     "metadata",
     "queues_table",
+    "rate_tokens_table",
     "workers_table",
 ]
 
@@ -173,6 +176,19 @@ jobs_table = Table(
     CheckConstraint(
         "state IN ('available', 'scheduled', 'running', 'completed', 'cancelled')", name="state"
     ),
+    Column(
+        "serial_key",
+        Text,
+        doc="At most one job per serial key runs at a time, across all workers.",
+    ),
+    Column(
+        "limited",
+        Boolean,
+        server_default=text("false"),
+        nullable=False,
+        doc="Claimed under flow control: leaving 'running' releases its row in job_locks.",
+    ),
+    CheckConstraint("char_length(serial_key) BETWEEN 1 AND 512", name="serial_key_length"),
     CheckConstraint("char_length(task) BETWEEN 1 AND 200", name="task_length"),
     CheckConstraint("char_length(queue) BETWEEN 1 AND 100", name="queue_length"),
     CheckConstraint("char_length(job_key) BETWEEN 1 AND 512", name="job_key_length"),
@@ -196,6 +212,15 @@ jobs_table = Table(
         "locked_by",
         "locked_at",
         postgresql_where=text("state = 'running'"),
+    ),
+    # The next job of each serial key, for the flow-controlled claim.
+    Index(
+        "ix_jobs_serial",
+        "serial_key",
+        "priority",
+        "run_at",
+        "id",
+        postgresql_where=text("state = 'available' AND serial_key IS NOT NULL"),
     ),
     # job_key is unique among unfinished jobs; a retained finished job does not hold it.
     Index(
@@ -232,6 +257,34 @@ table is created (SQLAlchemy 2.0, the newest on Python 3.10, has no table-level
 _SET_STORAGE = DDL(f"ALTER TABLE %(fullname)s SET ({JOBS_STORAGE})")  # type: ignore[no-untyped-call]
 event.listen(jobs_table, "after_create", _SET_STORAGE)
 
+RELEASE_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.job_locks_release() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM {schema}.job_locks WHERE job_id = OLD.id;
+  RETURN NULL;
+END $$"""
+"""The function behind the release triggers (``{schema}``: the quoted schema)."""
+
+RELEASE_TRIGGERS = (
+    "CREATE TRIGGER jobs_release_on_update AFTER UPDATE OF state ON {schema}.jobs"
+    " FOR EACH ROW WHEN (OLD.limited AND OLD.state = 'running' AND NEW.state <> 'running')"
+    " EXECUTE FUNCTION {schema}.job_locks_release()",
+    "CREATE TRIGGER jobs_release_on_delete AFTER DELETE ON {schema}.jobs"
+    " FOR EACH ROW WHEN (OLD.limited AND OLD.state = 'running')"
+    " EXECUTE FUNCTION {schema}.job_locks_release()",
+)
+"""A flow-controlled job that leaves ``running`` (completed, retried, dead-lettered,
+rescued, whichever statement does it) gives its concurrency slots and serial key back.
+The ``WHEN`` clauses keep every other job's writes free of any trigger call."""
+
+for _ddl in (RELEASE_FUNCTION, *RELEASE_TRIGGERS):
+    event.listen(
+        jobs_table,
+        "after_create",
+        DDL(_ddl.replace("%", "%%").replace("{schema}", "%(schema)s")),  # type: ignore[no-untyped-call]
+    )
+
 queues_table = Table(
     "queues",
     metadata,
@@ -250,8 +303,45 @@ queues_table = Table(
     ),
     _ts("created_at", "When the row was created.", default_now=True),
     _ts("updated_at", "Last change.", default_now=True),
+    Column(
+        "global_concurrency",
+        Integer,
+        doc="Most jobs of the queue running at once across all workers.",
+    ),
+    Column("partition_by", Text, doc="Payload field whose value partitions the queue."),
+    Column(
+        "partition_concurrency",
+        Integer,
+        doc="Most jobs of one partition running at once across all workers.",
+    ),
+    Column("rate_limit", Integer, doc="Most jobs started per rate period (queue or partition)."),
+    Column("rate_period_ms", BigInteger, doc="The rate limit's period in milliseconds."),
+    Column(
+        "rate_limit_per_partition",
+        Boolean,
+        server_default=text("false"),
+        nullable=False,
+        doc="The rate limit applies to each partition rather than the queue.",
+    ),
     CheckConstraint("char_length(name) BETWEEN 1 AND 100", name="name_length"),
     CheckConstraint("concurrency IS NULL OR concurrency >= 1", name="concurrency"),
+    CheckConstraint(
+        "global_concurrency IS NULL OR global_concurrency >= 1", name="global_concurrency"
+    ),
+    CheckConstraint(
+        "partition_concurrency IS NULL OR partition_concurrency >= 1",
+        name="partition_concurrency",
+    ),
+    CheckConstraint(
+        "(rate_limit IS NULL) = (rate_period_ms IS NULL) AND (rate_limit IS NULL OR"
+        " (rate_limit >= 1 AND rate_period_ms >= 1))",
+        name="rate_limit",
+    ),
+    CheckConstraint(
+        "partition_by IS NOT NULL OR (partition_concurrency IS NULL"
+        " AND NOT rate_limit_per_partition)",
+        name="partition_by",
+    ),
 )
 """``backfill.queues``: per-queue settings; a queue needs no row to be used."""
 
@@ -318,3 +408,71 @@ leader_table = Table(
     _ts("expires_at", "The role is free after this time unless renewed."),
 )
 """``backfill.leader``: which worker runs maintenance now (a row lease)."""
+
+cron_schedules_table = Table(
+    "cron_schedules",
+    metadata,
+    Column("name", Text, primary_key=True, doc="The schedule's name (``registry.cron(name=)``)."),
+    Column("expression", Text, nullable=False, doc="Cron expression last run by a worker."),
+    Column("timezone", Text, nullable=False, doc="IANA zone the expression is read in."),
+    _ts("last_tick_at", "Latest tick handled: enqueued, or skipped as older than the fill."),
+    _ts("created_at", "When a worker first ran the schedule.", default_now=True),
+    _ts("updated_at", "Last change.", default_now=True),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 200", name="name_length"),
+)
+"""``backfill.cron_schedules``: one row per cron schedule, so that each tick is
+enqueued once across all workers (they advance ``last_tick_at`` by compare-and-set)."""
+
+job_locks_table = Table(
+    "job_locks",
+    metadata,
+    Column(
+        "job_id",
+        BigInteger,
+        primary_key=True,
+        autoincrement=False,
+        doc="The running job holding the lock.",
+    ),
+    Column("queue", Text, nullable=False, doc="Its queue."),
+    Column("slot", Integer, doc="Its slot of the queue's global concurrency, if limited."),
+    Column("part", Text, doc="Its partition (the payload field's value), if partitioned."),
+    Column("part_slot", Integer, doc="Its slot of the partition's concurrency, if limited."),
+    Column("serial_key", Text, doc="Its serial key, if any."),
+    _ts("locked_at", "When the job was claimed.", default_now=True),
+    # One unique index per kind of lock: a claim inserts one row per job with ON
+    # CONFLICT DO NOTHING, so a job gets all its locks or none.
+    Index(
+        "uq_job_locks_queue_slot",
+        "queue",
+        "slot",
+        unique=True,
+        postgresql_where=text("slot IS NOT NULL"),
+    ),
+    Index(
+        "uq_job_locks_queue_part_part_slot",
+        "queue",
+        "part",
+        "part_slot",
+        unique=True,
+        postgresql_where=text("part_slot IS NOT NULL"),
+    ),
+    Index(
+        "uq_job_locks_serial_key",
+        "serial_key",
+        unique=True,
+        postgresql_where=text("serial_key IS NOT NULL"),
+    ),
+)
+"""``backfill.job_locks``: one row per running flow-controlled job: its concurrency
+slots and serial key, released by a trigger when the job leaves ``running``."""
+
+rate_tokens_table = Table(
+    "rate_tokens",
+    metadata,
+    Column("bucket", Text, primary_key=True, doc="A queue, or a queue and a partition."),
+    Column("slot", Integer, primary_key=True, doc="1 .. the rate limit."),
+    _ts("used_at", "When a job last took this token."),
+    _ts("free_at", "When the token may be taken again (used_at plus the period)."),
+)
+"""``backfill.rate_tokens``: a rate limit of N per period is N tokens per bucket, each
+usable once per period, so no window of one period starts more than N jobs."""

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from backfill_sa.errors import ConfigurationError, InvalidPayloadError
+from backfill_sa.cron import CronSchedule
+from backfill_sa.errors import ConfigurationError, InvalidPayloadError, JobValidationError
 from backfill_sa.priority import BULK, Priority
 from backfill_sa.retry import RetryPolicy
 
@@ -62,6 +63,8 @@ class JobContext:
         logger: a logger adapter with the job's fields bound in ``extra``.
         cancel_event: set when someone asked to cancel the job (``cancel_job``); a
             sync handler can wait on it or poll :attr:`cancel_requested`.
+        claimed_at: when this attempt was claimed, by the database clock (rate
+            limits count claims).
     """
 
     job_id: int
@@ -87,6 +90,8 @@ class JobContext:
         """
         return self.cancel_event.is_set()
 
+    claimed_at: dt.datetime | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
@@ -105,6 +110,8 @@ class TaskOptions:
         retention: how long this task's finished jobs are kept (``get_job`` answers
             meanwhile); ``timedelta(0)`` deletes a succeeded job at once. None: the
             worker's ``queue_retention`` for the queue, else its ``retention``.
+        serial_key: default serial key of the task's jobs: a string, or a function of
+            the payload returning one (or None); ``enqueue(serial_key=...)`` wins.
     """
 
     queue: str = BULK
@@ -116,6 +123,7 @@ class TaskOptions:
     give_up_on: ExceptionTypes = ()
     parse: Callable[[Any], Any] | None = None
     retention: timedelta | None = None
+    serial_key: str | Callable[[Any], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.retention is not None and (
@@ -161,6 +169,9 @@ class Task:
             "retry": self.options.retry,
             "max_attempts": self.options.max_attempts,
         }
+        default_key = self.options.serial_key
+        if default_key is not None and "serial_key" not in overrides:
+            options["serial_key"] = default_key(payload) if callable(default_key) else default_key
         options.update(overrides)
         return JobSpec(self.name, payload, **options)
 
@@ -202,8 +213,16 @@ class Task:
         from backfill_sa.job_writer import write_batch
         from backfill_sa.validation import batch_payloads
 
-        template = self.spec(None, **overrides)
+        template = self._batch_template(overrides)
         return observed(session, write_batch(session, template, batch_payloads(template, payloads)))
+
+    def _batch_template(self, overrides: dict[str, Any]) -> JobSpec:
+        if callable(self.options.serial_key) and "serial_key" not in overrides:
+            raise JobValidationError(
+                "serial_key",
+                f"task {self.name!r} derives it from each payload: use enqueue_many",
+            )
+        return self.spec(None, **overrides)
 
     async def enqueue_batch_async(
         self, session: AsyncSession, payloads: Iterable[Any], **overrides: Any
@@ -218,7 +237,7 @@ class Task:
         from backfill_sa.job_writer import write_batch
         from backfill_sa.validation import batch_payloads
 
-        template = self.spec(None, **overrides)
+        template = self._batch_template(overrides)
         texts = batch_payloads(template, payloads)
         return await observed_async(session, await session.run_sync(write_batch, template, texts))
 
@@ -246,6 +265,7 @@ class TaskRegistry:
     def __init__(self) -> None:
         """Create an empty registry."""
         self._tasks: dict[str, Task] = {}
+        self._schedules: dict[str, CronSchedule] = {}
 
     def register(self, name: str, handler: Handler, **options: Any) -> Task:
         """Register ``handler`` under ``name`` with :class:`TaskOptions` ``options``.
@@ -283,6 +303,7 @@ class TaskRegistry:
         give_up_on: ExceptionTypes = (),
         parse: Callable[[Any], Any] | None = None,
         retention: timedelta | None = None,
+        serial_key: str | Callable[[Any], str | None] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register`; the name defaults to the function's.
 
@@ -303,10 +324,76 @@ class TaskRegistry:
                 give_up_on=give_up_on,
                 parse=parse,
                 retention=retention,
+                serial_key=serial_key,
             )
             return handler
 
         return decorate
+
+    def cron(
+        self,
+        expression: str,
+        task: str,
+        *,
+        payload: Any = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        timezone: str = "UTC",
+        fill: timedelta = timedelta(0),
+        name: str | None = None,
+    ) -> CronSchedule:
+        """Enqueue ``task`` on a cron schedule; every worker with this registry runs it.
+
+        Exactly one job is enqueued per tick, however many workers run (its job key
+        is ``cron:<name>:<tick in UTC>``), and no tick is missed while at least one
+        worker runs. See ``docs/scheduling.md``.
+
+        Example::
+
+            registry.cron("*/5 * * * *", "sync_accounts", queue="bulk")
+            registry.cron("0 3 * * *", "nightly_report", timezone="Europe/Berlin",
+                          fill=timedelta(hours=6))
+
+        Args:
+            expression: five fields (``"*/5 * * * *"``: minute hour day month
+                weekday; ranges, lists, steps, ``jan``-``dec`` and ``mon``-``sun``
+                allowed) or a shorthand such as ``@hourly`` or ``@daily``.
+            task: name of the task to enqueue (registered here before a worker starts).
+            payload: JSON payload of every job (``None`` means ``{}``).
+            queue: queue of the jobs (default: the task's).
+            priority: priority of the jobs (default: the task's).
+            timezone: IANA zone the expression is read in (default ``"UTC"``).
+            fill: after downtime, missed ticks at most this old are still enqueued
+                (default: none beyond the scheduler's one-minute grace).
+            name: the schedule's stable identity (default: the task name).
+
+        Raises:
+            ConfigurationError: the expression is invalid or never matches, the zone
+                is unknown, ``fill`` is negative, the name is taken, or the ``cron``
+                extra (croniter) is not installed.
+            JobValidationError: the task name, queue, priority or payload breaks its rule.
+        """
+        schedule = CronSchedule(
+            name=task if name is None else name,
+            expression=expression,
+            task=task,
+            payload=payload,
+            queue=queue,
+            priority=priority,
+            timezone=timezone,
+            fill=fill,
+        )
+        if schedule.name in self._schedules:
+            raise ConfigurationError(
+                "name", f"a cron schedule named {schedule.name!r} exists; give each a name="
+            )
+        self._schedules[schedule.name] = schedule
+        return schedule
+
+    @property
+    def schedules(self) -> tuple[CronSchedule, ...]:
+        """The cron schedules registered with :meth:`cron`, in registration order."""
+        return tuple(self._schedules.values())
 
     def with_options(self, name: str, **options: Any) -> Task:
         """Replace some options of a registered task and return the new task.

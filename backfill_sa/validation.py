@@ -12,6 +12,7 @@ Limits (each error names the field and the rule):
 * ``priority``: an ``int`` (not ``bool``) in the smallint range -32768..32767;
 * ``run_at``: ``None`` (now) or a timezone-aware :class:`~datetime.datetime`;
 * ``max_attempts``: ``None`` or 1..32767;
+* ``serial_key``: ``None`` or 1-512 characters, the same character rules;
 * ``job_key_mode``: ``"replace"``, ``"preserve_run_at"``, ``"unsafe_dedupe"`` or
   ``"period"``;
 * ``payload``: any JSON value (``None`` means ``{}``); ``metadata``: a JSON object.
@@ -119,6 +120,8 @@ class JobRow(NamedTuple):
     retry_policy: str | None
     """``RetryPolicy.to_json()`` as JSON text, or ``None``."""
     metadata: str
+    serial_key: str | None = None
+    """At most one job per serial key runs at a time; ``None``: no such constraint."""
 
 
 def check_name(field_name: str, value: object, max_length: int) -> str:
@@ -389,6 +392,9 @@ class JobSpec:
         job_key: idempotency key (1-512 characters), unique among unfinished jobs.
         job_key_mode: what a second job with the same key does (see ``enqueue``).
         metadata: a JSON object of tags and trace context (``None`` means ``{}``).
+        serial_key: ``None``, or 1-512 characters: of the jobs sharing a serial key,
+            at most one runs at a time across all workers, in priority and
+            ``run_at`` order.
         max_payload_bytes: limit on the serialised payload and metadata, each
             (default 1 MiB).
 
@@ -406,6 +412,7 @@ class JobSpec:
     job_key: str | None = None
     job_key_mode: JobKeyMode = "replace"
     metadata: Mapping[str, object] | None = field(default=None, hash=False)
+    serial_key: str | None = None
     max_payload_bytes: int = field(default=DEFAULT_MAX_PAYLOAD_BYTES, kw_only=True)
     row: JobRow = field(init=False, repr=False, compare=False)
 
@@ -439,6 +446,9 @@ class JobSpec:
         job_key = self.job_key
         if job_key is not None:
             job_key = check_name("job_key", job_key, JOB_KEY_MAX_LENGTH)
+        serial_key = self.serial_key
+        if serial_key is not None:
+            serial_key = check_name("serial_key", serial_key, JOB_KEY_MAX_LENGTH)
         priority = self.priority
         if type(priority) is Priority:  # the default and the named ones: all in range
             priority = priority._value_
@@ -464,6 +474,7 @@ class JobSpec:
             job_key,
             None if retry is None else _ENCODE(retry.to_json()),
             "{}" if metadata is None else dump_json_object(metadata, "metadata", limit),
+            serial_key,
         )
         object.__setattr__(self, "row", row)
 

@@ -62,6 +62,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
     "W2": (w2_enqueue_batches, False),
     "W2specs": (w2_job_specs, True),
     "W3": (w3_drain, False),
+    "W3limit": (_ours_only("w3_non_binding_limit"), True),
     "W4": (w4_pickup_latency, False),
     "W5": (_ours_only("w5_backlog_drain"), True),
     "W6": (_ours_only("w6_four_workers"), True),

@@ -81,6 +81,36 @@ async def w5_backlog_drain(adapter: Adapter, ctx: WorkloadContext) -> dict[str, 
     }
 
 
+async def w3_non_binding_limit(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
+    """W3limit: the W3 drain with a global concurrency limit that never binds (1,000).
+
+    The queue is claimed with the flow-controlled claim; its cost against W3 is what
+    a limit costs.
+
+    Raises:
+        WorkerError: the worker exited or stalled.
+    """
+    from backfill_sa.flow import set_queue_limits
+
+    ours = _ours(adapter)
+    with Session(ours.sync_engine) as session, session.begin():
+        set_queue_limits(session, "bench", global_concurrency=1000)
+    try:
+        load_s = await load_queue(ours, ctx.jobs, checkpoint=ctx.checkpoint)
+        result = measure_drain(
+            ours,
+            queues={"bench": ctx.concurrency},
+            workers=1,
+            log_dir=ctx.log_dir,
+            tag="ours-w3limit",
+            poll_interval=ctx.poll_interval,
+        )
+    finally:
+        with Session(ours.sync_engine) as session, session.begin():
+            set_queue_limits(session, "bench")
+    return {**result.as_dict(), "load_s": load_s}
+
+
 async def w6_four_workers(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
     """W6: the W3 drain with four worker processes.
 

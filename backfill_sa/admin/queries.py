@@ -40,6 +40,7 @@ from backfill_sa.models import (
     queues_table,
     workers_table,
 )
+from backfill_sa.tables import job_locks_table
 
 __all__ = [
     "JobFilter",
@@ -55,6 +56,7 @@ __all__ = [
 jobs: Table = jobs_table
 dlq: Table = dead_letter_table
 queues: Table = queues_table
+job_locks: Table = job_locks_table
 workers: Table = workers_table
 
 _now = func.now()
@@ -103,13 +105,17 @@ class JobFilter:
         return found
 
 
-def queue_stats() -> Select[str, int, int, int, float | None, bool, int | None, int]:
+def queue_stats() -> Select[Any]:
     """One row per known queue: job counts by state, backlog age, settings, dead letters.
 
     A queue is known when it has jobs, a row in ``queues`` (settings) or dead-letter
     entries. Columns: ``name``, ``available``, ``scheduled``, ``running``,
     ``oldest_available_age_seconds`` (how long the longest-waiting runnable job has
-    been due; null when none is), ``paused``, ``concurrency``, ``dead_letters``.
+    been due; null when none is), ``paused``, ``concurrency``, ``dead_letters``, and
+    the flow limits (``global_concurrency``, ``partition_by``,
+    ``partition_concurrency``, ``rate_limit`` per ``rate_period_seconds``,
+    ``rate_limit_per_partition``) with ``limited_running`` (jobs running under flow
+    control, holding locks) and ``serial_waiting`` (available serial-keyed jobs).
     Counting reads the whole jobs table (one scan, however many queues).
     """
     state = jobs.c.state
@@ -120,6 +126,9 @@ def queue_stats() -> Select[str, int, int, int, float | None, bool, int | None, 
             func.count().filter(state == _state(JobState.SCHEDULED)).label("scheduled"),
             func.count().filter(state == _state(JobState.RUNNING)).label("running"),
             func.min(jobs.c.run_at).filter(state == _state(JobState.AVAILABLE)).label("oldest"),
+            func.count()
+            .filter(state == _state(JobState.AVAILABLE), jobs.c.serial_key.is_not(None))
+            .label("serial_waiting"),
         )
         .group_by(jobs.c.queue)
         .cte("job_counts")
@@ -128,6 +137,11 @@ def queue_stats() -> Select[str, int, int, int, float | None, bool, int | None, 
         select(dlq.c.queue.label("name"), func.count().label("dead_letters"))
         .group_by(dlq.c.queue)
         .cte("dead_counts")
+    )
+    held = (
+        select(job_locks.c.queue.label("name"), func.count().label("limited_running"))
+        .group_by(job_locks.c.queue)
+        .cte("lock_counts")
     )
     names = union(select(counts.c.name), select(queues.c.name), select(dead.c.name)).subquery(
         "names"
@@ -142,11 +156,22 @@ def queue_stats() -> Select[str, int, int, int, float | None, bool, int | None, 
             func.coalesce(queues.c.paused, false()).label("paused"),
             queues.c.concurrency,
             func.coalesce(dead.c.dead_letters, 0).label("dead_letters"),
+            queues.c.global_concurrency,
+            queues.c.partition_by,
+            queues.c.partition_concurrency,
+            queues.c.rate_limit,
+            (queues.c.rate_period_ms / 1000.0).label("rate_period_seconds"),
+            func.coalesce(queues.c.rate_limit_per_partition, false()).label(
+                "rate_limit_per_partition"
+            ),
+            func.coalesce(held.c.limited_running, 0).label("limited_running"),
+            func.coalesce(counts.c.serial_waiting, 0).label("serial_waiting"),
         )
         .select_from(
             names.outerjoin(counts, counts.c.name == names.c.name)
             .outerjoin(queues, queues.c.name == names.c.name)
             .outerjoin(dead, dead.c.name == names.c.name)
+            .outerjoin(held, held.c.name == names.c.name)
         )
         .order_by(names.c.name)
     )

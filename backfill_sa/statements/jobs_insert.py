@@ -99,6 +99,7 @@ def _new_job_values(*, keyed: bool) -> dict[str, ColumnElement[Any]]:
         "max_attempts": bindparam("new_max_attempts", type_=SmallInteger),
         "retry_policy": cast(bindparam("new_retry_policy", type_=Text), JSONB),
         "metadata": cast(bindparam("new_metadata", type_=Text), JSONB),
+        "serial_key": bindparam("new_serial_key", type_=Text),
     }
     if keyed:
         values["job_key"] = _job_key
@@ -164,6 +165,7 @@ def _build_upsert(*, preserve_run_at: bool) -> Select[Any]:
             _c.last_error: null(),
             _c.retry_policy: new.retry_policy,
             _c.metadata: new.metadata,
+            _c.serial_key: new.serial_key,
             _c.updated_at: func.now(),
         },
         # A running job is left to finish; the caller then takes its key over.
@@ -259,7 +261,7 @@ def encode_batch(rows: Iterable[JobRow]) -> str:
     """Encode rows as the JSON document :data:`JOBS_INSERT_BATCH` takes.
 
     One array per job: ``[task, queue, payload, priority, run_at, max_attempts,
-    retry_policy, metadata]``, with ``run_at`` as ISO 8601 text or null. The
+    retry_policy, metadata, serial_key]``, with ``run_at`` as ISO 8601 text or null. The
     payload, retry policy and metadata are spliced in as the JSON texts they
     already are. One text parameter is far cheaper for the drivers to send than
     eight arrays, and PostgreSQL parses the whole document once.
@@ -276,7 +278,8 @@ def _encode_row(row: JobRow) -> str:
     run_at = "null" if row.run_at is None else '"' + row.run_at.isoformat() + '"'
     return (
         f"[{_json_string(row.task)},{_json_string(row.queue)},{row.payload},{row.priority},"
-        f"{run_at},{row.max_attempts},{row.retry_policy or 'null'},{row.metadata}]"
+        f"{run_at},{row.max_attempts},{row.retry_policy or 'null'},{row.metadata},"
+        f"{'null' if row.serial_key is None else _json_string(row.serial_key)}]"
     )
 
 
@@ -299,6 +302,7 @@ def _build_insert_batch() -> Select[Any]:
         cast(job[5].astext, SmallInteger),
         func.nullif(job[6], cast(literal("null"), JSONB)),
         job[7],
+        job[8].astext,
     ).order_by(elements.c.ord)
     columns = [
         "task",
@@ -310,6 +314,7 @@ def _build_insert_batch() -> Select[Any]:
         "max_attempts",
         "retry_policy",
         "metadata",
+        "serial_key",
     ]
     return _ids_and_woken(insert(_jobs).from_select(columns, source))
 

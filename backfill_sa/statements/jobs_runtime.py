@@ -146,7 +146,13 @@ def job_claim_where(*criteria: ColumnElement[bool]) -> Update:
 def _build_claim() -> Update:
     """Claim up to :limit available, due jobs of :queue for :worker_id."""
     paused = exists().where(queues.c.name == bindparam("claim_queue"), queues.c.paused)
-    return job_claim_where(jobs.c.queue == bindparam("claim_queue"), jobs.c.run_at <= _now, ~paused)
+    return job_claim_where(
+        jobs.c.queue == bindparam("claim_queue"),
+        jobs.c.run_at <= _now,
+        ~paused,
+        # Serial-keyed jobs are claimed only by the flow-controlled claim.
+        jobs.c.serial_key.is_(None),
+    )
 
 
 job_claim_batch = _build_claim()
@@ -505,10 +511,12 @@ job_release_orphans = _build_release_orphans()
 (a claim whose reply was lost with the connection), refunding the attempt."""
 
 
-def _build_complete_and_claim() -> Executable:
-    """Finish succeeded jobs (fenced) and claim the next batch, in one round trip."""
+def complete_and_claim(claim: Executable) -> Executable:
+    """Finish succeeded jobs (fenced) and run ``claim`` (an UPDATE ... RETURNING
+    CLAIM_COLUMNS), in one round trip."""
     finished, notified = _finished_ctes(_COMPLETED, "done_")
-    claimed = _build_claim().cte("claimed")
+    assert isinstance(claim, Update)
+    claimed = claim.cte("claimed")
     claimed_rows = select(*claimed.c, null().cast(BigInteger).label("done_id"))
     done_rows = select(
         *(null().cast(c.type).label(c.name) for c in CLAIM_COLUMNS),
@@ -517,7 +525,7 @@ def _build_complete_and_claim() -> Executable:
     return union_all(claimed_rows, done_rows)
 
 
-job_complete_and_claim = _build_complete_and_claim()
+job_complete_and_claim = complete_and_claim(_build_claim())
 """Params: ids, leases, keeps_ms, results, errors, done_channel (succeeded jobs to
 finish, as :data:`job_complete_many`), claim_queue, limit, worker_id.
 

@@ -19,7 +19,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from backfill_sa.schema_name import DEFAULT_SCHEMA
-from backfill_sa.statements import jobs_runtime, workers
+from backfill_sa.statements import cron, jobs_flow, jobs_runtime, workers
 from backfill_sa.statements.rendered import SCHEMA_PLACEHOLDER, RenderedSql
 
 __all__ = ["WORKER_SQL_PATH", "main", "module_source", "render", "render_all"]
@@ -27,7 +27,7 @@ __all__ = ["WORKER_SQL_PATH", "main", "module_source", "render", "render_all"]
 WORKER_SQL_PATH = Path(__file__).with_name("worker_sql.py")
 """The generated module."""
 
-_SOURCES = (jobs_runtime, workers)
+_SOURCES = (jobs_runtime, jobs_flow, workers, cron)
 
 
 def render(name: str, statement: Any) -> RenderedSql:

@@ -12,9 +12,14 @@ from types import MappingProxyType
 from backfill_sa.statements.rendered import RenderedSql
 
 __all__ = [
+    "cron_enqueue_ticks",
+    "cron_schedule_states",
+    "cron_schedule_sync",
     "job_cancel_many",
     "job_claim_batch",
+    "job_claim_limited",
     "job_complete_and_claim",
+    "job_complete_and_claim_limited",
     "job_complete_many",
     "job_dead_letter_many",
     "job_find_cancel_requested",
@@ -25,6 +30,8 @@ __all__ = [
     "job_retry_many",
     "leader_elect",
     "leader_resign",
+    "queue_flow_stats",
+    "queue_set_limits",
     "queue_settings",
     "schema_probe",
     "worker_delete",
@@ -76,7 +83,7 @@ job_claim_batch = RenderedSql(
         "FROM __backfill_schema__.jobs \n"
         "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
         "FROM __backfill_schema__.queues \n"
-        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) AND __backfill_schema__.jobs.serial_key IS NULL ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
         " LIMIT __[POSTCOMPILE_limit] FOR UPDATE SKIP LOCKED)\n"
         " UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now() WHERE __backfill_schema__.jobs.id = ANY (array((SELECT candidates.id \n"
         "FROM candidates))) RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, nullif(__backfill_schema__.jobs.metadata, '{}'::jsonb) AS metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at"
@@ -99,7 +106,7 @@ job_complete_and_claim = RenderedSql(
         "FROM __backfill_schema__.jobs \n"
         "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
         "FROM __backfill_schema__.queues \n"
-        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) AND __backfill_schema__.jobs.serial_key IS NULL ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
         " LIMIT __[POSTCOMPILE_limit] FOR UPDATE SKIP LOCKED), \n"
         "claimed AS \n"
         "(UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now() WHERE __backfill_schema__.jobs.id = ANY (array((SELECT candidates.id \n"
@@ -195,7 +202,7 @@ job_dead_letter_many = RenderedSql(
     "job_dead_letter_many",
     (
         "WITH moved AS \n"
-        "(DELETE FROM __backfill_schema__.jobs USING unnest($4::BIGINT[], $5::INTEGER[], $6::TEXT[], $7::TEXT[]) AS d(id, lease, reason, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.job_key, __backfill_schema__.jobs.locked_by, __backfill_schema__.jobs.locked_at, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.last_error, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.updated_at, __backfill_schema__.jobs.result, __backfill_schema__.jobs.finished_at, __backfill_schema__.jobs.prune_at, __backfill_schema__.jobs.cancel_requested_at, __backfill_schema__.jobs.notify_finished, d.reason AS reason, d.error AS error)\n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($4::BIGINT[], $5::INTEGER[], $6::TEXT[], $7::TEXT[]) AS d(id, lease, reason, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.job_key, __backfill_schema__.jobs.locked_by, __backfill_schema__.jobs.locked_at, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.last_error, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.updated_at, __backfill_schema__.jobs.result, __backfill_schema__.jobs.finished_at, __backfill_schema__.jobs.prune_at, __backfill_schema__.jobs.cancel_requested_at, __backfill_schema__.jobs.notify_finished, __backfill_schema__.jobs.serial_key, __backfill_schema__.jobs.limited, d.reason AS reason, d.error AS error)\n"
         " INSERT INTO __backfill_schema__.dead_letter_jobs (original_job_id, task, queue, payload, priority, job_key, max_attempts, failure_reason, failure_count, last_error, retry_policy, metadata, original_created_at, original_run_at, requeued_count, last_requeued_at, notes) SELECT moved.id, moved.task, moved.queue, moved.payload, moved.priority, moved.job_key, moved.max_attempts, moved.reason, moved.attempts, coalesce(CAST(moved.error AS JSONB), moved.last_error) AS coalesce_1, moved.retry_policy, moved.metadata, moved.created_at, moved.run_at, coalesce(CAST(jsonb_path_query_first(moved.metadata, '$.backfill.requeued_count ? (@.type() == \"number\" && @ >= 0 && @ <= 2147483647)', '{}', true) AS INTEGER), $1::INTEGER) AS coalesce_2, CAST(jsonb_path_query_first(moved.metadata, '$.backfill.last_requeued_at.datetime()', '{}', true) #>> '{}' AS TIMESTAMP WITH TIME ZONE) AS anon_1, (moved.metadata[$2::TEXT]) ->> $3::TEXT AS anon_2 \n"
         "FROM moved RETURNING __backfill_schema__.dead_letter_jobs.original_job_id, __backfill_schema__.dead_letter_jobs.id"
     ),
@@ -312,6 +319,302 @@ job_retry_many = RenderedSql(
     MappingProxyType({"delay_ms_1": 0, "greatest_1": 0, "locked_by": None, "locked_at": None}),
 )
 
+job_claim_limited = RenderedSql(
+    "job_claim_limited",
+    (
+        "WITH candidates AS \n"
+        "(SELECT __backfill_schema__.jobs.id AS id, __backfill_schema__.jobs.serial_key AS serial_key, __backfill_schema__.jobs.priority AS priority, __backfill_schema__.jobs.run_at AS run_at, __backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) AS part \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) AND (__backfill_schema__.jobs.serial_key IS NULL OR NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.serial_key = __backfill_schema__.jobs.serial_key)) AND NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.jobs AS earlier \n"
+        "WHERE earlier.serial_key = __backfill_schema__.jobs.serial_key AND earlier.state = 'available' AND earlier.run_at <= now() AND (earlier.priority, earlier.run_at, earlier.id) < (__backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id)))) AND ((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (SELECT count(*) AS count_1 \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot IS NOT NULL) < (SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) AND ((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (__backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) IS NULL OR (SELECT count(*) AS count_2 \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = (__backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) AND __backfill_schema__.job_locks.part_slot IS NOT NULL) < (SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
+        " LIMIT __[POSTCOMPILE_limit] FOR UPDATE OF jobs SKIP LOCKED), \n"
+        "ranked AS \n"
+        "(SELECT candidates.id AS id, candidates.serial_key AS serial_key, candidates.priority AS priority, candidates.run_at AS run_at, candidates.part AS part, row_number() OVER (ORDER BY candidates.priority, candidates.run_at, candidates.id) AS qrank, row_number() OVER (PARTITION BY candidates.part ORDER BY candidates.priority, candidates.run_at, candidates.id) AS prank \n"
+        "FROM candidates), \n"
+        "free_slots AS \n"
+        "(SELECT first_free.slot AS slot, row_number() OVER (ORDER BY first_free.slot) AS n \n"
+        "FROM (SELECT gs.slot AS slot \n"
+        "FROM generate_series($6::INTEGER, coalesce((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $7::INTEGER)) AS gs(slot) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot = gs.slot)) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS first_free), \n"
+        "free_part_slots AS \n"
+        "(SELECT parts.part AS part, part_free.part_slot AS part_slot, row_number() OVER (PARTITION BY parts.part ORDER BY part_free.part_slot) AS n \n"
+        "FROM (SELECT DISTINCT ranked.part AS part \n"
+        "FROM ranked \n"
+        "WHERE ranked.part IS NOT NULL) AS parts JOIN LATERAL (SELECT ps.part_slot AS part_slot \n"
+        "FROM generate_series($8::INTEGER, coalesce((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $9::INTEGER)) AS ps(part_slot) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks, (SELECT DISTINCT ranked.part AS part \n"
+        "FROM ranked \n"
+        "WHERE ranked.part IS NOT NULL) AS parts \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = parts.part AND __backfill_schema__.job_locks.part_slot = ps.part_slot)) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS part_free ON true), \n"
+        "assigned AS \n"
+        "(SELECT ranked.id AS id, ranked.serial_key AS serial_key, ranked.part AS part, ranked.qrank AS qrank, free_slots.slot AS slot, free_part_slots.part_slot AS part_slot, CASE WHEN ((SELECT __backfill_schema__.queues.rate_limit_per_partition \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS true) THEN concat($4::VARCHAR, '|', coalesce(ranked.part, $5::VARCHAR)) ELSE $4::VARCHAR END AS bucket \n"
+        "FROM ranked LEFT OUTER JOIN free_slots ON free_slots.n = ranked.qrank LEFT OUTER JOIN free_part_slots ON free_part_slots.part = ranked.part AND free_part_slots.n = ranked.prank \n"
+        "WHERE ((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR free_slots.slot IS NOT NULL) AND ((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR ranked.part IS NULL OR free_part_slots.part_slot IS NOT NULL)), \n"
+        "in_bucket AS \n"
+        "(SELECT assigned.id AS id, assigned.bucket AS bucket, row_number() OVER (PARTITION BY assigned.bucket ORDER BY assigned.qrank) AS n \n"
+        "FROM assigned), \n"
+        "wanted AS \n"
+        "(SELECT in_bucket.id AS id, free_tokens.bucket AS bucket, free_tokens.token AS token \n"
+        "FROM in_bucket JOIN (SELECT buckets.bucket AS bucket, token_free.token AS token, row_number() OVER (PARTITION BY buckets.bucket ORDER BY token_free.token) AS n \n"
+        "FROM (SELECT DISTINCT assigned.bucket AS bucket \n"
+        "FROM assigned) AS buckets JOIN LATERAL (SELECT tn.token AS token \n"
+        "FROM generate_series($10::INTEGER, coalesce((SELECT __backfill_schema__.queues.rate_limit \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $11::INTEGER)) AS tn(token) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.rate_tokens, (SELECT DISTINCT assigned.bucket AS bucket \n"
+        "FROM assigned) AS buckets \n"
+        "WHERE __backfill_schema__.rate_tokens.bucket = buckets.bucket AND __backfill_schema__.rate_tokens.slot = tn.token AND __backfill_schema__.rate_tokens.free_at > now())) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS token_free ON true) AS free_tokens ON free_tokens.bucket = in_bucket.bucket AND free_tokens.n = in_bucket.n), \n"
+        "taken AS \n"
+        "(INSERT INTO __backfill_schema__.rate_tokens (bucket, slot, used_at, free_at) SELECT wanted.bucket AS bucket, wanted.token AS token, now() AS now_1, now() + (SELECT __backfill_schema__.queues.rate_period_ms \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) * interval '1 millisecond' AS anon_2 \n"
+        "FROM wanted ON CONFLICT (bucket, slot) DO UPDATE SET used_at = excluded.used_at, free_at = excluded.free_at WHERE __backfill_schema__.rate_tokens.free_at <= now() RETURNING __backfill_schema__.rate_tokens.bucket, __backfill_schema__.rate_tokens.slot), \n"
+        "locked AS \n"
+        "(INSERT INTO __backfill_schema__.job_locks (job_id, queue, slot, part, part_slot, serial_key) SELECT assigned.id AS id, $4::VARCHAR AS anon_1, assigned.slot AS slot, assigned.part AS part, assigned.part_slot AS part_slot, assigned.serial_key AS serial_key \n"
+        "FROM assigned \n"
+        "WHERE (SELECT __backfill_schema__.queues.rate_limit \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (EXISTS (SELECT * \n"
+        "FROM wanted, taken \n"
+        "WHERE wanted.id = assigned.id AND taken.bucket = wanted.bucket AND taken.slot = wanted.token)) ON CONFLICT DO NOTHING RETURNING __backfill_schema__.job_locks.job_id)\n"
+        " UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now(), limited=true WHERE __backfill_schema__.jobs.id = ANY (array((SELECT locked.job_id \n"
+        "FROM locked))) RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, nullif(__backfill_schema__.jobs.metadata, '{}'::jsonb) AS metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at"
+    ),
+    (
+        "attempts_1",
+        "worker_id",
+        "lease_1",
+        "claim_queue",
+        "coalesce_1",
+        "generate_series_1",
+        "coalesce_2",
+        "generate_series_2",
+        "coalesce_3",
+        "generate_series_3",
+        "coalesce_4",
+    ),
+    MappingProxyType(
+        {
+            "attempts_1": 1,
+            "lease_1": 1,
+            "coalesce_1": "",
+            "generate_series_1": 1,
+            "coalesce_2": 0,
+            "generate_series_2": 1,
+            "coalesce_3": 0,
+            "generate_series_3": 1,
+            "coalesce_4": 0,
+        }
+    ),
+    inline=("limit", "limit"),
+)
+
+job_complete_and_claim_limited = RenderedSql(
+    "job_complete_and_claim_limited",
+    (
+        "WITH candidates AS \n"
+        "(SELECT __backfill_schema__.jobs.id AS id, __backfill_schema__.jobs.serial_key AS serial_key, __backfill_schema__.jobs.priority AS priority, __backfill_schema__.jobs.run_at AS run_at, __backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) AS part \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.queue = $4::VARCHAR AND __backfill_schema__.jobs.run_at <= now() AND NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR AND __backfill_schema__.queues.paused)) AND (__backfill_schema__.jobs.serial_key IS NULL OR NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.serial_key = __backfill_schema__.jobs.serial_key)) AND NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.jobs AS earlier \n"
+        "WHERE earlier.serial_key = __backfill_schema__.jobs.serial_key AND earlier.state = 'available' AND earlier.run_at <= now() AND (earlier.priority, earlier.run_at, earlier.id) < (__backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id)))) AND ((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (SELECT count(*) AS count_1 \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot IS NOT NULL) < (SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) AND ((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (__backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) IS NULL OR (SELECT count(*) AS count_2 \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = (__backfill_schema__.jobs.payload ->> (SELECT __backfill_schema__.queues.partition_by \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) AND __backfill_schema__.job_locks.part_slot IS NOT NULL) < (SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR)) ORDER BY __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.id \n"
+        " LIMIT __[POSTCOMPILE_limit] FOR UPDATE OF jobs SKIP LOCKED), \n"
+        "ranked AS \n"
+        "(SELECT candidates.id AS id, candidates.serial_key AS serial_key, candidates.priority AS priority, candidates.run_at AS run_at, candidates.part AS part, row_number() OVER (ORDER BY candidates.priority, candidates.run_at, candidates.id) AS qrank, row_number() OVER (PARTITION BY candidates.part ORDER BY candidates.priority, candidates.run_at, candidates.id) AS prank \n"
+        "FROM candidates), \n"
+        "free_slots AS \n"
+        "(SELECT first_free.slot AS slot, row_number() OVER (ORDER BY first_free.slot) AS n \n"
+        "FROM (SELECT gs.slot AS slot \n"
+        "FROM generate_series($6::INTEGER, coalesce((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $7::INTEGER)) AS gs(slot) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.slot = gs.slot)) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS first_free), \n"
+        "free_part_slots AS \n"
+        "(SELECT parts.part AS part, part_free.part_slot AS part_slot, row_number() OVER (PARTITION BY parts.part ORDER BY part_free.part_slot) AS n \n"
+        "FROM (SELECT DISTINCT ranked.part AS part \n"
+        "FROM ranked \n"
+        "WHERE ranked.part IS NOT NULL) AS parts JOIN LATERAL (SELECT ps.part_slot AS part_slot \n"
+        "FROM generate_series($8::INTEGER, coalesce((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $9::INTEGER)) AS ps(part_slot) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.job_locks, (SELECT DISTINCT ranked.part AS part \n"
+        "FROM ranked \n"
+        "WHERE ranked.part IS NOT NULL) AS parts \n"
+        "WHERE __backfill_schema__.job_locks.queue = $4::VARCHAR AND __backfill_schema__.job_locks.part = parts.part AND __backfill_schema__.job_locks.part_slot = ps.part_slot)) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS part_free ON true), \n"
+        "assigned AS \n"
+        "(SELECT ranked.id AS id, ranked.serial_key AS serial_key, ranked.part AS part, ranked.qrank AS qrank, free_slots.slot AS slot, free_part_slots.part_slot AS part_slot, CASE WHEN ((SELECT __backfill_schema__.queues.rate_limit_per_partition \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS true) THEN concat($4::VARCHAR, '|', coalesce(ranked.part, $5::VARCHAR)) ELSE $4::VARCHAR END AS bucket \n"
+        "FROM ranked LEFT OUTER JOIN free_slots ON free_slots.n = ranked.qrank LEFT OUTER JOIN free_part_slots ON free_part_slots.part = ranked.part AND free_part_slots.n = ranked.prank \n"
+        "WHERE ((SELECT __backfill_schema__.queues.global_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR free_slots.slot IS NOT NULL) AND ((SELECT __backfill_schema__.queues.partition_concurrency \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR ranked.part IS NULL OR free_part_slots.part_slot IS NOT NULL)), \n"
+        "in_bucket AS \n"
+        "(SELECT assigned.id AS id, assigned.bucket AS bucket, row_number() OVER (PARTITION BY assigned.bucket ORDER BY assigned.qrank) AS n \n"
+        "FROM assigned), \n"
+        "wanted AS \n"
+        "(SELECT in_bucket.id AS id, free_tokens.bucket AS bucket, free_tokens.token AS token \n"
+        "FROM in_bucket JOIN (SELECT buckets.bucket AS bucket, token_free.token AS token, row_number() OVER (PARTITION BY buckets.bucket ORDER BY token_free.token) AS n \n"
+        "FROM (SELECT DISTINCT assigned.bucket AS bucket \n"
+        "FROM assigned) AS buckets JOIN LATERAL (SELECT tn.token AS token \n"
+        "FROM generate_series($10::INTEGER, coalesce((SELECT __backfill_schema__.queues.rate_limit \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR), $11::INTEGER)) AS tn(token) \n"
+        "WHERE NOT (EXISTS (SELECT * \n"
+        "FROM __backfill_schema__.rate_tokens, (SELECT DISTINCT assigned.bucket AS bucket \n"
+        "FROM assigned) AS buckets \n"
+        "WHERE __backfill_schema__.rate_tokens.bucket = buckets.bucket AND __backfill_schema__.rate_tokens.slot = tn.token AND __backfill_schema__.rate_tokens.free_at > now())) \n"
+        " LIMIT __[POSTCOMPILE_limit]) AS token_free ON true) AS free_tokens ON free_tokens.bucket = in_bucket.bucket AND free_tokens.n = in_bucket.n), \n"
+        "taken AS \n"
+        "(INSERT INTO __backfill_schema__.rate_tokens (bucket, slot, used_at, free_at) SELECT wanted.bucket AS bucket, wanted.token AS token, now() AS now_1, now() + (SELECT __backfill_schema__.queues.rate_period_ms \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) * interval '1 millisecond' AS anon_2 \n"
+        "FROM wanted ON CONFLICT (bucket, slot) DO UPDATE SET used_at = excluded.used_at, free_at = excluded.free_at WHERE __backfill_schema__.rate_tokens.free_at <= now() RETURNING __backfill_schema__.rate_tokens.bucket, __backfill_schema__.rate_tokens.slot), \n"
+        "locked AS \n"
+        "(INSERT INTO __backfill_schema__.job_locks (job_id, queue, slot, part, part_slot, serial_key) SELECT assigned.id AS id, $4::VARCHAR AS anon_1, assigned.slot AS slot, assigned.part AS part, assigned.part_slot AS part_slot, assigned.serial_key AS serial_key \n"
+        "FROM assigned \n"
+        "WHERE (SELECT __backfill_schema__.queues.rate_limit \n"
+        "FROM __backfill_schema__.queues \n"
+        "WHERE __backfill_schema__.queues.name = $4::VARCHAR) IS NULL OR (EXISTS (SELECT * \n"
+        "FROM wanted, taken \n"
+        "WHERE wanted.id = assigned.id AND taken.bucket = wanted.bucket AND taken.slot = wanted.token)) ON CONFLICT DO NOTHING RETURNING __backfill_schema__.job_locks.job_id), \n"
+        "claimed AS \n"
+        "(UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now(), limited=true WHERE __backfill_schema__.jobs.id = ANY (array((SELECT locked.job_id \n"
+        "FROM locked))) RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, nullif(__backfill_schema__.jobs.metadata, '{}'::jsonb) AS metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at), \n"
+        "done_kept AS \n"
+        "(UPDATE __backfill_schema__.jobs SET state='completed', last_error=coalesce(CAST(d.error AS JSONB), __backfill_schema__.jobs.last_error), updated_at=now(), result=CAST(d.result AS JSONB), finished_at=now(), prune_at=(now() + d.keep_ms * interval '1 millisecond') FROM unnest($12::BIGINT[], $13::INTEGER[], $14::BIGINT[], $15::TEXT[], $16::TEXT[]) AS d(id, lease, keep_ms, result, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' AND d.keep_ms > $17::BIGINT RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.notify_finished), \n"
+        "done_dropped AS \n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($12::BIGINT[], $13::INTEGER[], $14::BIGINT[], $15::TEXT[], $16::TEXT[]) AS d(id, lease, keep_ms, result, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' AND d.keep_ms <= $18::BIGINT RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.notify_finished), \n"
+        "done_finished AS \n"
+        "(SELECT done_kept.id AS id, done_kept.notify_finished AS notify_finished \n"
+        "FROM done_kept UNION ALL SELECT done_dropped.id AS id, done_dropped.notify_finished AS notify_finished \n"
+        "FROM done_dropped), \n"
+        "done_notified AS \n"
+        "(SELECT pg_notify($19, CASE WHEN (count(*) <= $20::INTEGER) THEN string_agg(CAST(done_watched.id AS TEXT), ',') ELSE '' END) AS sent \n"
+        "FROM (SELECT done_finished.id AS id \n"
+        "FROM done_finished \n"
+        "WHERE done_finished.notify_finished) AS done_watched \n"
+        "HAVING count(*) > $21::INTEGER)\n"
+        " SELECT claimed.id, claimed.task, claimed.queue, claimed.payload, claimed.priority, claimed.run_at, claimed.attempts, claimed.max_attempts, claimed.lease, claimed.retry_policy, claimed.metadata, claimed.created_at, claimed.locked_at, CAST(NULL AS BIGINT) AS done_id \n"
+        "FROM claimed UNION ALL SELECT CAST(NULL AS BIGINT) AS id, CAST(NULL AS TEXT) AS task, CAST(NULL AS TEXT) AS queue, CAST(NULL AS JSONB) AS payload, CAST(NULL AS SMALLINT) AS priority, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS run_at, CAST(NULL AS SMALLINT) AS attempts, CAST(NULL AS SMALLINT) AS max_attempts, CAST(NULL AS INTEGER) AS lease, CAST(NULL AS JSONB) AS retry_policy, CAST(NULL AS JSONB) AS metadata, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS created_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS locked_at, done_finished.id AS done_id \n"
+        "FROM done_finished \n"
+        "WHERE (SELECT count(*) AS count_3 \n"
+        "FROM done_notified) >= $22::INTEGER"
+    ),
+    (
+        "attempts_1",
+        "worker_id",
+        "lease_1",
+        "claim_queue",
+        "coalesce_1",
+        "generate_series_1",
+        "coalesce_2",
+        "generate_series_2",
+        "coalesce_3",
+        "generate_series_3",
+        "coalesce_4",
+        "ids",
+        "leases",
+        "keeps_ms",
+        "results",
+        "errors",
+        "keep_ms_1",
+        "keep_ms_2",
+        "done_channel",
+        "count_4",
+        "count_5",
+        "param_1",
+    ),
+    MappingProxyType(
+        {
+            "attempts_1": 1,
+            "lease_1": 1,
+            "coalesce_1": "",
+            "generate_series_1": 1,
+            "coalesce_2": 0,
+            "generate_series_2": 1,
+            "coalesce_3": 0,
+            "generate_series_3": 1,
+            "coalesce_4": 0,
+            "keep_ms_1": 0,
+            "keep_ms_2": 0,
+            "count_4": 300,
+            "count_5": 0,
+            "param_1": 0,
+        }
+    ),
+    inline=("limit", "limit"),
+)
+
 leader_elect = RenderedSql(
     "leader_elect",
     (
@@ -335,10 +638,49 @@ leader_resign = RenderedSql(
     ),
 )
 
+queue_flow_stats = RenderedSql(
+    "queue_flow_stats",
+    (
+        "WITH held AS \n"
+        "(SELECT __backfill_schema__.job_locks.queue AS name, count(*) AS limited_running \n"
+        "FROM __backfill_schema__.job_locks GROUP BY __backfill_schema__.job_locks.queue), \n"
+        "serial AS \n"
+        "(SELECT __backfill_schema__.jobs.queue AS name, count(*) AS serial_waiting \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'available' AND __backfill_schema__.jobs.serial_key IS NOT NULL GROUP BY __backfill_schema__.jobs.queue)\n"
+        " SELECT names.name, __backfill_schema__.queues.global_concurrency, __backfill_schema__.queues.partition_by, __backfill_schema__.queues.partition_concurrency, __backfill_schema__.queues.rate_limit, __backfill_schema__.queues.rate_period_ms, __backfill_schema__.queues.rate_limit_per_partition, coalesce(held.limited_running, $1::INTEGER) AS limited_running, coalesce(serial.serial_waiting, $2::INTEGER) AS serial_waiting \n"
+        "FROM (SELECT __backfill_schema__.queues.name AS name \n"
+        "FROM __backfill_schema__.queues UNION SELECT held.name AS name \n"
+        "FROM held UNION SELECT serial.name AS name \n"
+        "FROM serial) AS names LEFT OUTER JOIN __backfill_schema__.queues ON __backfill_schema__.queues.name = names.name LEFT OUTER JOIN held ON held.name = names.name LEFT OUTER JOIN serial ON serial.name = names.name ORDER BY names.name"
+    ),
+    (
+        "coalesce_1",
+        "coalesce_2",
+    ),
+    MappingProxyType({"coalesce_1": 0, "coalesce_2": 0}),
+)
+
+queue_set_limits = RenderedSql(
+    "queue_set_limits",
+    (
+        "INSERT INTO __backfill_schema__.queues (name, global_concurrency, partition_by, partition_concurrency, rate_limit, rate_period_ms, rate_limit_per_partition) VALUES ($1::VARCHAR, $2::INTEGER, $3::VARCHAR, $4::INTEGER, $5::INTEGER, $6::BIGINT, $7::BOOLEAN) ON CONFLICT (name) DO UPDATE SET updated_at = now(), global_concurrency = excluded.global_concurrency, partition_by = excluded.partition_by, partition_concurrency = excluded.partition_concurrency, rate_limit = excluded.rate_limit, rate_period_ms = excluded.rate_period_ms, rate_limit_per_partition = excluded.rate_limit_per_partition RETURNING __backfill_schema__.queues.name"
+    ),
+    (
+        "queue_name",
+        "global_concurrency",
+        "partition_by",
+        "partition_concurrency",
+        "rate_limit",
+        "rate_period_ms",
+        "rate_limit_per_partition",
+    ),
+)
+
 queue_settings = RenderedSql(
     "queue_settings",
     (
-        "SELECT __backfill_schema__.queues.name, __backfill_schema__.queues.paused, __backfill_schema__.queues.concurrency \n"
+        "SELECT __backfill_schema__.queues.name, __backfill_schema__.queues.paused, __backfill_schema__.queues.concurrency, __backfill_schema__.queues.global_concurrency IS NOT NULL OR __backfill_schema__.queues.partition_concurrency IS NOT NULL OR __backfill_schema__.queues.rate_limit IS NOT NULL AS limited \n"
         "FROM __backfill_schema__.queues"
     ),
     (),
@@ -374,5 +716,73 @@ worker_heartbeat = RenderedSql(
         "hostname",
         "pid",
         "queues",
+    ),
+)
+
+cron_enqueue_ticks = RenderedSql(
+    "cron_enqueue_ticks",
+    (
+        "WITH advanced AS \n"
+        "(UPDATE __backfill_schema__.cron_schedules SET expression=$1::VARCHAR, timezone=$2::VARCHAR, last_tick_at=$3::TIMESTAMP WITH TIME ZONE, updated_at=now() WHERE __backfill_schema__.cron_schedules.name = $4::VARCHAR AND __backfill_schema__.cron_schedules.last_tick_at = $5::TIMESTAMP WITH TIME ZONE RETURNING __backfill_schema__.cron_schedules.name), \n"
+        "inserted AS \n"
+        "(INSERT INTO __backfill_schema__.jobs (task, queue, payload, priority, run_at, state, max_attempts, job_key, retry_policy, metadata, serial_key) SELECT $6::VARCHAR AS anon_1, $7::VARCHAR AS anon_2, CAST($8::VARCHAR AS JSONB) AS anon_3, $9::SMALLINT AS anon_4, t.run_at AS run_at, CASE WHEN (t.run_at > now()) THEN 'scheduled' ELSE 'available' END AS anon_5, $10::SMALLINT AS anon_6, t.job_key AS job_key, CAST($11::VARCHAR AS JSONB) AS anon_7, CAST($12::VARCHAR AS JSONB) AS anon_8, $13::VARCHAR AS anon_9 \n"
+        "FROM unnest($14::TIMESTAMP WITH TIME ZONE[], $15::TEXT[]) AS t(run_at, job_key) \n"
+        "WHERE EXISTS (SELECT advanced.name \n"
+        "FROM advanced) ON CONFLICT DO NOTHING RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.state), \n"
+        "notified AS \n"
+        "(SELECT pg_notify($16::VARCHAR, $7::VARCHAR) AS pg_notify_1 \n"
+        "WHERE EXISTS (SELECT inserted.id \n"
+        "FROM inserted \n"
+        "WHERE inserted.state = 'available'))\n"
+        " SELECT (SELECT count(*) \n"
+        "FROM advanced) AS advanced, (SELECT count(*) \n"
+        "FROM inserted) AS inserted, (SELECT count(*) \n"
+        "FROM notified) AS notified"
+    ),
+    (
+        "expression",
+        "timezone",
+        "last_tick",
+        "name",
+        "expected",
+        "task",
+        "queue",
+        "payload",
+        "priority",
+        "max_attempts",
+        "retry_policy",
+        "metadata",
+        "serial_key",
+        "run_ats",
+        "job_keys",
+        "channel",
+    ),
+)
+
+cron_schedule_states = RenderedSql(
+    "cron_schedule_states",
+    (
+        "SELECT __backfill_schema__.cron_schedules.name, __backfill_schema__.cron_schedules.expression, __backfill_schema__.cron_schedules.timezone, __backfill_schema__.cron_schedules.last_tick_at, __backfill_schema__.cron_schedules.updated_at \n"
+        "FROM __backfill_schema__.cron_schedules ORDER BY __backfill_schema__.cron_schedules.name"
+    ),
+    (),
+)
+
+cron_schedule_sync = RenderedSql(
+    "cron_schedule_sync",
+    (
+        "WITH registered AS \n"
+        "(INSERT INTO __backfill_schema__.cron_schedules (name, expression, timezone, last_tick_at) SELECT g.name AS name, g.expression AS expression, g.timezone AS timezone, $1::TIMESTAMP WITH TIME ZONE AS anon_1 \n"
+        "FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[]) AS g(name, expression, timezone) ON CONFLICT (name) DO NOTHING RETURNING __backfill_schema__.cron_schedules.name, __backfill_schema__.cron_schedules.last_tick_at)\n"
+        " SELECT registered.name, registered.last_tick_at \n"
+        "FROM registered UNION ALL SELECT __backfill_schema__.cron_schedules.name, __backfill_schema__.cron_schedules.last_tick_at \n"
+        "FROM __backfill_schema__.cron_schedules \n"
+        "WHERE __backfill_schema__.cron_schedules.name = any($2::TEXT[])"
+    ),
+    (
+        "now",
+        "names",
+        "expressions",
+        "timezones",
     ),
 )

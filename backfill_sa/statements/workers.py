@@ -23,14 +23,19 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.sql import Executable
 
 from backfill_sa.tables import (
+    job_locks_table,
+    jobs_table,
     leader_table,
     queues_table,
     workers_table,
 )
 
 __all__ = [
+    "QUEUE_LIMIT_COLUMNS",
     "leader_elect",
     "leader_resign",
+    "queue_flow_stats",
+    "queue_set_limits",
     "queue_settings",
     "schema_probe",
     "worker_delete",
@@ -106,5 +111,82 @@ schema_probe = select(cast(func.to_regclass(bindparam("qualified_name", type_=Te
 """Params: qualified_name (``"schema".jobs``). Returns the table's name, or NULL when the
 schema has not been migrated."""
 
-queue_settings = select(queues.c.name, queues.c.paused, queues.c.concurrency)
-"""Per-queue rows (paused flag, concurrency override)."""
+queue_settings = select(
+    queues.c.name,
+    queues.c.paused,
+    queues.c.concurrency,
+    (
+        queues.c.global_concurrency.is_not(None)
+        | queues.c.partition_concurrency.is_not(None)
+        | queues.c.rate_limit.is_not(None)
+    ).label("limited"),
+)
+"""Per-queue rows (paused flag, concurrency override, whether flow limits apply)."""
+
+QUEUE_LIMIT_COLUMNS = (
+    "global_concurrency",
+    "partition_by",
+    "partition_concurrency",
+    "rate_limit",
+    "rate_period_ms",
+    "rate_limit_per_partition",
+)
+"""The ``queues`` columns :data:`queue_set_limits` writes (all of them, each time)."""
+
+
+def _build_set_limits() -> Executable:
+    stmt = insert(queues).values(
+        name=bindparam("queue_name"),
+        **{name: bindparam(name, type_=queues.c[name].type) for name in QUEUE_LIMIT_COLUMNS},
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[queues.c.name],
+        set_={
+            **{name: stmt.excluded[name] for name in QUEUE_LIMIT_COLUMNS},
+            "updated_at": func.now(),
+        },
+    ).returning(queues.c.name)
+
+
+queue_set_limits = _build_set_limits()
+"""Params: queue_name and every QUEUE_LIMIT_COLUMNS value (None clears a limit).
+Creates the queue's settings row or replaces its flow limits."""
+
+
+def _build_flow_stats() -> Executable:
+    locks = job_locks_table
+    jobs = jobs_table
+    held = (
+        select(locks.c.queue.label("name"), func.count().label("limited_running"))
+        .group_by(locks.c.queue)
+        .cte("held")
+    )
+    waiting = (
+        select(jobs.c.queue.label("name"), func.count().label("serial_waiting"))
+        .where(jobs.c.state == literal_column("'available'"), jobs.c.serial_key.is_not(None))
+        .group_by(jobs.c.queue)
+        .cte("serial")
+    )
+    names = (
+        select(queues.c.name).union(select(held.c.name), select(waiting.c.name)).subquery("names")
+    )
+    return (
+        select(
+            names.c.name,
+            *(queues.c[name] for name in QUEUE_LIMIT_COLUMNS),
+            func.coalesce(held.c.limited_running, 0).label("limited_running"),
+            func.coalesce(waiting.c.serial_waiting, 0).label("serial_waiting"),
+        )
+        .select_from(
+            names.outerjoin(queues, queues.c.name == names.c.name)
+            .outerjoin(held, held.c.name == names.c.name)
+            .outerjoin(waiting, waiting.c.name == names.c.name)
+        )
+        .order_by(names.c.name)
+    )
+
+
+queue_flow_stats = _build_flow_stats()
+"""Per queue with settings, flow locks or serial-keyed jobs: its limits, the jobs
+running under flow control (``limited_running``) and the available serial-keyed
+jobs (``serial_waiting``)."""

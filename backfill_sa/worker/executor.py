@@ -330,6 +330,7 @@ class Executor:
             enqueued_at=job["created_at"],
             metadata=metadata,
             worker_id=self.worker_id,
+            claimed_at=job["locked_at"],
             logger=logging.LoggerAdapter(
                 job_logger,
                 {

@@ -17,7 +17,9 @@ from typing import Any
 
 from backfill_sa.statements.worker_sql import (
     job_claim_batch,
+    job_claim_limited,
     job_complete_and_claim,
+    job_complete_and_claim_limited,
     job_release_orphans,
 )
 from backfill_sa.telemetry import Telemetry
@@ -109,12 +111,28 @@ class QueueFetcher:
         """Most jobs seen running at once."""
         self.orphans_possible = False
         """A claim failed in a way that may have committed: give back before claiming."""
+        self.limited = False
+        """The queue has flow limits (``queues`` row): every claim is the limited one."""
+        self.serial = False
+        """Serial-keyed jobs were found lately: claim with the limited statement."""
+        self.probe = True
+        """Look for serial-keyed jobs the next time the plain claim finds nothing."""
 
     def set_capacity(self, capacity: int) -> None:
         """Change how many jobs may run at once (a ``queues`` row's override)."""
         if capacity != self.capacity:
             self.capacity = capacity
             self.slot.set()
+
+    def set_limited(self, limited: bool) -> None:
+        """Record whether the queue has flow limits (read with the queue settings).
+
+        Also forgets serial-keyed jobs seen earlier (the next empty plain claim looks
+        again), so a queue that had them once goes back to the plain claim.
+        """
+        self.limited = limited
+        self.serial = False
+        self.probe = True
 
     async def run(self, services: FetchServices, *, burst: bool) -> None:
         """Claim and start jobs until ``services.stop`` is set (or, in a burst, until
@@ -147,6 +165,8 @@ class QueueFetcher:
                 continue
             limit = min(free, services.batch_size)
             params["limit"] = limit
+            if self.wake.is_set():
+                self.probe = True  # a NOTIFY: the new job may be serial-keyed
             self.wake.clear()
             done = completer.take_successes()
             try:
@@ -183,6 +203,7 @@ class QueueFetcher:
                     continue
                 if checked_idle:
                     return
+                self.probe = True
                 # Outcomes such as Snooze(0) make jobs available again once written.
                 await completer.flush()
                 await services.promoter.run_once()
@@ -197,18 +218,79 @@ class QueueFetcher:
         done: list[Outcome],
         completer: Completer,
     ) -> list[Record]:
-        """Claim a batch; write ``done`` successes in the same statement if any."""
+        """Claim a batch; write ``done`` successes in the same statement if any.
+
+        A queue with flow limits, or with serial-keyed jobs lately, is claimed with
+        :data:`job_claim_limited` (its successes are written first, so that their
+        slots are free for the claim). The plain claim never takes a serial-keyed
+        job: when it finds nothing after a NOTIFY (or once per settings refresh),
+        the limited claim looks for them.
+        """
+        if self.limited or self.serial:
+            return await self._claim_limited(db, params, done, completer)
         if not done:
-            return list(await db.execute(job_claim_batch, params, retry=False))
+            rows = list(await db.execute(job_claim_batch, params, retry=False))
+            if len(rows) < params["limit"] and self.probe:
+                self.probe = False
+                params["limit"] -= len(rows)
+                try:
+                    more = await self._claim_limited(db, params, done, completer)
+                except Exception as exc:
+                    if not rows:
+                        raise
+                    # The plain claim's jobs are ours: run them, look again later.
+                    logger.warning("looking for serial-keyed jobs failed: %r", exc)
+                    self.orphans_possible = is_transient(exc)
+                    more = []
+                finally:
+                    params["limit"] += len(rows)
+                self.serial = bool(more)
+                rows += more
+            return rows
+        return await self._complete_and_claim(db, job_complete_and_claim, params, done, completer)
+
+    async def _complete_and_claim(
+        self,
+        db: Database,
+        statement: Any,
+        params: dict[str, Any],
+        done: list[Outcome],
+        completer: Completer,
+    ) -> list[Record]:
         finished = finish_params(done, completer.done_channel)
         params.update(finished)
         try:
-            result = await db.execute(job_complete_and_claim, params, retry=False)
+            result = await db.execute(statement, params, retry=False)
         finally:
             for name in finished:
                 del params[name]
         claimed = [r for r in result if r["done_id"] is None]
-        completer.record_written(done, {r["done_id"] for r in result if r["done_id"] is not None})
+        completer.record_written(
+            list(done), {r["done_id"] for r in result if r["done_id"] is not None}
+        )
+        return claimed
+
+    async def _claim_limited(
+        self,
+        db: Database,
+        params: dict[str, Any],
+        done: list[Outcome],
+        completer: Completer,
+    ) -> list[Record]:
+        if not done:
+            return list(await db.execute(job_claim_limited, params, retry=False))
+        claimed = await self._complete_and_claim(
+            db, job_complete_and_claim_limited, params, done, completer
+        )
+        done.clear()  # written: nothing for the caller to hand back on failure
+        if len(claimed) < params["limit"]:
+            # The locks the successes held are free only for the next statement.
+            taken = len(claimed)
+            params["limit"] -= taken
+            try:
+                claimed += await db.execute(job_claim_limited, params, retry=False)
+            finally:
+                params["limit"] += taken
         return claimed
 
     def _dispatch(self, rows: Any, executor: Executor, completer: Completer) -> None:

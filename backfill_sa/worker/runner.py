@@ -2,8 +2,8 @@
 
 One :class:`~backfill_sa.worker.fetcher.QueueFetcher` per queue claims and starts
 jobs; outcomes go to the :class:`~backfill_sa.worker.completer.Completer`, which
-writes them in batches. Heartbeats, promotion of due scheduled jobs and (on the
-elected leader) the rescue of stale claims run beside them. The runner owns their
+writes them in batches. Heartbeats, promotion of due scheduled jobs, cron schedules
+and (on the elected leader) the rescue of stale claims run beside them. The runner owns their
 lifetimes: start-up, LISTEN wake-ups, signals, the shutdown drain and the last writes.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.notify import cancel_channel_for, channel_for
-from backfill_sa.statements.worker_sql import queue_settings, schema_probe
+from backfill_sa.statements.worker_sql import queue_set_limits, queue_settings, schema_probe
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
 from backfill_sa.telemetry import OutcomeKey, Telemetry
@@ -42,6 +42,7 @@ from backfill_sa.worker.maintenance import (
     RescueResult,
 )
 from backfill_sa.worker.outcomes import Outcome
+from backfill_sa.worker.scheduler import CronScheduler, resolve_schedules
 
 __all__ = ["WorkerHandle", "WorkerRunner"]
 
@@ -178,6 +179,9 @@ class WorkerRunner:
             stale_job_lock_timeout=cfg.stale_job_lock_timeout,
             keep_ms=executor.keep_ms,
         )
+        scheduler = (
+            CronScheduler(db, resolve_schedules(self.registry)) if self.registry.schedules else None
+        )
         pruner = Pruner(db, batch=cfg.prune_batch_size)
         cancel_watch = CancelWatch(db, self.worker_id)
         self._queues = {name: QueueFetcher(name, limit) for name, limit in cfg.queues.items()}
@@ -201,10 +205,14 @@ class WorkerRunner:
         unwatch = self.telemetry.watch_running(self._running_now)
         try:
             await heartbeat.run_once()
+            for name, limits in cfg.queue_limits.items():
+                await db.execute(queue_set_limits, limits.params(name))
             await self._refresh_queue_settings(db)
             if await leader.run_once():
                 self._record_rescue(await rescuer.run_once())
                 await pruner.run_once()
+            if scheduler is not None:
+                await scheduler.run_once()
             await promoter.run_once()
             background.append(loop.create_task(completer.run(flushed)))
             if not burst:
@@ -220,6 +228,12 @@ class WorkerRunner:
                 background.append(
                     loop.create_task(self._every(cfg.poll_interval, self._promote(promoter), stop))
                 )
+                if scheduler is not None:
+                    background.append(
+                        loop.create_task(
+                            self._every(cfg.poll_interval, self._schedule(scheduler), stop)
+                        )
+                    )
                 background.append(
                     loop.create_task(
                         self._every(
@@ -454,6 +468,13 @@ class WorkerRunner:
 
         return action
 
+    def _schedule(self, scheduler: CronScheduler) -> Callable[[], Awaitable[None]]:
+        async def action() -> None:
+            for queue in (await scheduler.run_once()).queues:
+                self._wake(queue)
+
+        return action
+
     def _maintain(
         self,
         db: Database,
@@ -485,10 +506,14 @@ class WorkerRunner:
         return action
 
     async def _refresh_queue_settings(self, db: Database) -> None:
+        limited = dict.fromkeys(self._queues, False)
         for row in await db.execute(queue_settings):
             fetcher = self._queues.get(row["name"])
             if fetcher is not None:
                 fetcher.set_capacity(row["concurrency"] or self.config.queues[row["name"]])
+                limited[row["name"]] = bool(row["limited"])
+        for name, flag in limited.items():
+            self._queues[name].set_limited(flag)
 
     def _on_written(self, outcomes: list[Outcome]) -> None:
         if not self.telemetry.metering:

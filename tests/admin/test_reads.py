@@ -61,6 +61,18 @@ async def test_overview_counts_jobs_by_queue_and_state(
     assert by_name["gone"]["available"] == 0
 
 
+_NO_LIMITS = {
+    "global_concurrency": None,
+    "partition_by": None,
+    "partition_concurrency": None,
+    "rate_limit": None,
+    "rate_period_seconds": None,
+    "rate_limit_per_partition": False,
+    "limited_running": 0,
+    "serial_waiting": 0,
+}
+
+
 async def test_queues_lists_settings_rows_without_jobs(
     client: httpx.AsyncClient, rows: Rows
 ) -> None:
@@ -79,6 +91,7 @@ async def test_queues_lists_settings_rows_without_jobs(
             "paused": False,
             "concurrency": None,
             "dead_letters": 0,
+            **_NO_LIMITS,
         },
         {
             "name": "idle",
@@ -89,6 +102,7 @@ async def test_queues_lists_settings_rows_without_jobs(
             "paused": True,
             "concurrency": 3,
             "dead_letters": 0,
+            **_NO_LIMITS,
         },
     ]
     assert body["queues"][0]["oldest_available_age_seconds"] >= 0

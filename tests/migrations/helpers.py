@@ -6,10 +6,19 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-HEAD = "bf0002_job_lifecycle"
+HEAD = "bf0004_flow"
 """The newest revision of backfill_sa's branch."""
 
-OUR_TABLES = {"jobs", "queues", "dead_letter_jobs", "workers", "leader"}
+OUR_TABLES = {
+    "jobs",
+    "queues",
+    "dead_letter_jobs",
+    "workers",
+    "leader",
+    "cron_schedules",
+    "job_locks",
+    "rate_tokens",
+}
 
 
 def tables_in(engine: Engine, schema: str) -> set[str]:
