@@ -34,6 +34,7 @@ from backfill_sa.job_writer import (
 )
 from backfill_sa.priority import BULK, FAST, Priority
 from backfill_sa.retry import RetryPolicy
+from backfill_sa.telemetry import Telemetry, default_telemetry
 from backfill_sa.validation import DEFAULT_MAX_PAYLOAD_BYTES, JobKeyMode, JobSpec, batch_payloads
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class EnqueueOptions(TypedDict, total=False):
     job_key_mode: JobKeyMode
     metadata: Mapping[str, object] | None
     max_payload_bytes: int
+    telemetry: Telemetry | None
 
 
 # --- public API -----------------------------------------------------------------
@@ -96,6 +98,7 @@ def enqueue(
     job_key_mode: JobKeyMode = "replace",
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    telemetry: Telemetry | None = None,
 ) -> EnqueueResult:
     """Add a job in ``session``'s current transaction; it runs once that commits.
 
@@ -136,6 +139,9 @@ def enqueue(
         job_key_mode: ``"replace"``, ``"preserve_run_at"`` or ``"unsafe_dedupe"``.
         metadata: a JSON object (trace context, tags); ``None`` stores ``{}``.
         max_payload_bytes: limit on the serialised payload and metadata (1 MiB).
+        telemetry: where the ``send {queue}`` span and the ``backfill.jobs.enqueued``
+            count go; default :func:`~backfill_sa.telemetry.default_telemetry` (the
+            OpenTelemetry API's global providers: a no-op until an SDK is installed).
 
     Returns:
         The job's id and whether it was inserted, replaced or left unchanged.
@@ -158,7 +164,7 @@ def enqueue(
         metadata,
         max_payload_bytes=max_payload_bytes,
     )
-    return write_job(session, spec)
+    return write_job(session, spec, telemetry or default_telemetry())
 
 
 async def enqueue_async(
@@ -175,6 +181,7 @@ async def enqueue_async(
     job_key_mode: JobKeyMode = "replace",
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    telemetry: Telemetry | None = None,
 ) -> EnqueueResult:
     """Add a job in an :class:`~sqlalchemy.ext.asyncio.AsyncSession`'s transaction.
 
@@ -198,10 +205,12 @@ async def enqueue_async(
         metadata,
         max_payload_bytes=max_payload_bytes,
     )
-    return await session.run_sync(write_job, spec)
+    return await session.run_sync(write_job, spec, telemetry or default_telemetry())
 
 
-def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult]:
+def enqueue_many(
+    session: Session, specs: Iterable[JobSpec], *, telemetry: Telemetry | None = None
+) -> list[EnqueueResult]:
     """Add many jobs in ``session``'s current transaction, in batched statements.
 
     Jobs without a ``job_key`` go in batches of up to :data:`BATCH_SIZE` (5,000),
@@ -211,6 +220,7 @@ def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResu
     Args:
         session: the caller's Session.
         specs: the jobs, validated when each :class:`JobSpec` was created.
+        telemetry: as for :func:`enqueue`; the call is one span for all the jobs.
 
     Returns:
         One result per spec, in the order given.
@@ -219,11 +229,11 @@ def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResu
         JobValidationError: an item is not a JobSpec (checked before any SQL).
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    return write_jobs(session, specs)
+    return write_jobs(session, specs, telemetry or default_telemetry())
 
 
 async def enqueue_many_async(
-    session: AsyncSession, specs: Iterable[JobSpec]
+    session: AsyncSession, specs: Iterable[JobSpec], *, telemetry: Telemetry | None = None
 ) -> list[EnqueueResult]:
     """:func:`enqueue_many` for an AsyncSession.
 
@@ -232,7 +242,7 @@ async def enqueue_many_async(
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
     checked = check_specs(specs)
-    return await session.run_sync(write_checked_jobs, checked)
+    return await session.run_sync(write_checked_jobs, checked, telemetry or default_telemetry())
 
 
 def enqueue_batch(
@@ -247,6 +257,7 @@ def enqueue_batch(
     retry: RetryPolicy | None = None,
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    telemetry: Telemetry | None = None,
 ) -> list[EnqueueResult]:
     """Add one job per payload, all for ``task`` with the same options, in
     ``session``'s current transaction: the fast path for bulk loads.
@@ -263,6 +274,7 @@ def enqueue_batch(
         payloads: the jobs' JSON values, in order; ``None`` stores ``{}``.
         queue, priority, run_at, max_attempts, retry, metadata, max_payload_bytes:
             as for :func:`enqueue`, applied to every job.
+        telemetry: as for :func:`enqueue`; the call is one span for all the jobs.
 
     Returns:
         One result per payload, in the order given (all ``INSERTED``).
@@ -284,7 +296,7 @@ def enqueue_batch(
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)
-    return write_batch(session, template, texts)
+    return write_batch(session, template, texts, telemetry or default_telemetry())
 
 
 async def enqueue_batch_async(
@@ -299,6 +311,7 @@ async def enqueue_batch_async(
     retry: RetryPolicy | None = None,
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    telemetry: Telemetry | None = None,
 ) -> list[EnqueueResult]:
     """:func:`enqueue_batch` for an AsyncSession (same arguments and rules).
 
@@ -318,7 +331,7 @@ async def enqueue_batch_async(
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)
-    return await session.run_sync(write_batch, template, texts)
+    return await session.run_sync(write_batch, template, texts, telemetry or default_telemetry())
 
 
 def enqueue_fast(

@@ -145,12 +145,15 @@ class Task:
     def enqueue(self, session: Session, payload: Any = None, **overrides: Any) -> EnqueueResult:
         """Enqueue a job for this task in ``session``'s transaction (sync).
 
+        ``overrides`` are JobSpec options, and ``telemetry=`` as for ``enqueue``.
+
         Raises:
             JobValidationError: an argument breaks a rule; nothing is written.
         """
         from backfill_sa.enqueue import enqueue_many
 
-        return enqueue_many(session, [self.spec(payload, **overrides)])[0]
+        telemetry = overrides.pop("telemetry", None)
+        return enqueue_many(session, [self.spec(payload, **overrides)], telemetry=telemetry)[0]
 
     async def enqueue_async(
         self, session: AsyncSession, payload: Any = None, **overrides: Any
@@ -162,7 +165,9 @@ class Task:
         """
         from backfill_sa.enqueue import enqueue_many_async
 
-        return (await enqueue_many_async(session, [self.spec(payload, **overrides)]))[0]
+        telemetry = overrides.pop("telemetry", None)
+        spec = self.spec(payload, **overrides)
+        return (await enqueue_many_async(session, [spec], telemetry=telemetry))[0]
 
     def enqueue_batch(
         self, session: Session, payloads: Iterable[Any], **overrides: Any
@@ -170,17 +175,19 @@ class Task:
         """Enqueue one job per payload for this task, all with the same options (sync).
 
         ``enqueue_batch`` with this task's defaults; ``overrides`` are JobSpec options
-        other than ``job_key``.
+        other than ``job_key``, and ``telemetry=`` as for ``enqueue_batch``.
 
         Raises:
             JobValidationError: an option or a payload (``payloads[i]``) breaks a
                 rule; nothing is written.
         """
         from backfill_sa.job_writer import write_batch
+        from backfill_sa.telemetry import default_telemetry
         from backfill_sa.validation import batch_payloads
 
+        telemetry = overrides.pop("telemetry", None) or default_telemetry()
         template = self.spec(None, **overrides)
-        return write_batch(session, template, batch_payloads(template, payloads))
+        return write_batch(session, template, batch_payloads(template, payloads), telemetry)
 
     async def enqueue_batch_async(
         self, session: AsyncSession, payloads: Iterable[Any], **overrides: Any
@@ -192,11 +199,13 @@ class Task:
                 rule; nothing is written.
         """
         from backfill_sa.job_writer import write_batch
+        from backfill_sa.telemetry import default_telemetry
         from backfill_sa.validation import batch_payloads
 
+        telemetry = overrides.pop("telemetry", None) or default_telemetry()
         template = self.spec(None, **overrides)
         texts = batch_payloads(template, payloads)
-        return await session.run_sync(write_batch, template, texts)
+        return await session.run_sync(write_batch, template, texts, telemetry)
 
     def parse_payload(self, payload: Any) -> Any:
         """Apply the task's ``parse`` hook to a raw payload.

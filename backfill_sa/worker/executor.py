@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import functools
 import logging
@@ -120,22 +121,28 @@ class Executor:
                 reason=outcome.reason,
                 error=exc if outcome.kind is not OutcomeKind.SNOOZED else None,
             )
-        if exc is not None and outcome.kind is not OutcomeKind.SNOOZED:
-            job_logger.warning(
-                "job %s (%s) attempt %s failed: %s -> %s",
-                job["id"],
-                job["task"],
-                job["attempts"],
-                type(exc).__name__,
-                outcome.kind.value,
-                extra={"job_id": job["id"], "task": job["task"], "queue": job["queue"]},
-            )
+            if exc is not None and outcome.kind is not OutcomeKind.SNOOZED:
+                # Inside the span: the record carries the job's trace and span ids.
+                job_logger.warning(
+                    "job %s (%s) attempt %s failed: %s -> %s",
+                    job["id"],
+                    job["task"],
+                    job["attempts"],
+                    type(exc).__name__,
+                    outcome.kind.value,
+                    extra=_job_fields(job),
+                )
         return outcome
 
     def _outcome(self, job: Any, task: Task | None, exc: BaseException | None) -> Outcome:
         if exc is None:
             return Outcome(
-                OutcomeKind.SUCCEEDED, job["id"], job["lease"], job["task"], job["queue"]
+                OutcomeKind.SUCCEEDED,
+                job["id"],
+                job["lease"],
+                job["task"],
+                job["queue"],
+                attempt=job["attempts"],
             )
         return classify(
             exc,
@@ -158,9 +165,12 @@ class Executor:
         if task.is_async:
             awaitable: Any = task.handler(payload, ctx)
         else:
+            # In the job's context (its span is current there): log records and spans
+            # made by a sync handler join the job's trace as an async handler's do.
             loop = asyncio.get_running_loop()
+            run = contextvars.copy_context().run
             awaitable = loop.run_in_executor(
-                self._thread_pool(), functools.partial(task.handler, payload, ctx)
+                self._thread_pool(), functools.partial(run, task.handler, payload, ctx)
             )
         if timeout is None:
             await awaitable
@@ -181,16 +191,18 @@ class Executor:
             enqueued_at=job["created_at"],
             metadata=metadata,
             worker_id=self.worker_id,
-            logger=logging.LoggerAdapter(
-                job_logger,
-                {
-                    "job_id": job["id"],
-                    "task": job["task"],
-                    "queue": job["queue"],
-                    "attempt": job["attempts"],
-                },
-            ),
+            logger=logging.LoggerAdapter(job_logger, _job_fields(job)),
         )
+
+
+def _job_fields(job: Any) -> dict[str, Any]:
+    """The structured fields of every log record about a job (``extra=``)."""
+    return {
+        "job_id": job["id"],
+        "task": job["task"],
+        "queue": job["queue"],
+        "attempt": job["attempts"],
+    }
 
 
 class _Cancelled(BaseException):

@@ -1,7 +1,9 @@
 """LISTEN on one dedicated connection; wakes the fetchers of the queue named in a NOTIFY.
 
 A lost connection is re-established with exponential backoff and jitter while the
-fetchers keep polling, so no job waits longer than the poll interval meanwhile.
+fetchers keep polling, so no job waits longer than the poll interval meanwhile. Each
+failure counts as a transient database error (operation ``listen``) and each
+connection after the first as a reconnect (connection ``listen``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import Any
 import asyncpg
 
 from backfill_sa.dburl import libpq_dsn
+from backfill_sa.telemetry import Telemetry
 
 __all__ = ["Listener"]
 
 logger = logging.getLogger(__name__)
+
+_LISTEN = {"operation": "listen"}
 
 
 class Listener:
@@ -31,6 +36,7 @@ class Listener:
         channel: the NOTIFY channel (see :func:`backfill_sa.notify.channel_for`).
         on_notify: called with the payload (a queue name) of every notification.
         max_backoff: longest pause between reconnection attempts, in seconds.
+        telemetry: where failures and reconnects are counted (nowhere when omitted).
     """
 
     def __init__(
@@ -40,6 +46,7 @@ class Listener:
         on_notify: Callable[[str], None],
         *,
         max_backoff: float = 5.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """Prepare the listener; :meth:`run` opens the connection."""
         self._dsn = libpq_dsn(url)
@@ -48,6 +55,10 @@ class Listener:
         self._max_backoff = max_backoff
         self.connected = asyncio.Event()
         self.connections_made = 0
+        self._telemetry = telemetry
+
+    def _metering(self) -> bool:
+        return self._telemetry is not None and self._telemetry.metering
 
     def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._on_notify(payload)
@@ -63,6 +74,9 @@ class Listener:
                 conn.add_termination_listener(functools.partial(_set_event, lost))
                 await conn.add_listener(self.channel, self._callback)
                 self.connections_made += 1
+                if self.connections_made > 1 and self._metering():
+                    assert self._telemetry is not None
+                    self._telemetry.record_reconnect("listen")
                 self.connected.set()
                 delay = 0.05
                 # Wake everyone once: notifications sent while we were away are gone.
@@ -72,6 +86,9 @@ class Listener:
                 raise
             except Exception as exc:
                 logger.warning("LISTEN connection failed (%s); retrying in %.2fs", exc, delay)
+                if self._metering():
+                    assert self._telemetry is not None
+                    self._telemetry.record_transient_error(_LISTEN)
             finally:
                 self.connected.clear()
                 if conn is not None and not conn.is_closed():

@@ -199,6 +199,7 @@ class Rescuer:
                     "errors": errors,
                     "refunds": [0] * len(retry),
                 },
+                operation="rescue",
             )
             result.rescued = len(done)
             rescued_ids = {row["id"] for row in done}
@@ -220,6 +221,7 @@ class Rescuer:
                         for r in dead
                     ],
                 },
+                operation="rescue",
             )
             result.dead_lettered = len(done)
         forgotten = await self.db.execute(

@@ -26,7 +26,7 @@ from backfill_sa.notify import channel_for
 from backfill_sa.statements.worker_sql import queue_settings, schema_probe
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
-from backfill_sa.telemetry import OutcomeKey, Telemetry
+from backfill_sa.telemetry import OutcomeKey, QueueSnapshot, Telemetry, default_telemetry
 from backfill_sa.worker.completer import Completer, RunResult
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.executor import Executor
@@ -40,6 +40,7 @@ from backfill_sa.worker.maintenance import (
     RescueResult,
 )
 from backfill_sa.worker.outcomes import Outcome
+from backfill_sa.worker.queue_stats import QueueStats
 
 __all__ = ["WorkerHandle", "WorkerRunner"]
 
@@ -52,8 +53,9 @@ class WorkerRunner:
     Args:
         config: the worker's settings.
         registry: the application's tasks.
-        telemetry: where metrics and spans go (default: a :class:`Telemetry` on the
-            OpenTelemetry API's global providers, a no-op until an SDK is installed).
+        telemetry: where metrics and spans go (default:
+            :func:`~backfill_sa.telemetry.default_telemetry`, on the OpenTelemetry
+            API's global providers: a no-op until an SDK is installed).
 
     Example::
 
@@ -75,7 +77,8 @@ class WorkerRunner:
         self.worker_id = config.worker_id or (
             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         )
-        self.telemetry = telemetry or Telemetry()
+        self.telemetry = telemetry or default_telemetry()
+        self._stats: QueueStats | None = None
         self._stop: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
         self._queues: dict[str, QueueFetcher] = {}
@@ -109,6 +112,17 @@ class WorkerRunner:
         if self._force is not None:
             self._force.set()
         self.stop()
+
+    async def snapshot_queues(self) -> QueueSnapshot:
+        """Take the queue gauges' snapshot now (normally the leader's maintenance does).
+
+        Raises:
+            RuntimeError: the worker is not running.
+            asyncpg.PostgresError, OSError: the statement failed.
+        """
+        if self._stats is None:
+            raise RuntimeError("snapshot_queues: the worker is not running")
+        return await self._stats.run_once()
 
     def start(self) -> WorkerHandle:
         """Run the worker in a background task and return a handle to stop it.
@@ -149,6 +163,7 @@ class WorkerRunner:
             cfg.database_url,
             schema=cfg.schema,
             pool_size=len(cfg.queues) + 3,
+            telemetry=self.telemetry,
         )
         completer = Completer(db, self.result, on_written=self._on_written)
         executor = Executor(
@@ -160,6 +175,7 @@ class WorkerRunner:
         heartbeat = Heartbeat(db, self.worker_id, cfg.queues)
         leader = LeaderElection(db, self.worker_id, ttl=cfg.heartbeat_expiry)
         promoter = Promoter(db)
+        self._stats = stats = QueueStats(db, heartbeat_expiry=cfg.heartbeat_expiry)
         rescuer = Rescuer(
             db,
             heartbeat_expiry=cfg.heartbeat_expiry,
@@ -184,15 +200,22 @@ class WorkerRunner:
         fetchers: list[asyncio.Task[None]] = []
         flushed = asyncio.Event()
         unwatch = self.telemetry.watch_running(self._running_now)
+        unwatch_queues = self.telemetry.watch_queues(stats.current)
         try:
             await heartbeat.run_once()
             await self._refresh_queue_settings(db)
             if await leader.run_once():
                 self._record_rescue(await rescuer.run_once())
+                await self._snapshot(stats)
             await promoter.run_once()
             background.append(loop.create_task(completer.run(flushed)))
             if not burst:
-                self.listener = Listener(cfg.database_url, channel_for(cfg.schema), self._wake)
+                self.listener = Listener(
+                    cfg.database_url,
+                    channel_for(cfg.schema),
+                    self._wake,
+                    telemetry=self.telemetry,
+                )
                 background.append(loop.create_task(self.listener.run(stop)))
                 background.append(
                     loop.create_task(self._every(cfg.poll_interval, self._promote(promoter), stop))
@@ -201,7 +224,7 @@ class WorkerRunner:
                     loop.create_task(
                         self._every(
                             cfg.heartbeat_interval,
-                            self._maintain(db, heartbeat, leader, rescuer),
+                            self._maintain(db, heartbeat, leader, rescuer, stats),
                             stop,
                         )
                     )
@@ -238,6 +261,8 @@ class WorkerRunner:
                 )
             executor.close()
             unwatch()
+            unwatch_queues()
+            self._stats = None
             await db.dispose()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -359,7 +384,12 @@ class WorkerRunner:
         return action
 
     def _maintain(
-        self, db: Database, heartbeat: Heartbeat, leader: LeaderElection, rescuer: Rescuer
+        self,
+        db: Database,
+        heartbeat: Heartbeat,
+        leader: LeaderElection,
+        rescuer: Rescuer,
+        stats: QueueStats,
     ) -> Callable[[], Awaitable[None]]:
         interval = self.config.stale_lock_cleanup_interval
         last_cleanup = time.monotonic()
@@ -368,13 +398,30 @@ class WorkerRunner:
             nonlocal last_cleanup
             await heartbeat.run_once()
             await self._refresh_queue_settings(db)
-            if not await leader.run_once() or interval is None:
+            if not await leader.run_once():
+                stats.clear()  # the new leader reports the queues
+                return
+            await self._snapshot(stats)
+            if interval is None:
                 return
             if time.monotonic() - last_cleanup >= interval.total_seconds():
                 last_cleanup = time.monotonic()
                 self._record_rescue(await rescuer.run_once())
 
         return action
+
+    async def _snapshot(self, stats: QueueStats) -> None:
+        """Refresh the queue gauges' snapshot while metrics are collected; a failure
+        keeps the last one and is logged (maintenance carries on)."""
+        if not self.telemetry.metering:
+            stats.clear()
+            return
+        try:
+            await stats.run_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("taking the queue snapshot failed; keeping the last one")
 
     async def _refresh_queue_settings(self, db: Database) -> None:
         for row in await db.execute(queue_settings):

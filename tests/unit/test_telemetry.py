@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from backfill_sa.telemetry import Outcome, OutcomeKey, Telemetry
+from backfill_sa.telemetry import EnqueueKey, Outcome, OutcomeKey, Telemetry
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,8 +107,9 @@ def value(point: NumberDataPoint) -> float:
 
 def test_counters_carry_task_queue_and_reason(sdk: Sdk) -> None:
     t = sdk.telemetry
-    t.record_enqueued({("email", "bulk"): 3, ("charge", "fast"): 1})
-    t.record_enqueued({("email", "bulk"): 2})
+    t.record_enqueued({EnqueueKey("email", "bulk"): 3, EnqueueKey("charge", "fast"): 1})
+    t.record_enqueued({EnqueueKey("email", "bulk"): 1, ("email", "bulk", "replaced"): 4})
+    t.record_enqueue("email", "bulk", "inserted")
     t.record_outcomes(
         collections.Counter(
             {
@@ -124,8 +125,9 @@ def test_counters_carry_task_queue_and_reason(sdk: Sdk) -> None:
 
     email, charge = attrs(task="email", queue="bulk"), attrs(task="charge", queue="fast")
     assert {k: value(p) for k, p in sdk.points("backfill.jobs.enqueued").items()} == {
-        email: 5,
-        charge: 1,
+        attrs(task="email", queue="bulk", outcome="inserted"): 5,
+        attrs(task="email", queue="bulk", outcome="replaced"): 4,
+        attrs(task="charge", queue="fast", outcome="inserted"): 1,
     }
     assert {k: value(p) for k, p in sdk.points("backfill.jobs.succeeded").items()} == {email: 4}
     assert {k: value(p) for k, p in sdk.points("backfill.jobs.retried").items()} == {email: 2}
@@ -194,11 +196,12 @@ def test_job_span_attributes_and_duration(sdk: Sdk) -> None:
         assert trace.get_current_span() is job.span
         job.set_outcome(Outcome.SUCCEEDED)
     (span,) = sdk.spans()
-    assert span.name == "backfill.job"
+    assert span.name == "process bulk"
     assert span.kind is SpanKind.CONSUMER
     assert dict(span.attributes or {}) == {
         "messaging.system": "backfill_sa",
         "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
         "messaging.destination.name": "bulk",
         "messaging.message.id": "42",
         "backfill.job.id": 42,
@@ -250,11 +253,12 @@ def test_context_injected_at_enqueue_is_continued_by_the_job(sdk: Sdk) -> None:
         enqueue.set_job_id(7)
     assert set(metadata) == {"tenant", "traceparent"}
     (producer,) = sdk.spans()
-    assert producer.name == "backfill.enqueue"
+    assert producer.name == "send bulk"
     assert producer.kind is SpanKind.PRODUCER
     assert dict(producer.attributes or {}) == {
         "messaging.system": "backfill_sa",
         "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
         "messaging.destination.name": "bulk",
         "messaging.message.id": "7",
         "backfill.job.id": 7,
@@ -284,6 +288,7 @@ def test_enqueue_span_for_a_batch_is_a_child_of_the_callers_span(sdk: Sdk) -> No
     ):
         carrier = t.inject_context()
     (producer,) = sdk.spans()
+    assert producer.name == "send"
     assert producer.attributes is not None
     assert producer.attributes["messaging.batch.message_count"] == 500
     assert "backfill.job.task" not in producer.attributes
@@ -350,7 +355,7 @@ def test_docs_snippets_run() -> None:
 
 def test_docs_list_every_instrument(sdk: Sdk) -> None:
     """Every metric the SDK sees appears in docs/telemetry.md."""
-    sdk.telemetry.record_enqueued({("t", "q"): 1})
+    sdk.telemetry.record_enqueued({EnqueueKey("t", "q"): 1})
     sdk.telemetry.record_claimed([Claimed("t", "q", T0, T0)], claimed_at=T0)
     sdk.telemetry.record_rescued({("t", "q"): 1})
     sdk.telemetry.record_outcomes({OutcomeKey(o, "t", "q"): 1 for o in Outcome})
