@@ -370,7 +370,7 @@ def documented_metrics() -> dict[str, tuple[str, str, frozenset[str]]]:
     for line in DOC.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and re.fullmatch(r"`backfill\.[a-z_.]+`", cells[0]):
-            name, kind, unit, attributes = (c.strip("`") for c in cells[:4])
+            name, kind, unit = (c.strip("`") for c in cells[:3])
             keys = frozenset(re.findall(r"`([a-z_]+)`", cells[3]))
             assert name not in rows, f"{name} documented twice"
             rows[name] = (kind, unit, keys)
