@@ -19,6 +19,7 @@ from backfill_sa.telemetry.gauges import QueueGauges, QueueSnapshot
 from backfill_sa.telemetry.instruments import Collecting, Instruments
 from backfill_sa.telemetry.spans import _IDLE_JOB_SPAN, EnqueueSpan, JobSpan
 from backfill_sa.telemetry.vocabulary import (
+    DB_OPERATIONS,
     INSTRUMENTATION_NAME,
     MESSAGING_SYSTEM,
     ClaimedJob,
@@ -195,8 +196,12 @@ class Telemetry:
     # -- database operations --------------------------------------------------------
 
     def db_attributes(self, operation: str) -> dict[str, str]:
-        """Return the attribute dict of a worker database operation (cache it)."""
-        return {"operation": operation}
+        """Return the attribute dict of a worker database operation (cache it).
+
+        A name outside :data:`~backfill_sa.telemetry.vocabulary.DB_OPERATIONS`
+        becomes ``other``, so the attribute's values stay a fixed, small set.
+        """
+        return {"operation": operation if operation in DB_OPERATIONS else "other"}
 
     def record_db_operation(self, attributes: Mapping[str, str], seconds: float) -> None:
         """Record the duration of one worker statement (``backfill.db.operation.duration``).
