@@ -409,3 +409,37 @@ async def test_sync_handler_logs_carry_job_fields_and_the_jobs_trace(
     for record in records:
         assert record.trace_id == format(attempt.context.trace_id, "032x")  # type: ignore[attr-defined]
         assert record.span_id == format(attempt.context.span_id, "016x")  # type: ignore[attr-defined]
+
+
+async def test_only_the_leader_reports_the_queue_gauges(
+    sync_engine: Engine, config: Callable[..., WorkerConfig], sdk: Sdk
+) -> None:
+    """Another worker holds the maintenance role: this one takes no snapshot, so two
+    workers never report the same queue twice; it still reports its running jobs.
+    ``snapshot_queues()`` takes one on demand all the same."""
+    execute(
+        sync_engine,
+        "INSERT INTO {s}.leader (name, worker_id, expires_at)"
+        " VALUES ('maintenance', 'other', now() + interval '1 hour')",
+    )
+    add(sync_engine, "peek")
+    seen: dict[str, dict[Attrs, Any]] = {}
+    on_demand: list[int] = []
+    registry = TaskRegistry()
+    runner = WorkerRunner(config(), registry, telemetry=sdk.telemetry)
+
+    @registry.task("peek")
+    async def peek(payload: Any, ctx: JobContext) -> None:
+        seen.update(sdk.metrics())
+        snapshot = await runner.snapshot_queues()
+        on_demand.append(snapshot.jobs[("bulk", "running")])
+
+    result = await runner.run_once()
+
+    assert result.succeeded == 1
+    assert "backfill.queue.jobs" not in seen
+    assert "backfill.workers.live" not in seen
+    assert set(seen["backfill.jobs.running"]) == {attrs(queue="bulk")}
+    assert on_demand == [1]
+    with pytest.raises(RuntimeError, match="not running"):
+        await runner.snapshot_queues()
