@@ -140,6 +140,9 @@ class RescueResult:
     dead_lettered: int = 0
     workers_forgotten: int = 0
     by_task_queue: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Rescued jobs per (task, queue)."""
+    dead_by_task_queue: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Dead-lettered jobs (their last attempt lost) per (task, queue)."""
 
 
 class Rescuer:
@@ -224,6 +227,11 @@ class Rescuer:
                 operation="rescue",
             )
             result.dead_lettered = len(done)
+            moved = {row[0] for row in done}
+            for r in dead:
+                if r["id"] in moved:
+                    key = (r["task"], r["queue"])
+                    result.dead_by_task_queue[key] = result.dead_by_task_queue.get(key, 0) + 1
         forgotten = await self.db.execute(
             worker_delete_expired, {"expiry_ms": _ms(self.heartbeat_expiry) * 10}
         )

@@ -24,6 +24,7 @@ from typing import Any
 from backfill_sa.config import WorkerConfig
 from backfill_sa.notify import channel_for
 from backfill_sa.statements.worker_sql import queue_settings, schema_probe
+from backfill_sa.states import FailureReason
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
 from backfill_sa.telemetry import OutcomeKey, QueueSnapshot, Telemetry, default_telemetry
@@ -315,6 +316,14 @@ class WorkerRunner:
         self.result.rescued += rescue.rescued
         if rescue.by_task_queue:
             self.telemetry.record_rescued(rescue.by_task_queue)
+        if rescue.dead_by_task_queue:
+            reason = FailureReason.MAX_ATTEMPTS_EXCEEDED.value
+            self.telemetry.record_outcomes(
+                {
+                    OutcomeKey(TelemetryOutcome.DEAD_LETTERED, task, queue, reason): n
+                    for (task, queue), n in rescue.dead_by_task_queue.items()
+                }
+            )
 
     def _running_now(self) -> dict[str, int]:
         return {name: len(fetcher.running) for name, fetcher in self._queues.items()}

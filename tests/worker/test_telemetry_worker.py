@@ -128,7 +128,7 @@ def outcome_registry(snoozed: set[int]) -> TaskRegistry:
 
 # Values a metric attribute may take in these tests: names, not ids or payloads.
 BOUNDED = {
-    "task": {"ok", "flaky", "snoozy", "broken", "ghostly", "peek"},
+    "task": {"ok", "flaky", "snoozy", "broken", "ghostly", "doomed", "peek"},
     "queue": {"bulk"},
     "outcome": {
         "inserted",
@@ -242,14 +242,17 @@ async def test_every_outcome_is_counted_and_traced_from_the_request(
 async def test_rescued_jobs_are_counted(
     sync_engine: Engine, config: Callable[..., WorkerConfig], db: Database, sdk: Sdk
 ) -> None:
-    job_id = add(sync_engine, "ghostly")
+    """A ghost worker's two claims: one is rescued, the other was the job's last
+    attempt and goes to the DLQ, counted as dead-lettered (max_attempts_exceeded)."""
+    again = add(sync_engine, "ghostly")
+    last = add(sync_engine, "doomed", max_attempts=1)
     await db.execute(
         worker_heartbeat, {"worker_id": "ghost", "hostname": "h", "pid": 1, "queues": {}}
     )
     claimed = await db.execute(
-        job_claim_batch, {"claim_queue": "bulk", "worker_id": "ghost", "limit": 1}
+        job_claim_batch, {"claim_queue": "bulk", "worker_id": "ghost", "limit": 2}
     )
-    assert [r["id"] for r in claimed] == [job_id]
+    assert sorted(r["id"] for r in claimed) == [again, last]
     execute(
         sync_engine,
         "UPDATE {s}.workers SET last_heartbeat_at = now() - interval '1 hour' WHERE id = 'ghost'",
@@ -261,6 +264,9 @@ async def test_rescued_jobs_are_counted(
 
     assert (result.rescued, result.succeeded) == (1, 1)
     assert sdk.values("backfill.jobs.rescued") == {attrs(task="ghostly", queue="bulk"): 1}
+    assert sdk.values("backfill.jobs.dead_lettered") == {
+        attrs(task="doomed", queue="bulk", reason="max_attempts_exceeded"): 1
+    }
     operations = {dict(k)["operation"] for k in sdk.counts("backfill.db.operation.duration")}
     assert "rescue" in operations
     assert_bounded(sdk)
