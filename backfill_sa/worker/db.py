@@ -94,8 +94,6 @@ OPERATIONS: Mapping[str, str] = {
 """The ``operation`` attribute of each worker statement's metrics, by statement name
 (others: ``other``). A caller may name another (the rescuer's writes: ``rescue``)."""
 
-_CONNECTION_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
-
 
 def _sqlstate(exc: BaseException) -> str | None:
     seen: set[int] = set()
@@ -110,18 +108,36 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Return whether ``exc`` is a database error worth retrying as it is."""
-    if getattr(exc, "connection_invalidated", False) is True:  # SQLAlchemy's DBAPIError
-        return True
+_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+"""Server shutdown and start-up states: the connection itself is gone or unusable."""
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection it ran on cannot be used again."""
     if isinstance(
         exc,
         (
             asyncpg.exceptions.ConnectionDoesNotExistError,
             asyncpg.exceptions.InterfaceError,
             asyncpg.exceptions.CannotConnectNowError,
+            # "cannot switch to state N; another operation is in progress": a pooled
+            # connection whose server went away before its error was fully read
+            # (raised before anything is sent, so a retry is safe).
+            asyncpg.exceptions.InternalClientError,
+            ConnectionError,
+            OSError,
         ),
     ):
+        return True
+    state = _sqlstate(exc)
+    return state is not None and (state in _CONNECTION_SQLSTATES or state.startswith("08"))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Return whether ``exc`` is a database error worth retrying as it is."""
+    if getattr(exc, "connection_invalidated", False) is True:  # SQLAlchemy's DBAPIError
+        return True
+    if _lost_connection(exc):
         return True
     state = _sqlstate(exc)
     if state is not None:
@@ -129,22 +145,6 @@ def is_transient(exc: BaseException) -> bool:
     if _is_sqlalchemy_connection_error(exc):
         return True
     return isinstance(exc, (ConnectionError, OSError, asyncio.TimeoutError))
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` means the connection is gone (so the pool opens a new one)."""
-    if isinstance(
-        exc,
-        (
-            asyncpg.exceptions.ConnectionDoesNotExistError,
-            asyncpg.exceptions.InterfaceError,
-            ConnectionError,
-            OSError,
-        ),
-    ):
-        return True
-    state = _sqlstate(exc)
-    return state is not None and (state in _CONNECTION_LOST_SQLSTATES or state.startswith("08"))
 
 
 def _is_sqlalchemy_connection_error(exc: BaseException) -> bool:
@@ -205,6 +205,11 @@ class Database:
         pool_size: connections kept open.
         retry_for: how long transient errors are retried before giving up.
         telemetry: where the database metrics go (none recorded when omitted).
+        statement_cache: keep each statement prepared on its connection (one round
+            trip per run). Turn it off behind a transaction-pooling proxy (PgBouncer
+            with ``pool_mode = transaction``), where the next statement may run on
+            another server connection that never saw the PREPARE: asyncpg then sends
+            each statement unnamed, parsed again with its parameters.
     """
 
     def __init__(
@@ -215,6 +220,7 @@ class Database:
         pool_size: int = 5,
         retry_for: timedelta = timedelta(seconds=60),
         telemetry: Telemetry | None = None,
+        statement_cache: bool = True,
     ) -> None:
         """Prepare the pool (it opens on first use)."""
         self.schema = schema
@@ -226,7 +232,8 @@ class Database:
         self._sql: dict[tuple[object, ...], str] = {}
         self._telemetry = telemetry
         self._attributes: dict[tuple[int, str | None], dict[str, str]] = {}
-        self._lost_connection = False
+        self._reconnect_pending = False
+        self._statement_cache_size = 100 if statement_cache else 0
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -239,13 +246,14 @@ class Database:
                         init=self._init_connection,
                         connection_class=_WorkerConnection,
                         max_inactive_connection_lifetime=300,
+                        statement_cache_size=self._statement_cache_size,
                     )
         return self._pool
 
     async def _init_connection(self, conn: asyncpg.Connection) -> None:
         await _set_codecs(conn)
-        if self._lost_connection:
-            self._lost_connection = False
+        if self._reconnect_pending:
+            self._reconnect_pending = False
             if self._telemetry is not None and self._telemetry.metering:
                 self._telemetry.record_reconnect("pool")
 
@@ -308,6 +316,7 @@ class Database:
         try:
             return await self._fetch(sql, args)
         except Exception as exc:
+            await self._after_failure(exc)
             if not is_transient(exc):
                 raise
             self._transient(exc, attributes)
@@ -326,6 +335,7 @@ class Database:
                 try:
                     return await self._fetch(sql, args)
                 except Exception as exc:
+                    await self._after_failure(exc)
                     if is_transient(exc):
                         self._transient(exc, attributes)
                     raise
@@ -333,10 +343,20 @@ class Database:
 
     def _transient(self, exc: BaseException, attributes: Mapping[str, str] | None) -> None:
         """Note a transient error: count it, and whether the pool must reconnect."""
-        if _connection_lost(exc):
-            self._lost_connection = True
+        if _lost_connection(exc):
+            self._reconnect_pending = True
         if attributes is not None and self._telemetry is not None:
             self._telemetry.record_transient_error(attributes)
+
+    async def _after_failure(self, exc: BaseException) -> None:
+        """After a lost connection, replace every pooled one before its next use.
+
+        When the server restarts, all of them are dead; one whose error is still
+        being read would otherwise be handed out again and fail with asyncpg's
+        "another operation is in progress".
+        """
+        if self._pool is not None and _lost_connection(exc):
+            await self._pool.expire_connections()
 
     async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Record]:
         pool = await self._get_pool()

@@ -13,7 +13,8 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import asyncpg
@@ -36,6 +37,8 @@ class Listener:
         channel: the NOTIFY channel (see :func:`backfill_sa.notify.channel_for`).
         on_notify: called with the payload (a queue name) of every notification.
         max_backoff: longest pause between reconnection attempts, in seconds.
+        also: more channels to listen to on the same connection, each with its own
+            callback (called with the payload).
         telemetry: where failures and reconnects are counted (nowhere when omitted).
     """
 
@@ -46,6 +49,7 @@ class Listener:
         on_notify: Callable[[str], None],
         *,
         max_backoff: float = 5.0,
+        also: Mapping[str, Callable[[str], None]] = MappingProxyType({}),
         telemetry: Telemetry | None = None,
     ) -> None:
         """Prepare the listener; :meth:`run` opens the connection."""
@@ -53,6 +57,7 @@ class Listener:
         self.channel = channel
         self._on_notify = on_notify
         self._max_backoff = max_backoff
+        self._also = dict(also)
         self.connected = asyncio.Event()
         self.connections_made = 0
         self._telemetry = telemetry
@@ -73,6 +78,8 @@ class Listener:
                 conn = await asyncpg.connect(self._dsn, timeout=10)
                 conn.add_termination_listener(functools.partial(_set_event, lost))
                 await conn.add_listener(self.channel, self._callback)
+                for channel, callback in self._also.items():
+                    await conn.add_listener(channel, functools.partial(_relay, callback))
                 self.connections_made += 1
                 if self.connections_made > 1 and self._metering():
                     assert self._telemetry is not None
@@ -120,6 +127,10 @@ class Listener:
                 return
             # A half-open TCP connection raises no event: probe it.
             await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5.0)
+
+
+def _relay(callback: Callable[[str], None], _conn: Any, _pid: int, _ch: str, payload: str) -> None:
+    callback(payload)
 
 
 def _set_event(event: asyncio.Event, _conn: object) -> None:

@@ -417,7 +417,7 @@ def test_docs_metric_table_equals_what_is_emitted(sdk: Sdk) -> None:
         name: (_EXPORTED_AS[kind], unit, keys)
         for name, (kind, unit, keys) in documented_metrics().items()
     }
-    assert len(documented) == 17
+    assert len(documented) == 18
     assert documented == emitted
 
 
