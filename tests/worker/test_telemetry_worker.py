@@ -24,11 +24,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.enqueue import JobSpec, enqueue, enqueue_batch, enqueue_many
 from backfill_sa.errors import PermanentError, RetryableError, Snooze
+from backfill_sa.jobs import CancelOutcome, cancel_job_async
 from backfill_sa.retry import RetryPolicy
 from backfill_sa.statements.worker_sql import job_claim_batch, worker_heartbeat
 from backfill_sa.tasks import JobContext, TaskRegistry
@@ -128,7 +130,7 @@ def outcome_registry(snoozed: set[int]) -> TaskRegistry:
 
 # Values a metric attribute may take in these tests: names, not ids or payloads.
 BOUNDED = {
-    "task": {"ok", "flaky", "snoozy", "broken", "ghostly", "doomed", "peek"},
+    "task": {"ok", "flaky", "snoozy", "broken", "ghostly", "doomed", "peek", "forever"},
     "queue": {"bulk"},
     "outcome": {
         "inserted",
@@ -138,9 +140,16 @@ BOUNDED = {
         "retried",
         "snoozed",
         "dead_lettered",
+        "cancelled",
         "error",
     },
-    "reason": {"permanent_error", "max_attempts_exceeded", "unknown_task", "invalid_payload"},
+    "reason": {
+        "permanent_error",
+        "max_attempts_exceeded",
+        "unknown_task",
+        "invalid_payload",
+        "invalid_job",
+    },
     "state": {"available", "scheduled", "running"},
     "operation": set(DB_OPERATIONS),
     "connection": {"pool", "listen"},
@@ -449,3 +458,44 @@ async def test_only_the_leader_reports_the_queue_gauges(
     assert on_demand == [1]
     with pytest.raises(RuntimeError, match="not running"):
         await runner.snapshot_queues()
+
+
+async def test_a_cancelled_running_job_is_counted_and_its_span_says_so(
+    sync_engine: Engine,
+    async_engine: AsyncEngine,
+    config: Callable[..., WorkerConfig],
+    sdk: Sdk,
+) -> None:
+    started = asyncio.Event()
+    registry = TaskRegistry()
+
+    @registry.task("forever")
+    async def forever(payload: Any, ctx: JobContext) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    job_id = add(sync_engine, "forever")
+    runner = WorkerRunner(config(), registry, telemetry=sdk.telemetry)
+    handle = runner.start()
+    try:
+        await asyncio.wait_for(started.wait(), timeout=10)
+        await wait_for(
+            lambda: runner.listener is not None and runner.listener.connected.is_set(),
+            what="the LISTEN connection",
+        )
+        async with AsyncSession(async_engine) as session, session.begin():
+            asked = await cancel_job_async(session, job_id)
+        assert asked.outcome is CancelOutcome.REQUESTED
+        await wait_for(lambda: runner.result.cancelled == 1, what="the cancelled outcome")
+    finally:
+        await asyncio.wait_for(handle.stop(), timeout=20)
+
+    assert sdk.values("backfill.jobs.cancelled") == {attrs(task="forever", queue="bulk"): 1}
+    assert sdk.counts("backfill.job.duration") == {
+        attrs(task="forever", queue="bulk", outcome="cancelled"): 1
+    }
+    operations = {dict(k)["operation"] for k in sdk.counts("backfill.db.operation.duration")}
+    assert "cancel" in operations
+    (attempt,) = sdk.spans(SpanKind.CONSUMER)
+    assert (attempt.attributes or {})["backfill.job.outcome"] == "cancelled"
+    assert_bounded(sdk)
