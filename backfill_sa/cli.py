@@ -362,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="worker: INFO, demo: ERROR, others: WARNING",
     )
+    common.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object per line, with job fields and trace ids (default text)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     migrate = commands.add_parser(
@@ -460,9 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The demo narrates what happens itself; worker warnings would cut its progress bar.
     default_level = {"worker": "INFO", "demo": "ERROR"}.get(args.command, "WARNING")
     logging.basicConfig(
-        level=args.log_level or default_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=args.log_level or default_level, handlers=[_log_handler(args.log_format)]
     )
     handler: Command = args.handler
     try:
@@ -481,6 +485,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args.command, f"{type(exc).__name__}: {one_line(exc)}", 1)
     except KeyboardInterrupt:
         return 130
+
+
+def _log_handler(log_format: str) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from backfill_sa.telemetry.logs import JsonFormatter, TraceContextFilter
+
+        handler.addFilter(TraceContextFilter())
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
 
 
 def _is_sqlalchemy_error(exc: BaseException) -> bool:

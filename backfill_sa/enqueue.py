@@ -35,6 +35,7 @@ from backfill_sa.job_writer import (
 )
 from backfill_sa.priority import BULK, FAST, Priority
 from backfill_sa.retry import RetryPolicy
+from backfill_sa.telemetry import Telemetry, default_telemetry
 from backfill_sa.validation import DEFAULT_MAX_PAYLOAD_BYTES, JobKeyMode, JobSpec, batch_payloads
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class EnqueueOptions(TypedDict, total=False):
     metadata: Mapping[str, object] | None
     max_payload_bytes: int
     serial_key: str | None
+    telemetry: Telemetry | None
 
 
 # --- public API -----------------------------------------------------------------
@@ -99,6 +101,7 @@ def enqueue(
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     serial_key: str | None = None,
+    telemetry: Telemetry | None = None,
 ) -> EnqueueResult:
     """Add a job in ``session``'s current transaction; it runs once that commits.
 
@@ -145,6 +148,9 @@ def enqueue(
         max_payload_bytes: limit on the serialised payload and metadata (1 MiB).
         serial_key: of the jobs sharing this key, at most one runs at a time across
             all workers, in priority and ``run_at`` order; the others wait.
+        telemetry: where the ``send {queue}`` span and the ``backfill.jobs.enqueued``
+            count go; default :func:`~backfill_sa.telemetry.default_telemetry` (the
+            OpenTelemetry API's global providers: a no-op until an SDK is installed).
 
     Returns:
         The job's id and whether it was inserted, replaced or left unchanged.
@@ -168,7 +174,7 @@ def enqueue(
         serial_key,
         max_payload_bytes=max_payload_bytes,
     )
-    return observed(session, [write_job(session, spec)])[0]
+    return observed(session, [write_job(session, spec, telemetry or default_telemetry())])[0]
 
 
 async def enqueue_async(
@@ -186,6 +192,7 @@ async def enqueue_async(
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     serial_key: str | None = None,
+    telemetry: Telemetry | None = None,
 ) -> EnqueueResult:
     """Add a job in an :class:`~sqlalchemy.ext.asyncio.AsyncSession`'s transaction.
 
@@ -210,10 +217,16 @@ async def enqueue_async(
         serial_key,
         max_payload_bytes=max_payload_bytes,
     )
-    return (await observed_async(session, [await session.run_sync(write_job, spec)]))[0]
+    return (
+        await observed_async(
+            session, [await session.run_sync(write_job, spec, telemetry or default_telemetry())]
+        )
+    )[0]
 
 
-def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult]:
+def enqueue_many(
+    session: Session, specs: Iterable[JobSpec], *, telemetry: Telemetry | None = None
+) -> list[EnqueueResult]:
     """Add many jobs in ``session``'s current transaction, in batched statements.
 
     Jobs without a ``job_key`` go in batches of up to :data:`BATCH_SIZE` (5,000),
@@ -223,6 +236,7 @@ def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResu
     Args:
         session: the caller's Session.
         specs: the jobs, validated when each :class:`JobSpec` was created.
+        telemetry: as for :func:`enqueue`; the call is one span for all the jobs.
 
     Returns:
         One result per spec, in the order given.
@@ -231,11 +245,11 @@ def enqueue_many(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResu
         JobValidationError: an item is not a JobSpec (checked before any SQL).
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
-    return observed(session, write_jobs(session, specs))
+    return observed(session, write_jobs(session, specs, telemetry or default_telemetry()))
 
 
 async def enqueue_many_async(
-    session: AsyncSession, specs: Iterable[JobSpec]
+    session: AsyncSession, specs: Iterable[JobSpec], *, telemetry: Telemetry | None = None
 ) -> list[EnqueueResult]:
     """:func:`enqueue_many` for an AsyncSession.
 
@@ -244,7 +258,10 @@ async def enqueue_many_async(
         sqlalchemy.exc.DBAPIError: the database refused a statement.
     """
     checked = check_specs(specs)
-    return await observed_async(session, await session.run_sync(write_checked_jobs, checked))
+    return await observed_async(
+        session,
+        await session.run_sync(write_checked_jobs, checked, telemetry or default_telemetry()),
+    )
 
 
 def enqueue_batch(
@@ -260,6 +277,7 @@ def enqueue_batch(
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     serial_key: str | None = None,
+    telemetry: Telemetry | None = None,
 ) -> list[EnqueueResult]:
     """Add one job per payload, all for ``task`` with the same options, in
     ``session``'s current transaction: the fast path for bulk loads.
@@ -276,6 +294,7 @@ def enqueue_batch(
         payloads: the jobs' JSON values, in order; ``None`` stores ``{}``.
         queue, priority, run_at, max_attempts, retry, metadata, max_payload_bytes:
             as for :func:`enqueue`, applied to every job.
+        telemetry: as for :func:`enqueue`; the call is one span for all the jobs.
 
     Returns:
         One result per payload, in the order given (all ``INSERTED``).
@@ -298,7 +317,9 @@ def enqueue_batch(
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)
-    return observed(session, write_batch(session, template, texts))
+    return observed(
+        session, write_batch(session, template, texts, telemetry or default_telemetry())
+    )
 
 
 async def enqueue_batch_async(
@@ -314,6 +335,7 @@ async def enqueue_batch_async(
     metadata: Mapping[str, object] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     serial_key: str | None = None,
+    telemetry: Telemetry | None = None,
 ) -> list[EnqueueResult]:
     """:func:`enqueue_batch` for an AsyncSession (same arguments and rules).
 
@@ -334,7 +356,10 @@ async def enqueue_batch_async(
         max_payload_bytes=max_payload_bytes,
     )
     texts = batch_payloads(template, payloads)
-    return await observed_async(session, await session.run_sync(write_batch, template, texts))
+    return await observed_async(
+        session,
+        await session.run_sync(write_batch, template, texts, telemetry or default_telemetry()),
+    )
 
 
 def enqueue_fast(

@@ -3,7 +3,10 @@
 ``enqueue`` calls :func:`write_job` / :func:`write_jobs` directly; ``enqueue_async``
 runs the same functions on the AsyncSession's sync session (``run_sync``). Each uses
 the session's own connection and transaction and never commits; the statements
-come from :mod:`backfill_sa.statements.jobs_insert`. A job without a key is inserted
+come from :mod:`backfill_sa.statements.jobs_insert`. Each call is one producer span
+(``send {queue}``) while its :class:`~backfill_sa.telemetry.Telemetry` traces, and
+counts its jobs in ``backfill.jobs.enqueued`` while it meters; with neither (no
+SDK) it only asks twice whether they are on. A job without a key is inserted
 on a DBAPI cursor of that connection when nothing observes the engine's statements
 (see :func:`_direct_insert_one`); everything else goes through ``Connection.execute``.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
@@ -39,7 +43,7 @@ from backfill_sa.statements.jobs_insert import (
     encode_batch,
     encode_payloads,
 )
-from backfill_sa.telemetry import current_trace_carrier
+from backfill_sa.telemetry import Telemetry, current_trace_carrier
 from backfill_sa.validation import JobRow, JobSpec
 
 __all__ = [
@@ -294,26 +298,44 @@ def _insert_batch(conn: Connection, rows: list[JobRow], channel: str) -> list[En
     return [EnqueueResult(job_id, _INSERTED) for job_id in ids]
 
 
-def write_job(session: Session, spec: JobSpec) -> EnqueueResult:
+def write_job(session: Session, spec: JobSpec, telemetry: Telemetry) -> EnqueueResult:
     """Write one job in ``session``'s transaction (see ``enqueue``)."""
     conn = _connection(session)
     channel = channel_for(schema_of(conn))
-    carrier = current_trace_carrier()
+    row = spec.row
+    if telemetry.tracing:
+        with telemetry.enqueue_span(row.task, row.queue) as span:
+            result = _write_one(conn, spec, channel, telemetry.trace_carrier())
+            span.set_job_id(result.id)
+    else:
+        result = _write_one(conn, spec, channel, current_trace_carrier())
+    if telemetry.metering:
+        telemetry.record_enqueue(row.task, row.queue, result.outcome.value)
+    return result
+
+
+def _write_one(
+    conn: Connection, spec: JobSpec, channel: str, carrier: dict[str, str]
+) -> EnqueueResult:
     if spec.row.job_key is None:
         return _insert_one(conn, _traced(spec.row, carrier), channel)
     return _insert_keyed(conn, spec, channel, carrier)
 
 
-def write_jobs(session: Session, specs: Iterable[JobSpec]) -> list[EnqueueResult]:
+def write_jobs(
+    session: Session, specs: Iterable[JobSpec], telemetry: Telemetry
+) -> list[EnqueueResult]:
     """Write many jobs in ``session``'s transaction (see ``enqueue_many``).
 
     Raises:
         JobValidationError: an item is not a JobSpec (before any SQL).
     """
-    return write_checked_jobs(session, check_specs(specs))
+    return write_checked_jobs(session, check_specs(specs), telemetry)
 
 
-def write_batch(session: Session, spec: JobSpec, payloads: list[str]) -> list[EnqueueResult]:
+def write_batch(
+    session: Session, spec: JobSpec, payloads: list[str], telemetry: Telemetry
+) -> list[EnqueueResult]:
     """Write one job per payload text (``batch_payloads``), each with ``spec``'s other
     values, in ``session``'s transaction: one statement per :data:`BATCH_SIZE` jobs
     (see ``enqueue_batch``).
@@ -323,8 +345,22 @@ def write_batch(session: Session, spec: JobSpec, payloads: list[str]) -> list[En
     """
     if not payloads:
         return []
+    row = spec.row
+    if telemetry.tracing:
+        with telemetry.enqueue_span(row.task, row.queue, count=len(payloads), batch=True):
+            results = _insert_shared(session, spec, payloads, telemetry.trace_carrier())
+    else:
+        results = _insert_shared(session, spec, payloads, current_trace_carrier())
+    if telemetry.metering:
+        telemetry.record_enqueued({(row.task, row.queue, _INSERTED.value): len(results)})
+    return results
+
+
+def _insert_shared(
+    session: Session, spec: JobSpec, payloads: list[str], carrier: dict[str, str]
+) -> list[EnqueueResult]:
     conn = _connection(session)
-    params = _params(_traced(spec.row, current_trace_carrier()), channel_for(schema_of(conn)))
+    params = _params(_traced(spec.row, carrier), channel_for(schema_of(conn)))
     del params["new_payload"], params["new_job_key"]
     results: list[EnqueueResult] = []
     for start in range(0, len(payloads), BATCH_SIZE):
@@ -336,7 +372,9 @@ def write_batch(session: Session, spec: JobSpec, payloads: list[str]) -> list[En
     return results
 
 
-def write_checked_jobs(session: Session, checked: list[JobSpec]) -> list[EnqueueResult]:
+def write_checked_jobs(
+    session: Session, checked: list[JobSpec], telemetry: Telemetry
+) -> list[EnqueueResult]:
     """:func:`write_jobs` for specs that :func:`check_specs` has already returned.
 
     Raises:
@@ -344,9 +382,33 @@ def write_checked_jobs(session: Session, checked: list[JobSpec]) -> list[Enqueue
     """
     if not checked:
         return []
+    if telemetry.tracing:
+        tasks = {spec.row.task for spec in checked}
+        queues = {spec.row.queue for spec in checked}
+        with telemetry.enqueue_span(
+            tasks.pop() if len(tasks) == 1 else None,
+            queues.pop() if len(queues) == 1 else None,
+            count=len(checked),
+            batch=True,
+        ):
+            results = _insert_specs(session, checked, telemetry.trace_carrier())
+    else:
+        results = _insert_specs(session, checked, current_trace_carrier())
+    if telemetry.metering:
+        telemetry.record_enqueued(
+            Counter(
+                (spec.row.task, spec.row.queue, result.outcome.value)
+                for spec, result in zip(checked, results, strict=True)
+            )
+        )
+    return results
+
+
+def _insert_specs(
+    session: Session, checked: list[JobSpec], carrier: dict[str, str]
+) -> list[EnqueueResult]:
     conn = _connection(session)
     channel = channel_for(schema_of(conn))
-    carrier = current_trace_carrier()
     rows = [spec.row for spec in checked]
     if carrier:
         rows = [_traced(row, carrier) for row in rows]

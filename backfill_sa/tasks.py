@@ -178,12 +178,15 @@ class Task:
     def enqueue(self, session: Session, payload: Any = None, **overrides: Any) -> EnqueueResult:
         """Enqueue a job for this task in ``session``'s transaction (sync).
 
+        ``overrides`` are JobSpec options, and ``telemetry=`` as for ``enqueue``.
+
         Raises:
             JobValidationError: an argument breaks a rule; nothing is written.
         """
         from backfill_sa.enqueue import enqueue_many
 
-        return enqueue_many(session, [self.spec(payload, **overrides)])[0]
+        telemetry = overrides.pop("telemetry", None)
+        return enqueue_many(session, [self.spec(payload, **overrides)], telemetry=telemetry)[0]
 
     async def enqueue_async(
         self, session: AsyncSession, payload: Any = None, **overrides: Any
@@ -195,7 +198,9 @@ class Task:
         """
         from backfill_sa.enqueue import enqueue_many_async
 
-        return (await enqueue_many_async(session, [self.spec(payload, **overrides)]))[0]
+        telemetry = overrides.pop("telemetry", None)
+        spec = self.spec(payload, **overrides)
+        return (await enqueue_many_async(session, [spec], telemetry=telemetry))[0]
 
     def enqueue_batch(
         self, session: Session, payloads: Iterable[Any], **overrides: Any
@@ -203,7 +208,7 @@ class Task:
         """Enqueue one job per payload for this task, all with the same options (sync).
 
         ``enqueue_batch`` with this task's defaults; ``overrides`` are JobSpec options
-        other than ``job_key``.
+        other than ``job_key``, and ``telemetry=`` as for ``enqueue_batch``.
 
         Raises:
             JobValidationError: an option or a payload (``payloads[i]``) breaks a
@@ -211,10 +216,13 @@ class Task:
         """
         from backfill_sa.enqueue_hooks import observed
         from backfill_sa.job_writer import write_batch
+        from backfill_sa.telemetry import default_telemetry
         from backfill_sa.validation import batch_payloads
 
+        telemetry = overrides.pop("telemetry", None) or default_telemetry()
         template = self._batch_template(overrides)
-        return observed(session, write_batch(session, template, batch_payloads(template, payloads)))
+        texts = batch_payloads(template, payloads)
+        return observed(session, write_batch(session, template, texts, telemetry))
 
     def _batch_template(self, overrides: dict[str, Any]) -> JobSpec:
         if callable(self.options.serial_key) and "serial_key" not in overrides:
@@ -235,11 +243,15 @@ class Task:
         """
         from backfill_sa.enqueue_hooks import observed_async
         from backfill_sa.job_writer import write_batch
+        from backfill_sa.telemetry import default_telemetry
         from backfill_sa.validation import batch_payloads
 
+        telemetry = overrides.pop("telemetry", None) or default_telemetry()
         template = self._batch_template(overrides)
         texts = batch_payloads(template, payloads)
-        return await observed_async(session, await session.run_sync(write_batch, template, texts))
+        return await observed_async(
+            session, await session.run_sync(write_batch, template, texts, telemetry)
+        )
 
     def parse_payload(self, payload: Any) -> Any:
         """Apply the task's ``parse`` hook to a raw payload.

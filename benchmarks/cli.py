@@ -17,6 +17,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from benchmarks import otel
 from benchmarks.adapters import ADAPTERS, DEFAULT_LIBS
 from benchmarks.claim_cost import measure_claim_cost, render_claim_cost
 from benchmarks.database import server_from_env
@@ -71,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     go.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
     go.add_argument("--keep-databases", action="store_true", help="do not drop bench_* dbs")
+    go.add_argument(
+        "--otel",
+        choices=otel.MODES,
+        default="none",
+        help="sdk: OpenTelemetry SDK installed globally, in-memory reader (default none)",
+    )
     commands.add_parser("imports", help="what the worker's imports cost (RSS, time)")
     cost = commands.add_parser(
         "claim-cost", help="PostgreSQL CPU per claimed job, by batch size and plan mode"
@@ -183,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    otel.select(args.otel)
     results = asyncio.run(run(settings))
+    results["otel"] = args.otel
     write_json(results, settings.json_path)
     print(render(results), end="")
     print(f"\nresults: {settings.json_path}")

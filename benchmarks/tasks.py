@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from backfill_sa.tasks import JobContext, TaskRegistry
-from benchmarks import probe
+from benchmarks import otel, probe
 
 __all__ = ["registry"]
 
@@ -31,3 +31,4 @@ async def latency(payload: Any, ctx: JobContext) -> None:
 
 registry.register("noop", noop)
 registry.register("latency", latency)
+otel.install_from_env()  # --otel sdk: the worker pays for the SDK as the producer does

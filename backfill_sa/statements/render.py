@@ -2,9 +2,9 @@
 
 ``python -m backfill_sa.statements.render`` rewrites
 :mod:`backfill_sa.statements.worker_sql` from the builders in
-:mod:`backfill_sa.statements.jobs_runtime` and :mod:`backfill_sa.statements.workers`
-(and formats it with ruff). Run it after changing a builder; the test suite fails
-until the two agree.
+:mod:`backfill_sa.statements.jobs_runtime`, :mod:`backfill_sa.statements.workers` and
+:mod:`backfill_sa.statements.queue_stats` (and formats it with ruff). Run it after
+changing a builder; the test suite fails until the two agree.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from backfill_sa.schema_name import DEFAULT_SCHEMA
-from backfill_sa.statements import cron, jobs_flow, jobs_runtime, workers
+from backfill_sa.statements import cron, jobs_flow, jobs_runtime, queue_stats, workers
 from backfill_sa.statements.rendered import SCHEMA_PLACEHOLDER, RenderedSql
 
 __all__ = ["WORKER_SQL_PATH", "main", "module_source", "render", "render_all"]
@@ -27,7 +27,7 @@ __all__ = ["WORKER_SQL_PATH", "main", "module_source", "render", "render_all"]
 WORKER_SQL_PATH = Path(__file__).with_name("worker_sql.py")
 """The generated module."""
 
-_SOURCES = (jobs_runtime, jobs_flow, workers, cron)
+_SOURCES = (jobs_runtime, jobs_flow, workers, cron, queue_stats)
 
 
 def render(name: str, statement: Any) -> RenderedSql:

@@ -33,6 +33,7 @@ __all__ = [
     "queue_flow_stats",
     "queue_set_limits",
     "queue_settings",
+    "queue_stats_collect",
     "schema_probe",
     "worker_delete",
     "worker_delete_expired",
@@ -785,4 +786,21 @@ cron_schedule_sync = RenderedSql(
         "expressions",
         "timezones",
     ),
+)
+
+queue_stats_collect = RenderedSql(
+    "queue_stats_collect",
+    (
+        "SELECT 'jobs' AS kind, __backfill_schema__.jobs.queue AS queue, 'available' AS state, count(*) AS n, CAST(EXTRACT(epoch FROM now() - min(__backfill_schema__.jobs.run_at)) AS FLOAT) AS oldest_s \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'available' GROUP BY __backfill_schema__.jobs.queue UNION ALL SELECT 'jobs' AS kind, __backfill_schema__.jobs.queue AS queue, 'scheduled' AS state, count(*) AS n, CAST(NULL AS FLOAT) AS oldest_s \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'scheduled' GROUP BY __backfill_schema__.jobs.queue UNION ALL SELECT 'jobs' AS kind, __backfill_schema__.jobs.queue AS queue, 'running' AS state, count(*) AS n, CAST(NULL AS FLOAT) AS oldest_s \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'running' GROUP BY __backfill_schema__.jobs.queue UNION ALL SELECT 'dlq', __backfill_schema__.dead_letter_jobs.queue, CAST(NULL AS TEXT) AS anon_1, count(*) AS count_1, CAST(NULL AS FLOAT) AS anon__1 \n"
+        "FROM __backfill_schema__.dead_letter_jobs GROUP BY __backfill_schema__.dead_letter_jobs.queue UNION ALL SELECT 'workers', CAST(NULL AS TEXT) AS anon_1, CAST(NULL AS TEXT) AS anon__2, count(*) AS count_2, CAST(NULL AS FLOAT) AS anon__3 \n"
+        "FROM __backfill_schema__.workers \n"
+        "WHERE __backfill_schema__.workers.last_heartbeat_at > now() - $1::BIGINT * interval '1 millisecond'"
+    ),
+    ("heartbeat_expiry_ms",),
 )

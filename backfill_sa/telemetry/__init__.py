@@ -7,8 +7,9 @@ object is created by the application (or the worker) and passed to what needs it
 
 Trace context crosses the database inside the job's ``metadata``: enqueue stores
 :meth:`Telemetry.inject_context` (``traceparent``, ``tracestate``) and the worker's
-``backfill.job`` span continues that trace. Every metric and span is listed in
-``docs/telemetry.md``.
+``process {queue}`` span continues that trace. Every metric and span is listed in
+``docs/telemetry.md``; :mod:`backfill_sa.telemetry.logs` has the logging filter that
+puts trace ids on log records and the JSON formatter the CLI uses.
 
 Example::
 
@@ -17,16 +18,18 @@ Example::
         metadata = {**telemetry.inject_context(), "tenant": "acme"}
         ...  # insert the job with this metadata
         span.set_job_id(job_id)
-    telemetry.record_enqueued({("send_email", "bulk"): 1})
+    telemetry.record_enqueue("send_email", "bulk", "inserted")
 """
 
 from __future__ import annotations
 
-from backfill_sa.telemetry.core import Telemetry
+from backfill_sa.telemetry.core import Telemetry, default_telemetry
+from backfill_sa.telemetry.gauges import QueueSnapshot
 from backfill_sa.telemetry.spans import EnqueueSpan, JobSpan, current_trace_carrier
 from backfill_sa.telemetry.vocabulary import (
     INSTRUMENTATION_NAME,
     ClaimedJob,
+    EnqueueKey,
     Outcome,
     OutcomeKey,
 )
@@ -34,10 +37,13 @@ from backfill_sa.telemetry.vocabulary import (
 __all__ = [
     "INSTRUMENTATION_NAME",
     "ClaimedJob",
+    "EnqueueKey",
     "EnqueueSpan",
     "JobSpan",
     "Outcome",
     "OutcomeKey",
+    "QueueSnapshot",
     "Telemetry",
     "current_trace_carrier",
+    "default_telemetry",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry import metrics, propagate, trace
@@ -14,9 +15,11 @@ from opentelemetry.trace import (
     ProxyTracerProvider,
 )
 
+from backfill_sa.telemetry.gauges import QueueGauges, QueueSnapshot
 from backfill_sa.telemetry.instruments import Collecting, Instruments
 from backfill_sa.telemetry.spans import _IDLE_JOB_SPAN, EnqueueSpan, JobSpan
 from backfill_sa.telemetry.vocabulary import (
+    DB_OPERATIONS,
     INSTRUMENTATION_NAME,
     MESSAGING_SYSTEM,
     ClaimedJob,
@@ -24,7 +27,7 @@ from backfill_sa.telemetry.vocabulary import (
     OutcomeKey,
 )
 
-__all__ = ["Telemetry"]
+__all__ = ["Telemetry", "default_telemetry"]
 
 _ATTRIBUTE_CACHE_LIMIT = 4096
 
@@ -86,6 +89,7 @@ class Telemetry:
             unit="{job}",
             description="Jobs running now in this process, per queue.",
         )
+        self._gauges = QueueGauges(meter)
 
     # -- trace context ------------------------------------------------------------------
 
@@ -100,6 +104,18 @@ class Telemetry:
         self._propagator.inject(carrier)
         return carrier
 
+    def trace_carrier(self) -> dict[str, str]:
+        """Return :meth:`inject_context` when a span is current, else ``{}`` at once.
+
+        What enqueue stores in a job's metadata: costs well under a microsecond
+        when no span is active (no SDK, or no request span).
+        """
+        if not trace.get_current_span().get_span_context().is_valid:
+            return {}
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier)
+        return carrier
+
     def extract_context(self, metadata: Mapping[str, object] | None) -> Context | None:
         """Return the trace context stored in a job's metadata, or None if it has none."""
         if not metadata or self._fields.isdisjoint(metadata):
@@ -108,26 +124,30 @@ class Telemetry:
 
     # -- spans --------------------------------------------------------------------------
 
-    def enqueue_span(self, task: str | None, queue: str | None, *, count: int = 1) -> EnqueueSpan:
-        """Return a context manager for a ``backfill.enqueue`` span (kind PRODUCER).
+    def enqueue_span(
+        self, task: str | None, queue: str | None, *, count: int = 1, batch: bool = False
+    ) -> EnqueueSpan:
+        """Return a context manager for a ``send {queue}`` span (kind PRODUCER).
 
         The span is current inside the block, so :meth:`inject_context` links the job
-        to it. For a batch of mixed tasks or queues pass ``None`` and the job count.
+        to it. For a batch of mixed tasks or queues pass ``None`` and the job count;
+        ``batch`` marks a batch call even when it holds one job.
         """
         if not self.tracing:
-            return EnqueueSpan(None, {})
+            return EnqueueSpan(None, {}, "")
         attributes: dict[str, str | int] = {
             "messaging.system": MESSAGING_SYSTEM,
             "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
         }
         if queue is not None:
             attributes["messaging.destination.name"] = queue
             attributes["backfill.job.queue"] = queue
         if task is not None:
             attributes["backfill.job.task"] = task
-        if count != 1:
+        if count != 1 or batch:
             attributes["messaging.batch.message_count"] = count
-        return EnqueueSpan(self._tracer, attributes)
+        return EnqueueSpan(self._tracer, attributes, "send" if queue is None else f"send {queue}")
 
     def job_span(
         self,
@@ -138,7 +158,7 @@ class Telemetry:
         attempt: int,
         metadata: Mapping[str, object] | None = None,
     ) -> JobSpan:
-        """Return a context manager around one attempt of a job (span ``backfill.job``).
+        """Return a context manager around one attempt of a job (span ``process {queue}``).
 
         The span (kind CONSUMER) continues the trace found in ``metadata`` and is
         current inside the block. On exit it records ``backfill.job.duration`` with
@@ -160,11 +180,45 @@ class Telemetry:
 
     # -- metrics ------------------------------------------------------------------------
 
-    def record_enqueued(self, counts: Mapping[tuple[str, str], int]) -> None:
-        """Count enqueued jobs, given as ``{(task, queue): n}``."""
+    def record_enqueued(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """Count enqueued jobs, given as ``{EnqueueKey(task, queue, outcome): n}``.
+
+        ``outcome`` is what the enqueue did: ``inserted``, ``replaced`` or ``unchanged``.
+        """
         add = self._instruments.enqueued.add
-        for (task, queue), n in counts.items():
-            add(n, self._task_queue(task, queue))
+        for (task, queue, outcome), n in counts.items():
+            add(n, self._cached("enq", task, queue, outcome))
+
+    def record_enqueue(self, task: str, queue: str, outcome: str) -> None:
+        """Count one enqueued job (:meth:`record_enqueued` for a single call)."""
+        self._instruments.enqueued.add(1, self._cached("enq", task, queue, outcome))
+
+    # -- database operations --------------------------------------------------------
+
+    def db_attributes(self, operation: str) -> dict[str, str]:
+        """Return the attribute dict of a worker database operation (cache it).
+
+        A name outside :data:`~backfill_sa.telemetry.vocabulary.DB_OPERATIONS`
+        becomes ``other``, so the attribute's values stay a fixed, small set.
+        """
+        return {"operation": operation if operation in DB_OPERATIONS else "other"}
+
+    def record_db_operation(self, attributes: Mapping[str, str], seconds: float) -> None:
+        """Record the duration of one worker statement (``backfill.db.operation.duration``).
+
+        Args:
+            attributes: from :meth:`db_attributes`.
+            seconds: how long the statement took, retries included.
+        """
+        self._instruments.db_duration.record(seconds, attributes)
+
+    def record_transient_error(self, attributes: Mapping[str, str]) -> None:
+        """Count one transient database error (``backfill.db.transient_errors``)."""
+        self._instruments.db_transient_errors.add(1, attributes)
+
+    def record_reconnect(self, connection: str) -> None:
+        """Count a connection opened again after one was lost (``pool`` or ``listen``)."""
+        self._instruments.db_reconnects.add(1, {"connection": connection})
 
     def record_claimed(self, jobs: Iterable[ClaimedJob], *, claimed_at: dt.datetime) -> None:
         """Count a batch of claimed jobs and record each one's pickup latency.
@@ -224,6 +278,25 @@ class Telemetry:
 
         return unwatch
 
+    def watch_queues(self, source: Callable[[], QueueSnapshot | None]) -> Callable[[], None]:
+        """Report ``source()`` as the queue gauges (``backfill.queue.jobs``, ...).
+
+        ``source`` is called by the SDK's metric reader at each collection, possibly
+        from another thread: it must return a snapshot already taken (or None when it
+        has none), never query the database.
+
+        Returns:
+            A function that stops reporting this source.
+        """
+        sources = self._gauges.sources
+        sources.append(source)
+
+        def unwatch() -> None:
+            if source in sources:
+                sources.remove(source)
+
+        return unwatch
+
     @property
     def tracing(self) -> bool:
         """Whether spans are created: False with a no-op provider or no SDK installed.
@@ -264,10 +337,24 @@ class Telemetry:
             attributes = {"task": task, "queue": queue}
             if kind == "dl":
                 attributes["reason"] = extra
-            elif kind == "dur":
+            elif kind in ("dur", "enq"):
                 attributes["outcome"] = extra
             self._attributes[key] = attributes
         return attributes
 
     def _record_duration(self, task: str, queue: str, outcome: str, seconds: float) -> None:
         self._instruments.duration.record(seconds, self._cached("dur", task, queue, outcome))
+
+
+@functools.cache
+def default_telemetry() -> Telemetry:
+    """Return the :class:`Telemetry` on the OpenTelemetry API's global providers.
+
+    What enqueue and the worker use when they are given no ``telemetry``. It is made
+    on first use and shared, because the SDK keeps one instrument per name and
+    provider: a second ``Telemetry()`` on the same global provider would get the
+    first one's instruments and lose its own gauge callbacks. It follows the API's
+    globals (a provider installed later is picked up); pass your own
+    :class:`Telemetry` to keep a setup apart from them.
+    """
+    return Telemetry()

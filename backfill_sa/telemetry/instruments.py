@@ -15,6 +15,10 @@ _SECONDS_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
+_DB_SECONDS_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
 _GLOBAL_CHECK_INTERVAL_S = 1.0
 
 
@@ -25,7 +29,9 @@ class Instruments:
         def counter(name: str, description: str) -> metrics.Counter:
             return meter.create_counter(f"backfill.{name}", unit="{job}", description=description)
 
-        self.enqueued = counter("jobs.enqueued", "Jobs inserted by enqueue (before commit).")
+        self.enqueued = counter(
+            "jobs.enqueued", "Jobs written by enqueue (before commit), by what the enqueue did."
+        )
         self.claimed = counter("jobs.claimed", "Jobs claimed by a worker.")
         self.rescued = counter("jobs.rescued", "Jobs taken back from dead or stale workers.")
         self.outcomes = {
@@ -43,15 +49,36 @@ class Instruments:
             "backfill.job.pickup_latency",
             "Time from when a job became due (run_at, or enqueue if later) to its claim.",
         )
+        self.db_duration = _histogram(
+            meter,
+            "backfill.db.operation.duration",
+            "Time one worker statement took, retries included, by operation.",
+            _DB_SECONDS_BUCKETS,
+        )
+        self.db_transient_errors = meter.create_counter(
+            "backfill.db.transient_errors",
+            unit="{error}",
+            description="Transient database errors the worker met (each retried or given back).",
+        )
+        self.db_reconnects = meter.create_counter(
+            "backfill.db.reconnects",
+            unit="{connection}",
+            description="Connections opened again after one was lost (pool or LISTEN).",
+        )
 
 
-def _histogram(meter: metrics.Meter, name: str, description: str) -> metrics.Histogram:
+def _histogram(
+    meter: metrics.Meter,
+    name: str,
+    description: str,
+    buckets: tuple[float, ...] = _SECONDS_BUCKETS,
+) -> metrics.Histogram:
     try:
         return meter.create_histogram(
             name,
             unit="s",
             description=description,
-            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+            explicit_bucket_boundaries_advisory=buckets,
         )
     except TypeError:  # opentelemetry-api < 1.23 has no bucket advice
         return meter.create_histogram(name, unit="s", description=description)

@@ -1,4 +1,4 @@
-"""Span handles: ``backfill.enqueue`` and ``backfill.job``, and the trace carrier enqueue stores."""
+"""Span handles: ``send {queue}`` (enqueue) and ``process {queue}`` (one job attempt)."""
 
 from __future__ import annotations
 
@@ -66,21 +66,24 @@ class _CurrentSpan:
 
 
 class EnqueueSpan(_CurrentSpan):
-    """Context manager of a ``backfill.enqueue`` span; see :meth:`Telemetry.enqueue_span`."""
+    """Context manager of a ``send {queue}`` span; see :meth:`Telemetry.enqueue_span`."""
 
-    __slots__ = ("_attributes", "_tracer")
+    __slots__ = ("_attributes", "_name", "_tracer")
 
-    def __init__(self, tracer: trace.Tracer | None, attributes: Mapping[str, str | int]) -> None:
+    def __init__(
+        self, tracer: trace.Tracer | None, attributes: Mapping[str, str | int], name: str
+    ) -> None:
         super().__init__()
         self._tracer = tracer
         self._attributes = attributes
+        self._name = name
 
     def __enter__(self) -> EnqueueSpan:
         if self._tracer is None:  # tracing is off
             return self
         # A producer span is a child of whatever is current in the caller.
         current = otel_context.get_current()
-        self._start(self._tracer, "backfill.enqueue", SpanKind.PRODUCER, self._attributes, current)
+        self._start(self._tracer, self._name, SpanKind.PRODUCER, self._attributes, current)
         return self
 
     def __exit__(
@@ -142,6 +145,7 @@ class JobSpan(_CurrentSpan):
         attributes: dict[str, str | int] = {
             "messaging.system": MESSAGING_SYSTEM,
             "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
             "messaging.destination.name": self._queue,
             "messaging.message.id": str(self._job_id),
             "backfill.job.id": self._job_id,
@@ -150,7 +154,8 @@ class JobSpan(_CurrentSpan):
             "backfill.job.attempt": self._attempt,
         }
         parent = telemetry.extract_context(self._metadata)
-        self._start(telemetry._tracer, "backfill.job", SpanKind.CONSUMER, attributes, parent)
+        name = f"process {self._queue}"
+        self._start(telemetry._tracer, name, SpanKind.CONSUMER, attributes, parent)
         self._started = perf_counter()
         return self
 
@@ -192,7 +197,7 @@ class JobSpan(_CurrentSpan):
 def current_trace_carrier() -> dict[str, str]:
     """Return the active span's W3C trace context, or ``{}`` when no span is active.
 
-    Enqueue stores it in the job's metadata so the worker's ``backfill.job`` span
+    Enqueue stores it in the job's metadata so the worker's ``process`` span
     continues the caller's trace. Without an SDK no span is ever active and this
     costs well under a microsecond.
     """

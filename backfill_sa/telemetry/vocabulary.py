@@ -1,16 +1,47 @@
-"""Names telemetry shares with its callers: the instrumentation scope, attempt outcomes."""
+"""Names telemetry shares with its callers: the instrumentation scope, outcomes, operations."""
 
 from __future__ import annotations
 
 import enum
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["INSTRUMENTATION_NAME", "MESSAGING_SYSTEM", "ClaimedJob", "Outcome", "OutcomeKey"]
+__all__ = [
+    "DB_OPERATIONS",
+    "INSTRUMENTATION_NAME",
+    "MESSAGING_SYSTEM",
+    "ClaimedJob",
+    "EnqueueKey",
+    "Outcome",
+    "OutcomeKey",
+]
 
 INSTRUMENTATION_NAME = "backfill_sa"
 """Name of the meter and the tracer (the instrumentation scope)."""
 
 MESSAGING_SYSTEM = "backfill_sa"
+"""Value of the ``messaging.system`` span attribute."""
+
+DB_OPERATIONS = frozenset(
+    {
+        "claim",
+        "complete",
+        "retry",
+        "dead_letter",
+        "cancel",
+        "heartbeat",
+        "rescue",
+        "promote",
+        "prune",
+        "release",
+        "leader",
+        "listen",
+        "settings",
+        "snapshot",
+        "unregister",
+        "other",
+    }
+)
+"""Values of the ``operation`` attribute of the worker's database metrics."""
 
 
 class Outcome(str, enum.Enum):
@@ -34,6 +65,16 @@ class OutcomeKey(NamedTuple):
     task: str
     queue: str
     reason: str | None = None
+
+
+class EnqueueKey(NamedTuple):
+    """Key of :meth:`Telemetry.record_enqueued` counts: task, queue and what the
+    enqueue did (an :class:`~backfill_sa.EnqueueOutcome` value: ``inserted``,
+    ``replaced`` or ``unchanged``)."""
+
+    task: str
+    queue: str
+    outcome: str = "inserted"
 
 
 class ClaimedJob(Protocol):

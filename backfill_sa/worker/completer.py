@@ -245,6 +245,12 @@ class Completer:
                     "outcome refused: job %s lost its claim (lease %s) before the write",
                     outcome.job_id,
                     outcome.lease,
-                    extra={"job_id": outcome.job_id, "outcome": outcome.kind.value},
+                    extra={
+                        "job_id": outcome.job_id,
+                        "task": outcome.task,
+                        "queue": outcome.queue,
+                        "attempt": outcome.attempt,
+                        "outcome": outcome.kind.value,
+                    },
                 )
         return accepted

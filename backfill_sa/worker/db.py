@@ -10,6 +10,11 @@ own, so connections stay in autocommit (no BEGIN/COMMIT).
 Transient errors (connection lost, serialization failure, admin shutdown, too many
 connections) are retried with tenacity; anything else goes to the caller's loop,
 which logs it and carries on.
+
+Every statement passes through :meth:`Database.execute`, the one place where the
+worker's database metrics are taken: the duration per operation, transient errors,
+and pool connections opened again after a lost one. While nothing collects metrics
+that costs one attribute check per statement.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from time import perf_counter
 from typing import Any, Protocol, TypeAlias, cast
 
 import asyncpg
@@ -36,8 +42,10 @@ from tenacity import (
 from backfill_sa.dburl import libpq_dsn
 from backfill_sa.schema_name import DEFAULT_SCHEMA
 from backfill_sa.statements.rendered import RenderedSql
+from backfill_sa.telemetry import Telemetry
 
 __all__ = [
+    "OPERATIONS",
     "TRANSIENT_SQLSTATES",
     "Database",
     "Record",
@@ -62,6 +70,30 @@ TRANSIENT_SQLSTATES = frozenset(
         "53300",  # too_many_connections
     }
 )
+
+
+OPERATIONS: Mapping[str, str] = {
+    "job_claim_batch": "claim",
+    "job_complete_and_claim": "claim",
+    "job_complete_many": "complete",
+    "job_retry_many": "retry",
+    "job_dead_letter_many": "dead_letter",
+    "job_cancel_many": "cancel",
+    "job_find_cancel_requested": "cancel",
+    "job_prune_finished": "prune",
+    "worker_heartbeat": "heartbeat",
+    "job_find_stale": "rescue",
+    "worker_delete_expired": "rescue",
+    "job_promote_due": "promote",
+    "job_release_orphans": "release",
+    "leader_elect": "leader",
+    "leader_resign": "leader",
+    "queue_settings": "settings",
+    "queue_stats_collect": "snapshot",
+    "worker_delete": "unregister",
+}
+"""The ``operation`` attribute of each worker statement's metrics, by statement name
+(others: ``other``). A caller may name another (the rescuer's writes: ``rescue``)."""
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -158,7 +190,7 @@ def decode_json(text: str) -> Any:
     return value
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _set_codecs(conn: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(
             kind, encoder=json.dumps, decoder=decode_json, schema="pg_catalog"
@@ -196,6 +228,7 @@ class Database:
         schema: schema that ``backfill`` maps to.
         pool_size: connections kept open.
         retry_for: how long transient errors are retried before giving up.
+        telemetry: where the database metrics go (none recorded when omitted).
         statement_cache: keep each statement prepared on its connection (one round
             trip per run). Turn it off behind a transaction-pooling proxy (PgBouncer
             with ``pool_mode = transaction``), where the next statement may run on
@@ -210,6 +243,7 @@ class Database:
         schema: str = DEFAULT_SCHEMA,
         pool_size: int = 5,
         retry_for: timedelta = timedelta(seconds=60),
+        telemetry: Telemetry | None = None,
         statement_cache: bool = True,
     ) -> None:
         """Prepare the pool (it opens on first use)."""
@@ -220,6 +254,9 @@ class Database:
         self._pool_lock = asyncio.Lock()
         self._retry_for = retry_for.total_seconds()
         self._sql: dict[tuple[object, ...], str] = {}
+        self._telemetry = telemetry
+        self._attributes: dict[tuple[int, str | None], dict[str, str]] = {}
+        self._reconnect_pending = False
         self._statement_cache_size = 100 if statement_cache else 0
 
     async def _get_pool(self) -> asyncpg.Pool:
@@ -230,12 +267,19 @@ class Database:
                         self._dsn,
                         min_size=1,
                         max_size=self._pool_size,
-                        init=_init_connection,
+                        init=self._init_connection,
                         connection_class=_WorkerConnection,
                         max_inactive_connection_lifetime=300,
                         statement_cache_size=self._statement_cache_size,
                     )
         return self._pool
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        await _set_codecs(conn)
+        if self._reconnect_pending:
+            self._reconnect_pending = False
+            if self._telemetry is not None and self._telemetry.metering:
+                self._telemetry.record_reconnect("pool")
 
     async def execute(
         self,
@@ -243,6 +287,7 @@ class Database:
         params: Mapping[str, Any] | None = None,
         *,
         retry: bool = True,
+        operation: str | None = None,
     ) -> Sequence[Record]:
         """Run one statement and return its rows (empty when it returns none).
 
@@ -255,12 +300,37 @@ class Database:
         safe to repeat blindly (a claim whose reply was lost has taken jobs that only
         the caller can give back).
 
+        While telemetry meters, the call's duration (retries included, failures too)
+        is recorded under ``operation`` (default: :data:`OPERATIONS` of the
+        statement's name), and each transient error is counted.
+
         Raises:
             asyncpg.PostgresError: a non-transient error, or a transient one that
                 outlasted the retry window.
             KeyError: a parameter the statement needs is missing.
             TypeError: an inline parameter (``limit``) is not an ``int``.
         """
+        telemetry = self._telemetry
+        if telemetry is None or not telemetry.metering:
+            return await self._execute(statement, params, retry, None)
+        key = (id(statement), operation)
+        attributes = self._attributes.get(key)
+        if attributes is None:
+            name = operation or OPERATIONS.get(statement.name, "other")
+            attributes = self._attributes[key] = telemetry.db_attributes(name)
+        started = perf_counter()
+        try:
+            return await self._execute(statement, params, retry, attributes)
+        finally:
+            telemetry.record_db_operation(attributes, perf_counter() - started)
+
+    async def _execute(
+        self,
+        statement: RenderedSql,
+        params: Mapping[str, Any] | None,
+        retry: bool,
+        attributes: Mapping[str, str] | None,
+    ) -> Sequence[Record]:
         values = params or {}
         key = (id(statement), *(values.get(n) for n in statement.inline))
         sql = self._sql.get(key)
@@ -271,7 +341,10 @@ class Database:
             return await self._fetch(sql, args)
         except Exception as exc:
             await self._after_failure(exc)
-            if not retry or not is_transient(exc):
+            if not is_transient(exc):
+                raise
+            self._transient(exc, attributes)
+            if not retry:
                 raise
             logger.warning("transient database error, retrying: %s", exc)
         retrying = AsyncRetrying(
@@ -287,8 +360,17 @@ class Database:
                     return await self._fetch(sql, args)
                 except Exception as exc:
                     await self._after_failure(exc)
+                    if is_transient(exc):
+                        self._transient(exc, attributes)
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transient(self, exc: BaseException, attributes: Mapping[str, str] | None) -> None:
+        """Note a transient error: count it, and whether the pool must reconnect."""
+        if _lost_connection(exc):
+            self._reconnect_pending = True
+        if attributes is not None and self._telemetry is not None:
+            self._telemetry.record_transient_error(attributes)
 
     async def _after_failure(self, exc: BaseException) -> None:
         """After a lost connection, replace every pooled one before its next use.

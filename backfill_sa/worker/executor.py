@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import functools
 import logging
@@ -126,6 +127,7 @@ class Executor:
             job["queue"],
             error=error or error_json(None, job["attempts"], message=message),
             keep_ms=self.keep_ms(job["task"], job["queue"]),
+            attempt=job["attempts"],
         )
 
     def _thread_pool(self) -> ThreadPoolExecutor:
@@ -177,7 +179,7 @@ class Executor:
                     job["id"],
                     job["task"],
                     malformed,
-                    extra={"job_id": job["id"], "task": job["task"], "queue": job["queue"]},
+                    extra=_job_fields(job),
                 )
                 return Outcome(
                     OutcomeKind.DEAD,
@@ -188,6 +190,7 @@ class Executor:
                     error=error_json(None, job["attempts"], message=malformed),
                     reason=FailureReason.INVALID_JOB.value,
                     duration=time.perf_counter() - started,
+                    attempt=job["attempts"],
                 )
             exc: BaseException | None
             value: object = None
@@ -236,16 +239,17 @@ class Executor:
                 reason=outcome.reason,
                 error=exc if outcome.kind is not OutcomeKind.SNOOZED else None,
             )
-        if exc is not None and outcome.kind is not OutcomeKind.SNOOZED:
-            job_logger.warning(
-                "job %s (%s) attempt %s failed: %s -> %s",
-                job["id"],
-                job["task"],
-                job["attempts"],
-                type(exc).__name__,
-                outcome.kind.value,
-                extra={"job_id": job["id"], "task": job["task"], "queue": job["queue"]},
-            )
+            if exc is not None and outcome.kind is not OutcomeKind.SNOOZED:
+                # Inside the span: the record carries the job's trace and span ids.
+                job_logger.warning(
+                    "job %s (%s) attempt %s failed: %s -> %s",
+                    job["id"],
+                    job["task"],
+                    job["attempts"],
+                    type(exc).__name__,
+                    outcome.kind.value,
+                    extra=_job_fields(job),
+                )
         return outcome
 
     def _malformed(self, job: Any, task: Task | None) -> str | None:
@@ -279,6 +283,7 @@ class Executor:
                 job["lease"],
                 job["task"],
                 job["queue"],
+                attempt=job["attempts"],
                 keep_ms=keep_ms,
             )
         outcome = classify(
@@ -308,9 +313,12 @@ class Executor:
         if task.is_async:
             awaitable: Any = task.handler(payload, ctx)
         else:
+            # In the job's context (its span is current there): log records and spans
+            # made by a sync handler join the job's trace as an async handler's do.
             loop = asyncio.get_running_loop()
+            run = contextvars.copy_context().run
             awaitable = loop.run_in_executor(
-                self._thread_pool(), functools.partial(task.handler, payload, ctx)
+                self._thread_pool(), functools.partial(run, task.handler, payload, ctx)
             )
         if timeout is None:
             return await awaitable
@@ -331,16 +339,18 @@ class Executor:
             metadata=metadata,
             worker_id=self.worker_id,
             claimed_at=job["locked_at"],
-            logger=logging.LoggerAdapter(
-                job_logger,
-                {
-                    "job_id": job["id"],
-                    "task": job["task"],
-                    "queue": job["queue"],
-                    "attempt": job["attempts"],
-                },
-            ),
+            logger=logging.LoggerAdapter(job_logger, _job_fields(job)),
         )
+
+
+def _job_fields(job: Any) -> dict[str, Any]:
+    """The structured fields of every log record about a job (``extra=``)."""
+    return {
+        "job_id": job["id"],
+        "task": job["task"],
+        "queue": job["queue"],
+        "attempt": job["attempts"],
+    }
 
 
 class _Cancelled(BaseException):

@@ -317,6 +317,7 @@ class QueueFetcher:
                 row["queue"],
                 error=error_json(None, row["attempts"], message="worker shut down"),
                 refund=1,
+                attempt=row["attempts"],
                 keep_ms=executor.keep_ms(row["task"], row["queue"]),
             )
         else:
@@ -326,7 +327,17 @@ class QueueFetcher:
             elif isinstance(exc, _Cancelled):
                 outcome = exc.outcome
             else:  # pragma: no cover - Executor.run never raises anything else
-                logger.error("job %s: executor failed", row["id"], exc_info=exc)
+                logger.error(
+                    "job %s: executor failed",
+                    row["id"],
+                    exc_info=exc,
+                    extra={
+                        "job_id": row["id"],
+                        "task": row["task"],
+                        "queue": row["queue"],
+                        "attempt": row["attempts"],
+                    },
+                )
                 outcome = Outcome(
                     OutcomeKind.RETRIED,
                     row["id"],
@@ -335,6 +346,7 @@ class QueueFetcher:
                     row["queue"],
                     delay_ms=1000,
                     error=error_json(exc, row["attempts"]),
+                    attempt=row["attempts"],
                     keep_ms=executor.keep_ms(row["task"], row["queue"]),
                 )
         executor.forget(row["id"])

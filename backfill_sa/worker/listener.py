@@ -1,7 +1,9 @@
 """LISTEN on one dedicated connection; wakes the fetchers of the queue named in a NOTIFY.
 
 A lost connection is re-established with exponential backoff and jitter while the
-fetchers keep polling, so no job waits longer than the poll interval meanwhile.
+fetchers keep polling, so no job waits longer than the poll interval meanwhile. Each
+failure counts as a transient database error (operation ``listen``) and each
+connection after the first as a reconnect (connection ``listen``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from typing import Any
 import asyncpg
 
 from backfill_sa.dburl import libpq_dsn
+from backfill_sa.telemetry import Telemetry
 
 __all__ = ["Listener"]
 
 logger = logging.getLogger(__name__)
+
+_LISTEN = {"operation": "listen"}
 
 
 class Listener:
@@ -34,6 +39,7 @@ class Listener:
         max_backoff: longest pause between reconnection attempts, in seconds.
         also: more channels to listen to on the same connection, each with its own
             callback (called with the payload).
+        telemetry: where failures and reconnects are counted (nowhere when omitted).
     """
 
     def __init__(
@@ -44,6 +50,7 @@ class Listener:
         *,
         max_backoff: float = 5.0,
         also: Mapping[str, Callable[[str], None]] = MappingProxyType({}),
+        telemetry: Telemetry | None = None,
     ) -> None:
         """Prepare the listener; :meth:`run` opens the connection."""
         self._dsn = libpq_dsn(url)
@@ -53,6 +60,10 @@ class Listener:
         self._also = dict(also)
         self.connected = asyncio.Event()
         self.connections_made = 0
+        self._telemetry = telemetry
+
+    def _metering(self) -> bool:
+        return self._telemetry is not None and self._telemetry.metering
 
     def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._on_notify(payload)
@@ -70,6 +81,9 @@ class Listener:
                 for channel, callback in self._also.items():
                     await conn.add_listener(channel, functools.partial(_relay, callback))
                 self.connections_made += 1
+                if self.connections_made > 1 and self._metering():
+                    assert self._telemetry is not None
+                    self._telemetry.record_reconnect("listen")
                 self.connected.set()
                 delay = 0.05
                 # Wake everyone once: notifications sent while we were away are gone.
@@ -79,6 +93,9 @@ class Listener:
                 raise
             except Exception as exc:
                 logger.warning("LISTEN connection failed (%s); retrying in %.2fs", exc, delay)
+                if self._metering():
+                    assert self._telemetry is not None
+                    self._telemetry.record_transient_error(_LISTEN)
             finally:
                 self.connected.clear()
                 if conn is not None and not conn.is_closed():

@@ -152,6 +152,9 @@ class RescueResult:
     dead_lettered: int = 0
     workers_forgotten: int = 0
     by_task_queue: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Rescued jobs per (task, queue)."""
+    dead_by_task_queue: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Dead-lettered jobs (their last attempt lost) per (task, queue)."""
 
 
 class Rescuer:
@@ -216,6 +219,7 @@ class Rescuer:
                     "refunds": [0] * len(retry),
                     "keeps_ms": [self.keep_ms(r["task"], r["queue"]) for r in retry],
                 },
+                operation="rescue",
             )
             result.rescued = len(done)
             rescued_ids = {row["id"] for row in done}
@@ -237,8 +241,14 @@ class Rescuer:
                         for r in dead
                     ],
                 },
+                operation="rescue",
             )
             result.dead_lettered = len(done)
+            moved = {row[0] for row in done}
+            for r in dead:
+                if r["id"] in moved:
+                    key = (r["task"], r["queue"])
+                    result.dead_by_task_queue[key] = result.dead_by_task_queue.get(key, 0) + 1
         forgotten = await self.db.execute(
             worker_delete_expired, {"expiry_ms": _ms(self.heartbeat_expiry) * 10}
         )

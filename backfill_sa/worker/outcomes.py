@@ -69,6 +69,8 @@ class Outcome:
     duration: float = 0.0
     result: str | None = None
     keep_ms: int = 0
+    attempt: int = 0
+    """The attempt's number (for log records)."""
 
 
 def _bounded(text: str) -> str:
@@ -167,11 +169,18 @@ def classify(
         unknown_task: the worker has no handler for ``task_name``.
     """
     if exc is None:
-        return Outcome(OutcomeKind.SUCCEEDED, job_id, lease, task_name, queue)
+        return Outcome(OutcomeKind.SUCCEEDED, job_id, lease, task_name, queue, attempt=attempt)
     if isinstance(exc, Snooze):
         delay_ms = round(exc.delay.total_seconds() * 1000)
         return Outcome(
-            OutcomeKind.SNOOZED, job_id, lease, task_name, queue, delay_ms=delay_ms, refund=1
+            OutcomeKind.SNOOZED,
+            job_id,
+            lease,
+            task_name,
+            queue,
+            delay_ms=delay_ms,
+            refund=1,
+            attempt=attempt,
         )
     error = error_json(exc, attempt)
     if isinstance(exc, InvalidPayloadError):
@@ -193,7 +202,14 @@ def classify(
         reason = None
     if reason is not None:
         return Outcome(
-            OutcomeKind.DEAD, job_id, lease, task_name, queue, error=error, reason=reason
+            OutcomeKind.DEAD,
+            job_id,
+            lease,
+            task_name,
+            queue,
+            error=error,
+            reason=reason,
+            attempt=attempt,
         )
     delay = policy.delay(attempt, rng)
     return Outcome(
@@ -204,4 +220,5 @@ def classify(
         queue,
         delay_ms=max(1, round(delay.total_seconds() * 1000)),
         error=error,
+        attempt=attempt,
     )

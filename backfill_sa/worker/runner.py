@@ -24,9 +24,10 @@ from typing import Any
 from backfill_sa.config import WorkerConfig
 from backfill_sa.notify import cancel_channel_for, channel_for
 from backfill_sa.statements.worker_sql import queue_set_limits, queue_settings, schema_probe
+from backfill_sa.states import FailureReason
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
-from backfill_sa.telemetry import OutcomeKey, Telemetry
+from backfill_sa.telemetry import OutcomeKey, QueueSnapshot, Telemetry, default_telemetry
 from backfill_sa.worker.completer import Completer, RunResult
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.executor import Executor
@@ -42,6 +43,7 @@ from backfill_sa.worker.maintenance import (
     RescueResult,
 )
 from backfill_sa.worker.outcomes import Outcome
+from backfill_sa.worker.queue_stats import QueueStats
 from backfill_sa.worker.scheduler import CronScheduler, resolve_schedules
 
 __all__ = ["WorkerHandle", "WorkerRunner"]
@@ -55,8 +57,9 @@ class WorkerRunner:
     Args:
         config: the worker's settings.
         registry: the application's tasks.
-        telemetry: where metrics and spans go (default: a :class:`Telemetry` on the
-            OpenTelemetry API's global providers, a no-op until an SDK is installed).
+        telemetry: where metrics and spans go (default:
+            :func:`~backfill_sa.telemetry.default_telemetry`, on the OpenTelemetry
+            API's global providers: a no-op until an SDK is installed).
 
     Example::
 
@@ -78,7 +81,8 @@ class WorkerRunner:
         self.worker_id = config.worker_id or (
             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         )
-        self.telemetry = telemetry or Telemetry()
+        self.telemetry = telemetry or default_telemetry()
+        self._stats: QueueStats | None = None
         self._stop: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
         self._queues: dict[str, QueueFetcher] = {}
@@ -119,6 +123,17 @@ class WorkerRunner:
             self._force.set()
         self.stop()
 
+    async def snapshot_queues(self) -> QueueSnapshot:
+        """Take the queue gauges' snapshot now (normally the leader's maintenance does).
+
+        Raises:
+            RuntimeError: the worker is not running.
+            asyncpg.PostgresError, OSError: the statement failed.
+        """
+        if self._stats is None:
+            raise RuntimeError("snapshot_queues: the worker is not running")
+        return await self._stats.run_once()
+
     def start(self) -> WorkerHandle:
         """Run the worker in a background task and return a handle to stop it.
 
@@ -158,6 +173,7 @@ class WorkerRunner:
             cfg.database_url,
             schema=cfg.schema,
             pool_size=len(cfg.queues) + 3,
+            telemetry=self.telemetry,
             statement_cache=not cfg.pooled,
         )
         completer = Completer(db, self.result, on_written=self._on_written)
@@ -173,6 +189,7 @@ class WorkerRunner:
         heartbeat = Heartbeat(db, self.worker_id, cfg.queues)
         leader = LeaderElection(db, self.worker_id, ttl=cfg.heartbeat_expiry)
         promoter = Promoter(db)
+        self._stats = stats = QueueStats(db, heartbeat_expiry=cfg.heartbeat_expiry)
         rescuer = Rescuer(
             db,
             heartbeat_expiry=cfg.heartbeat_expiry,
@@ -203,6 +220,7 @@ class WorkerRunner:
         fetchers: list[asyncio.Task[None]] = []
         flushed = asyncio.Event()
         unwatch = self.telemetry.watch_running(self._running_now)
+        unwatch_queues = self.telemetry.watch_queues(stats.current)
         try:
             await heartbeat.run_once()
             for name, limits in cfg.queue_limits.items():
@@ -211,6 +229,7 @@ class WorkerRunner:
             if await leader.run_once():
                 self._record_rescue(await rescuer.run_once())
                 await pruner.run_once()
+                await self._snapshot(stats)
             if scheduler is not None:
                 await scheduler.run_once()
             await promoter.run_once()
@@ -223,6 +242,7 @@ class WorkerRunner:
                         channel_for(cfg.schema),
                         self._wake,
                         also={cancel_channel_for(cfg.schema): self._on_cancel_notify},
+                        telemetry=self.telemetry,
                     )
                     background.append(loop.create_task(self.listener.run(stop)))
                 background.append(
@@ -245,6 +265,7 @@ class WorkerRunner:
                                 rescuer=rescuer,
                                 pruner=pruner,
                                 cancel_watch=cancel_watch,
+                                stats=stats,
                             ),
                             stop,
                         )
@@ -282,6 +303,8 @@ class WorkerRunner:
                 )
             executor.close()
             unwatch()
+            unwatch_queues()
+            self._stats = None
             await db.dispose()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -354,6 +377,14 @@ class WorkerRunner:
         self.result.rescued += rescue.rescued
         if rescue.by_task_queue:
             self.telemetry.record_rescued(rescue.by_task_queue)
+        if rescue.dead_by_task_queue:
+            reason = FailureReason.MAX_ATTEMPTS_EXCEEDED.value
+            self.telemetry.record_outcomes(
+                {
+                    OutcomeKey(TelemetryOutcome.DEAD_LETTERED, task, queue, reason): n
+                    for (task, queue), n in rescue.dead_by_task_queue.items()
+                }
+            )
 
     def _running_now(self) -> dict[str, int]:
         return {name: len(fetcher.running) for name, fetcher in self._queues.items()}
@@ -484,6 +515,7 @@ class WorkerRunner:
         rescuer: Rescuer,
         pruner: Pruner,
         cancel_watch: CancelWatch,
+        stats: QueueStats,
     ) -> Callable[[], Awaitable[None]]:
         interval = self.config.stale_lock_cleanup_interval
         last_cleanup = time.monotonic()
@@ -495,8 +527,10 @@ class WorkerRunner:
             for job_id in await cancel_watch.run_once():
                 self.cancel_running(job_id)
             if not await leader.run_once():
+                stats.clear()  # the new leader reports the queues
                 return
             await pruner.run_once()
+            await self._snapshot(stats)
             if interval is None:
                 return
             if time.monotonic() - last_cleanup >= interval.total_seconds():
@@ -504,6 +538,19 @@ class WorkerRunner:
                 self._record_rescue(await rescuer.run_once())
 
         return action
+
+    async def _snapshot(self, stats: QueueStats) -> None:
+        """Refresh the queue gauges' snapshot while metrics are collected; a failure
+        keeps the last one and is logged (maintenance carries on)."""
+        if not self.telemetry.metering:
+            stats.clear()
+            return
+        try:
+            await stats.run_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("taking the queue snapshot failed; keeping the last one")
 
     async def _refresh_queue_settings(self, db: Database) -> None:
         limited = dict.fromkeys(self._queues, False)

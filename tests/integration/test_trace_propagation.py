@@ -49,7 +49,7 @@ async def test_job_span_joins_the_enqueue_trace(
 
     assert result.succeeded == 1
     assert len(seen) == 1
-    job_spans = [s for s in exporter.get_finished_spans() if s.name == "backfill.job"]
+    job_spans = [s for s in exporter.get_finished_spans() if s.name == "process bulk"]
     assert len(job_spans) == 1
     assert job_spans[0].context.trace_id == trace_id
     assert job_spans[0].parent is not None

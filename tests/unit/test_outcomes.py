@@ -80,7 +80,7 @@ def _raised(exc: BaseException) -> BaseException:
 def test_success() -> None:
     outcome = _classify(None)
 
-    assert outcome == Outcome(OutcomeKind.SUCCEEDED, 42, 7, "t", "bulk")
+    assert outcome == Outcome(OutcomeKind.SUCCEEDED, 42, 7, "t", "bulk", attempt=1)
 
 
 @pytest.mark.parametrize(

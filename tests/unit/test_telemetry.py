@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from backfill_sa.telemetry import Outcome, OutcomeKey, Telemetry
+from backfill_sa.telemetry import EnqueueKey, Outcome, OutcomeKey, QueueSnapshot, Telemetry
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,8 +107,9 @@ def value(point: NumberDataPoint) -> float:
 
 def test_counters_carry_task_queue_and_reason(sdk: Sdk) -> None:
     t = sdk.telemetry
-    t.record_enqueued({("email", "bulk"): 3, ("charge", "fast"): 1})
-    t.record_enqueued({("email", "bulk"): 2})
+    t.record_enqueued({EnqueueKey("email", "bulk"): 3, EnqueueKey("charge", "fast"): 1})
+    t.record_enqueued({EnqueueKey("email", "bulk"): 1, ("email", "bulk", "replaced"): 4})
+    t.record_enqueue("email", "bulk", "inserted")
     t.record_outcomes(
         collections.Counter(
             {
@@ -124,8 +125,9 @@ def test_counters_carry_task_queue_and_reason(sdk: Sdk) -> None:
 
     email, charge = attrs(task="email", queue="bulk"), attrs(task="charge", queue="fast")
     assert {k: value(p) for k, p in sdk.points("backfill.jobs.enqueued").items()} == {
-        email: 5,
-        charge: 1,
+        attrs(task="email", queue="bulk", outcome="inserted"): 5,
+        attrs(task="email", queue="bulk", outcome="replaced"): 4,
+        attrs(task="charge", queue="fast", outcome="inserted"): 1,
     }
     assert {k: value(p) for k, p in sdk.points("backfill.jobs.succeeded").items()} == {email: 4}
     assert {k: value(p) for k, p in sdk.points("backfill.jobs.retried").items()} == {email: 2}
@@ -194,11 +196,12 @@ def test_job_span_attributes_and_duration(sdk: Sdk) -> None:
         assert trace.get_current_span() is job.span
         job.set_outcome(Outcome.SUCCEEDED)
     (span,) = sdk.spans()
-    assert span.name == "backfill.job"
+    assert span.name == "process bulk"
     assert span.kind is SpanKind.CONSUMER
     assert dict(span.attributes or {}) == {
         "messaging.system": "backfill_sa",
         "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
         "messaging.destination.name": "bulk",
         "messaging.message.id": "42",
         "backfill.job.id": 42,
@@ -250,11 +253,12 @@ def test_context_injected_at_enqueue_is_continued_by_the_job(sdk: Sdk) -> None:
         enqueue.set_job_id(7)
     assert set(metadata) == {"tenant", "traceparent"}
     (producer,) = sdk.spans()
-    assert producer.name == "backfill.enqueue"
+    assert producer.name == "send bulk"
     assert producer.kind is SpanKind.PRODUCER
     assert dict(producer.attributes or {}) == {
         "messaging.system": "backfill_sa",
         "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
         "messaging.destination.name": "bulk",
         "messaging.message.id": "7",
         "backfill.job.id": 7,
@@ -284,6 +288,7 @@ def test_enqueue_span_for_a_batch_is_a_child_of_the_callers_span(sdk: Sdk) -> No
     ):
         carrier = t.inject_context()
     (producer,) = sdk.spans()
+    assert producer.name == "send"
     assert producer.attributes is not None
     assert producer.attributes["messaging.batch.message_count"] == 500
     assert "backfill.job.task" not in producer.attributes
@@ -338,29 +343,82 @@ def test_default_providers_are_the_api_globals() -> None:
 
 def test_docs_snippets_run() -> None:
     """The ```python blocks of docs/telemetry.md run (each in a fresh namespace)."""
-    doc = Path(__file__).parents[2] / "docs" / "telemetry.md"
-    blocks = re.findall(r"^```python\n(.*?)^```", doc.read_text(), flags=re.S | re.M)
-    assert len(blocks) == 3
+    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
+    assert len(blocks) == 4
     for block in blocks:
         namespace: dict[str, Any] = {}
-        exec(compile(block, str(doc), "exec"), namespace)
+        exec(compile(block, str(DOC), "exec"), namespace)
     assert namespace["outcomes"] == {OutcomeKey(Outcome.SUCCEEDED, "send_email", "bulk"): 1}
     assert namespace["running"] == {"bulk": 0}
 
 
-def test_docs_list_every_instrument(sdk: Sdk) -> None:
-    """Every metric the SDK sees appears in docs/telemetry.md."""
-    sdk.telemetry.record_enqueued({("t", "q"): 1})
-    sdk.telemetry.record_claimed([Claimed("t", "q", T0, T0)], claimed_at=T0)
-    sdk.telemetry.record_rescued({("t", "q"): 1})
-    sdk.telemetry.record_outcomes({OutcomeKey(o, "t", "q"): 1 for o in Outcome})
-    sdk.telemetry.watch_running(lambda: {"q": 1})
-    with sdk.telemetry.job_span(job_id=1, task="t", queue="q", attempt=1):
+DOC = Path(__file__).parents[2] / "docs" / "telemetry.md"
+
+# The SDK cannot tell a Counter from an ObservableCounter (both export a monotonic
+# sum), so the documented type is mapped to what the SDK exports.
+_EXPORTED_AS = {
+    "Counter": ("Sum", True),
+    "ObservableUpDownCounter": ("Sum", False),
+    "Histogram": ("Histogram", None),
+    "ObservableGauge": ("Gauge", None),
+}
+
+
+def documented_metrics() -> dict[str, tuple[str, str, frozenset[str]]]:
+    """Rows of the docs' metric table: name -> (type, unit, attribute keys)."""
+    rows: dict[str, tuple[str, str, frozenset[str]]] = {}
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and re.fullmatch(r"`backfill\.[a-z_.]+`", cells[0]):
+            name, kind, unit = (c.strip("`") for c in cells[:3])
+            keys = frozenset(re.findall(r"`([a-z_]+)`", cells[3]))
+            assert name not in rows, f"{name} documented twice"
+            rows[name] = (kind, unit, keys)
+    return rows
+
+
+def exercise_every_instrument(t: Telemetry) -> None:
+    """Record each of the telemetry's instruments once, as the library does."""
+    t.record_enqueue("t", "q", "inserted")
+    t.record_claimed([Claimed("t", "q", T0, T0)], claimed_at=T0)
+    t.record_rescued({("t", "q"): 1})
+    t.record_outcomes({OutcomeKey(o, "t", "q", "permanent_error"): 1 for o in Outcome})
+    t.watch_running(lambda: {"q": 1})
+    snapshot = QueueSnapshot({("q", "available"): 3}, {"q": 2.5}, {"q": 1}, 2)
+    t.watch_queues(lambda: snapshot)
+    with t.job_span(job_id=1, task="t", queue="q", attempt=1):
         pass
-    names = set(sdk.units())
-    assert len(names) == 11
-    doc = (Path(__file__).parents[2] / "docs" / "telemetry.md").read_text()
-    assert {n for n in names if f"`{n}`" not in doc} == set()
+    attributes = t.db_attributes("claim")
+    t.record_db_operation(attributes, 0.001)
+    t.record_transient_error(attributes)
+    t.record_reconnect("pool")
+
+
+def emitted_metrics(sdk: Sdk) -> dict[str, tuple[tuple[str, bool | None], str, frozenset[str]]]:
+    data = sdk.reader.get_metrics_data()
+    assert data is not None
+    found: dict[str, tuple[tuple[str, bool | None], str, frozenset[str]]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                kind = type(metric.data).__name__
+                monotonic = getattr(metric.data, "is_monotonic", None)
+                keys = frozenset(k for p in metric.data.data_points for k in p.attributes or {})
+                found[metric.name] = ((kind, monotonic), metric.unit or "", keys)
+    return found
+
+
+def test_docs_metric_table_equals_what_is_emitted(sdk: Sdk) -> None:
+    """docs/telemetry.md's table lists exactly the instruments recorded, with their
+    type, unit and attribute keys."""
+    exercise_every_instrument(sdk.telemetry)
+    emitted = emitted_metrics(sdk)
+    documented = {
+        name: (_EXPORTED_AS[kind], unit, keys)
+        for name, (kind, unit, keys) in documented_metrics().items()
+    }
+    assert len(documented) == 18
+    assert documented == emitted
 
 
 def test_nothing_collected_means_no_per_job_work() -> None:

@@ -60,7 +60,13 @@ async def _generic_plan(database_url: str, schema: str, name: str) -> str:
         await conn.close()
 
 
-@pytest.mark.parametrize("name", worker_sql.__all__)
+# The telemetry snapshot counts every row of each state (exact gauges): for a state
+# holding a large share of the table a sequential scan is the cheaper plan, and the
+# planner is right to take it. It runs once per heartbeat, on the leader only.
+_AGGREGATES = {"queue_stats_collect"}
+
+
+@pytest.mark.parametrize("name", sorted(set(worker_sql.__all__) - _AGGREGATES))
 async def test_every_generic_plan_reads_jobs_through_an_index(
     database_url: str, big_table: str, name: str
 ) -> None:

@@ -1,0 +1,1 @@
+"""A worker and a producer exporting backfill_sa's metrics to Prometheus."""
