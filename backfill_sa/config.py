@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 from backfill_sa.errors import ConfigurationError
 from backfill_sa.priority import BULK, FAST
-from backfill_sa.schema_name import DEFAULT_SCHEMA, SCHEMA_NAME_PATTERN
+from backfill_sa.schema_name import DEFAULT_SCHEMA, SCHEMA_NAME_PATTERN, validate_schema_name
 
 __all__ = ["MIN_STALE_JOB_LOCK_TIMEOUT", "WorkerConfig"]
 
@@ -124,7 +124,8 @@ class WorkerConfig:
             **overrides: field values that replace what the environment says.
 
         Raises:
-            ConfigurationError: a variable is not a number where one is needed, or a
+            ConfigurationError: a variable is not a number of at least 1 where one is
+                needed, or not a schema name (the error names the variable), or a
                 resulting field breaks its rule; ``DATABASE_URL`` is missing and no
                 ``database_url`` override is given.
         """
@@ -132,18 +133,21 @@ class WorkerConfig:
         values: dict[str, object] = {}
         if source.get("DATABASE_URL"):
             values["database_url"] = source["DATABASE_URL"]
-        if source.get("BACKFILL_SCHEMA"):
-            values["schema"] = source["BACKFILL_SCHEMA"]
+        if source.get("BACKFILL_SCHEMA") and "schema" not in overrides:
+            values["schema"] = validate_schema_name(
+                source["BACKFILL_SCHEMA"], field="BACKFILL_SCHEMA"
+            )
         queues = {
             FAST: _env_int(source, "FAST_QUEUE_CONCURRENCY", 10),
             BULK: _env_int(source, "BULK_QUEUE_CONCURRENCY", 5),
         }
-        values["queues"] = queues
-        if "POLL_INTERVAL_MS" in source:
+        if "queues" not in overrides:
+            values["queues"] = queues
+        if "POLL_INTERVAL_MS" in source and "poll_interval" not in overrides:
             values["poll_interval"] = timedelta(
                 milliseconds=_env_int(source, "POLL_INTERVAL_MS", 200)
             )
-        if "SHUTDOWN_TIMEOUT_SECS" in source:
+        if "SHUTDOWN_TIMEOUT_SECS" in source and "shutdown_timeout" not in overrides:
             values["shutdown_timeout"] = timedelta(
                 seconds=_env_int(source, "SHUTDOWN_TIMEOUT_SECS", 30)
             )
@@ -154,10 +158,18 @@ class WorkerConfig:
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """Read a whole number of at least 1 from ``env[name]`` (blank: ``default``).
+
+    Raises:
+        ConfigurationError: naming the variable, when it is not such a number.
+    """
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw.strip())
+        number = int(raw.strip())
     except ValueError:
         raise ConfigurationError(name, f"must be a whole number, got {raw!r}") from None
+    if number < 1:
+        raise ConfigurationError(name, f"must be a whole number of at least 1, got {raw!r}")
+    return number

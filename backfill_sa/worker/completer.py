@@ -34,6 +34,9 @@ class RunResult:
     Attributes:
         succeeded: jobs completed (deleted).
         retried: failed attempts rescheduled with backoff.
+        returned: jobs cancelled by this worker's shutdown and given back to the
+            queue at once, the attempt refunded (not failures: counted apart from
+            ``retried``).
         snoozed: jobs rescheduled by ``Snooze`` (attempt given back).
         dead_lettered: jobs moved to the dead-letter queue.
         refused: outcome writes refused by the fence (claim lost meanwhile).
@@ -42,6 +45,7 @@ class RunResult:
 
     succeeded: int = 0
     retried: int = 0
+    returned: int = 0
     snoozed: int = 0
     dead_lettered: int = 0
     refused: int = 0
@@ -49,8 +53,8 @@ class RunResult:
 
     @property
     def total(self) -> int:
-        """Jobs whose attempt ended (succeeded, retried, snoozed, dead-lettered)."""
-        return self.succeeded + self.retried + self.snoozed + self.dead_lettered
+        """Jobs whose attempt ended (succeeded, retried, returned, snoozed, dead-lettered)."""
+        return self.succeeded + self.retried + self.returned + self.snoozed + self.dead_lettered
 
 
 @dataclass
@@ -199,6 +203,8 @@ class Completer:
                 accepted.append(outcome)
                 if outcome.kind is OutcomeKind.SUCCEEDED:
                     self.result.succeeded += 1
+                elif outcome.kind is OutcomeKind.RETRIED and outcome.shutdown:
+                    self.result.returned += 1
                 elif outcome.kind is OutcomeKind.RETRIED:
                     self.result.retried += 1
                 elif outcome.kind is OutcomeKind.SNOOZED:

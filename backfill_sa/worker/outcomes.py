@@ -56,6 +56,8 @@ class Outcome:
     reason: str | None = None
     refund: int = 0
     duration: float = 0.0
+    shutdown: bool = False
+    """A ``RETRIED`` outcome that is the worker's shutdown giving the job back."""
 
 
 def _bounded(text: str) -> str:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from backfill_sa.config import WorkerConfig
+from backfill_sa.dburl import redacted_url
 from backfill_sa.notify import channel_for
 from backfill_sa.statements.worker_sql import queue_settings, schema_probe
 from backfill_sa.tasks import TaskRegistry
@@ -186,6 +187,16 @@ class WorkerRunner:
         unwatch = self.telemetry.watch_running(self._running_now)
         try:
             await heartbeat.run_once()
+            logger.info(
+                "worker %s started: queues %s; tasks %s; database %s, schema %s%s",
+                self.worker_id,
+                ", ".join(f"{name}={limit}" for name, limit in cfg.queues.items()),
+                ", ".join(sorted(self.registry)) or "(none registered)",
+                redacted_url(cfg.database_url),
+                cfg.schema,
+                " (burst)" if burst else "",
+                extra={"worker_id": self.worker_id, "queues": dict(cfg.queues)},
+            )
             await self._refresh_queue_settings(db)
             if await leader.run_once():
                 self._record_rescue(await rescuer.run_once())

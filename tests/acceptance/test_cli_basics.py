@@ -45,11 +45,14 @@ BAD_WORKER_INPUT = [
     (["--log-level", "LOUD"], {}, "--log-level"),
     (["--schema", "Not-A-Schema"], {}, "--schema"),
     ([], {"FAST_QUEUE_CONCURRENCY": "abc"}, "FAST_QUEUE_CONCURRENCY"),
-    ([], {"BULK_QUEUE_CONCURRENCY": "-3"}, "queues[bulk]"),
-    ([], {"POLL_INTERVAL_MS": "0"}, "poll_interval"),
+    ([], {"BULK_QUEUE_CONCURRENCY": "-3"}, "BULK_QUEUE_CONCURRENCY"),
+    ([], {"POLL_INTERVAL_MS": "0"}, "POLL_INTERVAL_MS"),
     ([], {"SHUTDOWN_TIMEOUT_SECS": "soon"}, "SHUTDOWN_TIMEOUT_SECS"),
-    ([], {"BACKFILL_SCHEMA": "Bad Name"}, "schema"),
+    ([], {"SHUTDOWN_TIMEOUT_SECS": "0"}, "SHUTDOWN_TIMEOUT_SECS"),
+    ([], {"BACKFILL_SCHEMA": "Bad Name"}, "BACKFILL_SCHEMA"),
     ([], {"DATABASE_URL": "mysql://u@h/db"}, "DATABASE_URL"),
+    ([], {"DATABASE_URL": ""}, "DATABASE_URL"),
+    ([], {"DATABASE_URL": "  "}, "DATABASE_URL"),
 ]
 
 
