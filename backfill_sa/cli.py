@@ -208,6 +208,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     url = database_url()
     _reachable(url)
     summary = asyncio.run(run_demo(url, schema=schema, jobs=args.jobs))
+    print(
+        f"Left behind: schema {schema!r} with the orders and an empty queue (the next demo run"
+        " drops it); the demo's worker has stopped."
+    )
+    if os.environ.get("DATABASE_URL") is None:
+        from backfill_sa.embedded import resolve_data_dir
+
+        print(
+            f"The embedded PostgreSQL in {resolve_data_dir()} keeps running for the next"
+            " command; `python -m backfill_sa embedded stop` stops it."
+        )
     return 0 if summary.ok else 1
 
 
