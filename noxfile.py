@@ -1,7 +1,7 @@
 """Developer sessions: ``nox -s lint typecheck tests`` (what CI checks) and ``nox -s bench``.
 
 Tests and benchmarks need PostgreSQL: ``DATABASE_URL``, else the embedded server
-(extra ``embedded``) in ``.backfill/``.
+(extra ``embedded``; its data directory is in README.md, "The embedded PostgreSQL").
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from backfill_sa.cli_ops import (
     require_schema,
     schema_name,
 )
-from backfill_sa.cli_status import cmd_health, cmd_stats
+from backfill_sa.cli_status import cmd_health, cmd_stats, revision_state
 from backfill_sa.errors import (
     BackfillError,
     ConfigurationError,
@@ -75,6 +75,11 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     schema = schema_name(args)
     if args.action == "current" and (args.revision or args.sql):
         raise CommandError("migrate current: takes neither a revision nor --sql")
+    if args.json:
+        if args.action != "current":
+            raise CommandError("--json: only `migrate current` reads; the others change")
+        print(json.dumps(revision_state(database_url(), schema, timeout=30.0)))
+        return 0
     # --sql never connects: a URL only picks the dialect.
     url = "postgresql://localhost/backfill" if args.sql else database_url()
     try:
@@ -323,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         "revision", nargs="?", help="target (upgrade: heads; downgrade: base, all dropped)"
     )
     migrate.add_argument("--sql", action="store_true", help="print the DDL instead of running it")
+    migrate.add_argument("--json", action="store_true", help="current: as one JSON object")
     migrate.set_defaults(handler=_cmd_migrate)
 
     worker = commands.add_parser("worker", parents=[common], help="run jobs")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["cmd_health", "cmd_stats"]
+__all__ = ["cmd_health", "cmd_stats", "revision_state"]
 
 _WORKER_EXPIRY = dt.timedelta(seconds=60)
 """A worker is live when it heartbeat within this (WorkerConfig's default expiry)."""
@@ -78,17 +78,13 @@ def _revision_state(connection: Connection, schema: str) -> dict[str, Any]:
     }
 
 
-def cmd_health(args: argparse.Namespace) -> int:
-    """``health``: exit 0 if the database answers and the schema is current, else 1.
+def revision_state(url: str, schema: str, timeout: float) -> dict[str, Any]:
+    """Return where ``schema`` stands (see ``health --json``), asking within ``timeout`` s.
 
     Raises:
-        CommandError: the database cannot be reached (1) or the schema is not
-            current (1); usage (2).
+        CommandError: the database cannot be reached in time (exit code 1).
     """
     from sqlalchemy.exc import SQLAlchemyError
-
-    schema = schema_name(args)
-    url = database_url()
 
     async def look() -> dict[str, Any]:
         async with engine.connect() as connection:
@@ -96,11 +92,10 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     async def probe() -> dict[str, Any]:
         try:
-            return await asyncio.wait_for(look(), args.timeout)
+            return await asyncio.wait_for(look(), timeout)
         except asyncio.TimeoutError as exc:
-            raise connect_failure(
-                url, TimeoutError(f"no answer within {args.timeout:g} s")
-            ) from exc
+            late = TimeoutError(f"no answer within {timeout:g} s")
+            raise connect_failure(url, late) from exc
         except (SQLAlchemyError, OSError) as exc:
             raise connect_failure(url, exc) from exc
         finally:
@@ -108,7 +103,18 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     engine = async_engine(url, schema)
     state = asyncio.run(probe())
-    state = {"ok": state["problem"] is None, "database": redacted_url(url), **state}
+    return {"ok": state["problem"] is None, "database": redacted_url(url), **state}
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """``health``: exit 0 if the database answers and the schema is current, else 1.
+
+    Raises:
+        CommandError: the database cannot be reached (1) or the schema is not
+            current (1); usage (2).
+    """
+    schema = schema_name(args)
+    state = revision_state(database_url(), schema, args.timeout)
     if args.json:
         emit(state, as_json=True, text=[])
     if state["problem"] is not None:
