@@ -266,6 +266,8 @@ def _requeue(args: argparse.Namespace, schema: str) -> int:
         return len(result.requeued_ids)
 
     done = _mutate(args, schema, filters, work, verb="requeue")
+    if done is None:  # a dry run
+        return 0
     for entry in skipped:
         print(f"skipped entry {entry}: its job_key is held by a live job")
     if not args.ids:
@@ -282,7 +284,8 @@ def _delete(args: argparse.Namespace, schema: str) -> int:
         return await delete_dead_letters_async(session, ids, **filters)
 
     done = _mutate(args, schema, filters, work, verb="delete")
-    print(f"deleted {done} entries")
+    if done is not None:
+        print(f"deleted {done} entries")
     return 0
 
 
@@ -305,7 +308,8 @@ def _purge(args: argparse.Namespace, schema: str) -> int:
 
     args.ids = []
     done = _mutate(args, schema, cutoff, work, verb="delete", before=cut)
-    print(f"purged {done} entries")
+    if done is not None:
+        print(f"purged {done} entries")
     return 0
 
 
@@ -317,8 +321,10 @@ def _mutate(
     *,
     verb: str,
     before: Callable[[AsyncEngine], Awaitable[None]] | None = None,
-) -> int:
+) -> int | None:
     """Run ``work`` on the given ids (one transaction) or on the filter's matches (chunks).
+
+    Returns how many rows ``work`` changed, or None after a dry run.
 
     Raises:
         CommandError: an id was not found, or nothing matched (code 1); not confirmed.
@@ -329,7 +335,7 @@ def _mutate(
 
     from backfill_sa.dlq import list_dead_letter_ids_async
 
-    async def run() -> int:
+    async def run() -> int | None:
         async with open_checked(schema) as engine:
             if before is not None:
                 await before(engine)
@@ -342,7 +348,7 @@ def _mutate(
                 raise CommandError(f"no dead-letter entry matches ({what})", code=1)
             if args.dry_run:
                 print(f"would {verb} {len(ids)} dead-letter {what}; nothing changed")
-                return 0
+                return None
             confirm(f"{verb} {len(ids)} dead-letter {what}", yes=args.yes)
             return await in_chunks(engine, ids, work, what=f"{verb}d")
 
