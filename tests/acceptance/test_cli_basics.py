@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backfill_sa.dburl import parse_url
+from backfill_sa.dburl import parse_url, redacted_url
 from tests.acceptance.conftest import Runner
 
 COMMANDS = (
@@ -276,3 +276,34 @@ def test_a_missing_role_reads_like_any_connection_failure(cli: Runner, database_
         assert len(done.stderr_lines) == 1, done.stderr
         assert "error: database: cannot connect to " in done.stderr
         assert "no_such_role_here" in done.stderr
+
+
+def test_the_worker_logs_queues_tasks_and_database_without_the_password(
+    cli: Runner, database_url: str, schema: str
+) -> None:
+    with_password = parse_url(database_url).set(password="s3cret-pw")
+    url = with_password.render_as_string(hide_password=False)
+
+    done = cli(
+        "worker",
+        "--tasks",
+        "examples.shop.tasks:make_registry",
+        "--queue",
+        "emails=3",
+        "--burst",
+        "--schema",
+        schema,
+        env={"DATABASE_URL": url},
+    )
+
+    assert done.code == 0, done.stderr
+    assert "s3cret-pw" not in done.stderr + done.stdout
+    started = next(line for line in done.stderr_lines if " started: " in line)
+    assert "queues emails=3; tasks " in started
+    assert f"database {redacted_url(url)}, " in started
+    assert ":***@" in started
+    assert f"schema {schema} (burst)" in started
+    assert done.stdout.strip() == (
+        "worker: 0 succeeded, 0 retried, 0 snoozed, 0 dead-lettered, "
+        "0 returned to the queue at shutdown"
+    )
