@@ -428,16 +428,14 @@ async def list_dead_letter_ids_async(
     Raises:
         JobValidationError: a naive datetime.
     """
-    return await session.run_sync(
-        lambda sync: list_dead_letter_ids(
-            sync,
-            task=task,
-            queue=queue,
-            failure_reason=failure_reason,
-            failed_after=failed_after,
-            failed_before=failed_before,
-        )
+    where = _filter(
+        task=task,
+        queue=queue,
+        failure_reason=failure_reason,
+        failed_after=failed_after,
+        failed_before=failed_before,
     )
+    return list((await session.execute(sql.select_ids(where))).scalars())
 
 
 async def get_dead_letter_async(session: AsyncSession, id: int) -> DeadLetterJob | None:
