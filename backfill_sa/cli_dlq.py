@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -217,7 +218,11 @@ def _show(args: argparse.Namespace, schema: str) -> int:
     row = run_in_session(schema, work)
     if row is None:
         raise CommandError(f"no dead-letter entry has id {args.id}", code=1)
-    text = [f"{key:<20} {value}" for key, value in row.items() if key != "traceback"]
+    text = [
+        f"{key:<20} {json.dumps(value) if isinstance(value, (dict, list)) else value}"
+        for key, value in row.items()
+        if key != "traceback"
+    ]
     if row.get("traceback"):
         text += ["traceback:", *str(row["traceback"]).rstrip().splitlines()]
     emit(row, as_json=args.json, text=text)
@@ -265,13 +270,15 @@ def _requeue(args: argparse.Namespace, schema: str) -> int:
                 print(f"requeued entry {entry} as job {job}")
         return len(result.requeued_ids)
 
-    done = _mutate(args, schema, filters, work, verb="requeue")
-    if done is None:  # a dry run
-        return 0
-    for entry in skipped:
-        print(f"skipped entry {entry}: its job_key is held by a live job")
-    if not args.ids:
-        print(f"requeued {done} entries" + (f", skipped {len(skipped)}" if skipped else ""))
+    def report(done: int) -> None:
+        for entry in skipped:
+            print(f"skipped entry {entry}: its job_key is held by a live job")
+        if not args.ids:
+            print(f"requeued {done} entries" + (f", skipped {len(skipped)}" if skipped else ""))
+
+    done = _mutate(args, schema, filters, work, verb="requeue", report=report)
+    if done is not None:  # None: a dry run
+        report(done)
     return 0
 
 
@@ -283,9 +290,12 @@ def _delete(args: argparse.Namespace, schema: str) -> int:
     async def work(session: AsyncSession, ids: list[int]) -> int:
         return await delete_dead_letters_async(session, ids, **filters)
 
-    done = _mutate(args, schema, filters, work, verb="delete")
-    if done is not None:
+    def report(done: int) -> None:
         print(f"deleted {done} entries")
+
+    done = _mutate(args, schema, filters, work, verb="delete", report=report)
+    if done is not None:
+        report(done)
     return 0
 
 
@@ -307,9 +317,13 @@ def _purge(args: argparse.Namespace, schema: str) -> int:
         cutoff["failed_before"] = now - older
 
     args.ids = []
-    done = _mutate(args, schema, cutoff, work, verb="delete", before=cut)
-    if done is not None:
+
+    def report(done: int) -> None:
         print(f"purged {done} entries")
+
+    done = _mutate(args, schema, cutoff, work, verb="delete", report=report, before=cut)
+    if done is not None:
+        report(done)
     return 0
 
 
@@ -320,11 +334,14 @@ def _mutate(
     work: Callable[[AsyncSession, list[int]], Awaitable[int]],
     *,
     verb: str,
+    report: Callable[[int], None],
     before: Callable[[AsyncEngine], Awaitable[None]] | None = None,
 ) -> int | None:
     """Run ``work`` on the given ids (one transaction) or on the filter's matches (chunks).
 
-    Returns how many rows ``work`` changed, or None after a dry run.
+    Returns how many rows ``work`` changed, or None after a dry run. When some of
+    the ids given are missing, ``report`` is called with what was done before the
+    error is raised.
 
     Raises:
         CommandError: an id was not found, or nothing matched (code 1); not confirmed.
@@ -335,12 +352,14 @@ def _mutate(
 
     from backfill_sa.dlq import list_dead_letter_ids_async
 
+    missing: list[int] = []
+
     async def run() -> int | None:
         async with open_checked(schema) as engine:
             if before is not None:
                 await before(engine)
             if args.ids:
-                return await _by_ids(engine, args.ids, filters, work)
+                return await _by_ids(engine, args.ids, filters, work, missing)
             async with AsyncSession(engine) as session:
                 ids = await list_dead_letter_ids_async(session, **filters)
             what = _describe(filters)
@@ -352,7 +371,15 @@ def _mutate(
             confirm(f"{verb} {len(ids)} dead-letter {what}", yes=args.yes)
             return await in_chunks(engine, ids, work, what=f"{verb}d")
 
-    return asyncio.run(run())
+    done = asyncio.run(run())
+    if missing:
+        if done:
+            report(done)
+        shown = ", ".join(str(entry) for entry in missing)
+        which = "has" if len(missing) == 1 else "have"
+        extra = f" matching {_describe(filters)[13:]}" if filters else ""
+        raise CommandError(f"no dead-letter entry{extra} {which} id {shown}", code=1)
+    return done
 
 
 async def _by_ids(
@@ -360,12 +387,11 @@ async def _by_ids(
     ids: list[int],
     filters: dict[str, Any],
     work: Callable[[AsyncSession, list[int]], Awaitable[int]],
+    missing: list[int],
 ) -> int:
     """Act on the ``ids`` that exist (and match ``filters``) in one transaction.
 
-    Raises:
-        CommandError: some id does not exist or does not match (code 1), after the
-            others were done.
+    The others are appended to ``missing``.
     """
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -377,10 +403,5 @@ async def _by_ids(
         present = set((await session.execute(sql.select_ids(where))).scalars())
         found = [entry for entry in wanted if entry in present]
         done = await work(session, found) if found else 0
-    missing = [entry for entry in wanted if entry not in present]
-    if missing:
-        shown = ", ".join(str(entry) for entry in missing)
-        which = "has" if len(missing) == 1 else "have"
-        extra = f" matching {_describe(filters)[13:]}" if filters else ""
-        raise CommandError(f"no dead-letter entry{extra} {which} id {shown}", code=1)
+    missing.extend(entry for entry in wanted if entry not in present)
     return done

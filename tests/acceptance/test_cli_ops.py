@@ -246,6 +246,7 @@ def test_dlq_show_and_stats(cli: Runner, sync_engine: Engine, schema: str) -> No
 
     assert shown.code == shown_json.code == stats.code == stats_json.code == 0
     assert "failure_reason       max_attempts_exceeded" in shown.stdout
+    assert 'payload              {"n": 1}' in shown.stdout
     assert "traceback:\nTrace\n  x" in shown.stdout
     entry = json.loads(shown_json.stdout)
     assert (entry["id"], entry["task"], entry["traceback"]) == (first, "charge", "Trace\n  x")
@@ -277,11 +278,19 @@ def test_dlq_requeue_and_delete_by_id(cli: Runner, sync_engine: Engine, schema: 
     ]
     assert (job.task, job.payload, job.state) == ("charge", {"n": 1}, "available")
 
+    extra = _dead_letter(sync_engine, "email")
+    partly = cli("dlq", "delete", str(extra), "999998", "--schema", schema)
+    assert partly.code == 1
+    assert partly.stdout.strip() == "deleted 1 entries"
+    assert partly.stderr_lines == [
+        "backfill_sa dlq delete: error: no dead-letter entry has id 999998"
+    ]
     deleted = cli("dlq", "delete", str(dropped), "--schema", schema)
     assert deleted.code == 0, deleted.stderr
     assert deleted.stdout.strip() == "deleted 1 entries"
     twice = cli("dlq", "delete", str(dropped), "--schema", schema)
     assert twice.code == 1
+    assert twice.stdout == ""
     assert f"no dead-letter entry has id {dropped}" in twice.stderr
     assert _count(sync_engine, DeadLetterJob) == 0
 
