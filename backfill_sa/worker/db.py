@@ -232,7 +232,13 @@ class Database:
     async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Record]:
         pool = await self._get_pool()
         async with pool.acquire() as conn:
-            rows: list[Record] = await conn.fetch(sql, *args)
+            try:
+                rows: list[Record] = await conn.fetch(sql, *args)
+            except asyncio.CancelledError:
+                # The reply of a cancelled statement may never come (a connection
+                # gone dark): releasing would wait for it. Close the connection.
+                conn.terminate()
+                raise
             return rows
 
     async def dispose(self) -> None:

@@ -226,7 +226,7 @@ class WorkerRunner:
                 stop.set()
             else:
                 await stop.wait()
-                await asyncio.gather(*fetchers)
+                await self._settle(fetchers)
             await self._drain(executor)
             flushed.set()
             await self._await_flush(background[0])
@@ -254,6 +254,25 @@ class WorkerRunner:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
         return self.result
+
+    async def _settle(self, fetchers: list[asyncio.Task[None]]) -> None:
+        """Let each fetcher finish the claim it is in, up to the shutdown timeout.
+
+        A claim whose reply never comes (a connection gone dark without a reset)
+        must not hold the stop up for ever: it is cancelled. What it may have
+        claimed stays under this worker's name and is rescued once the worker has
+        unregistered. Raises what a fetcher raised.
+        """
+        if not fetchers:
+            return
+        timeout = self.config.shutdown_timeout.total_seconds()
+        done, pending = await asyncio.wait(fetchers, timeout=timeout)
+        for task in pending:
+            logger.warning("a claim did not return within the shutdown timeout; cancelled")
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()
 
     async def _await_flush(self, completer_task: asyncio.Task[None]) -> None:
         """Wait for the completer to write what is left: up to the shutdown timeout,

@@ -2,12 +2,16 @@
 
 Real network faults for tests, not mocks: the worker talks to the real server
 through this proxy. :meth:`FaultyProxy.go_down` makes the server unreachable.
-When :attr:`FaultyProxy.armed`, the first reply that carries
-rows (a ``DataRow`` message) is forwarded up to nothing: the proxy swallows it and
-everything after it on that connection, from the ``ReadyForQuery`` that follows
-(so the server has committed), and sets :attr:`FaultyProxy.tripped`. The test then
-calls :meth:`FaultyProxy.cut_dark` and the client sees its connection drop, like a
-network failure between the commit and the reply.
+:meth:`FaultyProxy.arm` names the statement whose reply to lose: the proxy reads the
+client's messages (``Query``, and ``Parse``/``Bind`` of the extended protocol, so a
+statement prepared once and executed by name is still recognised), pairs each
+``Sync`` or ``Query`` with the ``ReadyForQuery`` that answers it, holds the reply to
+a request that executes a matching statement until that ``ReadyForQuery`` (so the
+server has committed), and, if it carried rows (a ``DataRow`` message), loses it and
+everything after it on that connection and sets :attr:`FaultyProxy.tripped`. Replies
+to every other statement pass at once, whatever their order. The test then calls
+:meth:`FaultyProxy.cut_dark` and the client sees its connection drop, like a network
+failure between the commit and the reply.
 
 The proxy answers the client's TLS (and GSS) encryption request with "no" itself:
 it reads PostgreSQL's message framing, which encryption would hide.
@@ -17,10 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
+from collections.abc import Callable
 
 from sqlalchemy.engine import make_url
 
 _DATA_ROW = ord("D")
+# Client messages that matter for pairing requests with replies.
+_PARSE, _BIND, _SYNC, _QUERY = (ord(c) for c in "PBSQ")
 _READY_FOR_QUERY = ord("Z")
 _NOTIFICATION = ord("A")
 # SSLRequest and GSSENCRequest: length 8, then a magic request code.
@@ -38,6 +46,13 @@ class _Link:
         self.dark = False
         self.saw_rows = False
         self.held = bytearray()
+        # Prepared statements' SQL by name ("" is the unnamed one).
+        self.prepared: dict[str, str] = {}
+        # The SQL the request being sent (up to its Sync) executes, if any.
+        self.executing: list[str] = []
+        # One entry per ReadyForQuery still to come: the SQL that request executed.
+        # The first answers the start-up, which executes nothing.
+        self.pending: deque[list[str]] = deque([[]])
 
     def abort(self) -> None:
         for writer in (self.client, self.server):
@@ -61,7 +76,7 @@ class FaultyProxy:
         self.host = str(socket_dir) if socket_dir else target.host or "127.0.0.1"
         self.port = int(str(port))
         self._target = target
-        self.armed = False
+        self._lose: Callable[[str], bool] | None = None
         self.down = False
         self.refused = 0
         self.tripped = asyncio.Event()
@@ -75,6 +90,14 @@ class FaultyProxy:
         query = {k: v for k, v in self._target.query.items() if k not in ("host", "port")}
         proxied = self._target.set(host="127.0.0.1", port=port, query=query)
         return proxied.render_as_string(hide_password=False)
+
+    def arm(self, lose: Callable[[str], bool]) -> None:
+        """Lose the first reply with rows to a statement whose SQL ``lose`` accepts.
+
+        Only replies that complete after this call are considered; the proxy
+        disarms itself once it has lost one.
+        """
+        self._lose = lose
 
     def cut_dark(self) -> int:
         """Drop the connections whose replies are being swallowed; return how many."""
@@ -129,17 +152,39 @@ class FaultyProxy:
             while True:
                 first = await reader.readexactly(8)
                 if first not in _ENCRYPTION_REQUESTS:
-                    link.server.write(first)
                     break
                 link.client.write(b"N")
                 await link.client.drain()
-            while data := await reader.read(65536):
-                link.server.write(data)
+            # The start-up message (or a cancel request): no type byte, then typed ones.
+            rest = await reader.readexactly(int.from_bytes(first[:4], "big") - 8)
+            link.server.write(first + rest)
+            while True:
+                header = await reader.readexactly(5)
+                body = await reader.readexactly(int.from_bytes(header[1:5], "big") - 4)
+                self._note_request(link, header[0], body)
+                link.server.write(header + body)
                 await link.server.drain()
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
         finally:
             link.abort()
+
+    @staticmethod
+    def _note_request(link: _Link, kind: int, body: bytes) -> None:
+        """Record which SQL the client's request executes, for its reply to be judged."""
+        if kind == _PARSE:
+            name, _, rest = body.partition(b"\0")
+            sql, _, _ = rest.partition(b"\0")
+            link.prepared[name.decode()] = sql.decode()
+        elif kind == _BIND:
+            _portal, _, rest = body.partition(b"\0")
+            statement, _, _ = rest.partition(b"\0")
+            link.executing.append(link.prepared.get(statement.decode(), ""))
+        elif kind == _QUERY:
+            link.pending.append([body.rstrip(b"\0").decode()])
+        elif kind == _SYNC:
+            link.pending.append(link.executing)
+            link.executing = []
 
     async def _server_to_client(self, reader: asyncio.StreamReader, link: _Link) -> None:
         buffer = bytearray()
@@ -162,16 +207,23 @@ class FaultyProxy:
             link.abort()
 
     def _pass(self, link: _Link, message: bytes) -> bytes:
-        """Return what of ``message`` (and of the reply held so far) goes to the client."""
+        """Return what of ``message`` (and of the reply held so far) goes to the client.
+
+        Only the reply to a request that executes a statement to lose is held, until
+        its ``ReadyForQuery``: the rest passes at once (a statement being prepared is
+        answered before any ``Sync``, and waits for its answer).
+        """
         kind = message[0]
         if link.dark:
             return b""
         if kind == _NOTIFICATION:  # asynchronous, outside any reply
             return message
-        if not self.armed:
-            released, link.held = bytes(link.held) + message, bytearray()
-            return released
-        # Armed: hold each reply until its ReadyForQuery, then decide.
+        lose = self._lose
+        executed = link.pending[0] if link.pending else []
+        if kind == _READY_FOR_QUERY and link.pending:
+            link.pending.popleft()
+        if lose is None or not any(lose(sql) for sql in executed):
+            return message
         link.held += message
         if kind == _DATA_ROW:
             link.saw_rows = True
@@ -183,6 +235,6 @@ class FaultyProxy:
             return released
         # The reply with rows is complete, so committed: lose it and all that follows.
         link.dark = True
-        self.armed = False
+        self._lose = None
         self.tripped.set()
         return b""

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.enqueue import JobSpec
+from backfill_sa.statements.worker_sql import job_claim_batch, job_complete_and_claim
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
 from tests.worker.conftest import (
@@ -233,10 +234,25 @@ async def test_worker_recovers_when_all_its_connections_are_terminated(
     assert count(sync_engine, "dead_letter_jobs") == 0
 
 
+def is_claim(schema: str) -> Callable[[str], bool]:
+    """Whether SQL is one of the worker's claims (batches of up to 4) in ``schema``.
+
+    The proxy loses the reply of the claim itself: other statements (the LISTEN
+    connection's probe, heartbeats) return rows too, at times of their own.
+    """
+    claims = {
+        statement.for_schema(schema, {"limit": limit})
+        for statement in (job_claim_batch, job_complete_and_claim)
+        for limit in range(1, 5)
+    }
+    return claims.__contains__
+
+
 async def test_claim_whose_reply_was_lost_is_not_left_running(
     *,
     database_url: str,
     sync_engine: Engine,
+    schema: str,
     registry: TaskRegistry,
     config: Callable[..., WorkerConfig],
 ) -> None:
@@ -263,10 +279,6 @@ async def test_claim_whose_reply_was_lost_is_not_left_running(
             database_url=via_proxy,
             worker_id="lossy",
             queues={"bulk": 4},
-            # No leader renewal inside the test's window: the claim is the only
-            # statement that returns rows.
-            heartbeat_interval=timedelta(minutes=1),
-            heartbeat_expiry=timedelta(minutes=2),
         ),
         registry,
     )
@@ -276,7 +288,7 @@ async def test_claim_whose_reply_was_lost_is_not_left_running(
             lambda: runner.listener is not None and runner.listener.connected.is_set(),
             what="the LISTEN connection",
         )
-        proxy.armed = True
+        proxy.arm(is_claim(schema))
         ids = add_jobs(sync_engine, [JobSpec("work", {"n": n}) for n in range(total)])
         await asyncio.wait_for(proxy.tripped.wait(), timeout=10)
         lost = rows(sync_engine, "SELECT id FROM {s}.jobs WHERE state = 'running'")
@@ -299,4 +311,56 @@ async def test_claim_whose_reply_was_lost_is_not_left_running(
 
     assert ran == dict.fromkeys(ids, 1)
     assert result.succeeded == total
+    assert count(sync_engine, "jobs") == 0
+
+
+async def test_stop_is_not_held_up_by_a_claim_whose_reply_never_comes(
+    *,
+    database_url: str,
+    sync_engine: Engine,
+    schema: str,
+    registry: TaskRegistry,
+    config: Callable[..., WorkerConfig],
+) -> None:
+    """The claim commits, its reply never arrives and the connection stays open.
+
+    A network that drops packets without a reset leaves the fetcher waiting for a
+    reply for as long as TCP keeps the connection. A stop must still return (after
+    at most the shutdown timeout for that claim), and the jobs the lost claim took
+    must run once, under the next worker, once this one has unregistered.
+    """
+    total = 10
+    ran: Counter[int] = Counter()
+
+    @registry.task("work")
+    async def work(payload: Any, ctx: JobContext) -> None:
+        ran[ctx.job_id] += 1
+
+    proxy = FaultyProxy(database_url)
+    via_proxy = await proxy.start()
+    runner = WorkerRunner(
+        config(database_url=via_proxy, worker_id="dark", queues={"bulk": 4}), registry
+    )
+    handle = runner.start()
+    try:
+        await wait_for(
+            lambda: runner.listener is not None and runner.listener.connected.is_set(),
+            what="the LISTEN connection",
+        )
+        proxy.arm(is_claim(schema))
+        ids = add_jobs(sync_engine, [JobSpec("work", {"n": n}) for n in range(total)])
+        await asyncio.wait_for(proxy.tripped.wait(), timeout=10)
+        taken = rows(sync_engine, "SELECT id FROM {s}.jobs WHERE state = 'running'")
+        assert len(taken) == 4, "the claim of 4 jobs committed; its reply is held"
+        # The claim's connection stays open, silent: no cut_dark().
+        first = await asyncio.wait_for(handle.stop(), timeout=20)
+    finally:
+        await proxy.close()
+
+    assert first.succeeded == 0
+    assert count(sync_engine, "workers", "id = 'dark'") == 0, "the stopped worker unregistered"
+    second = await WorkerRunner(config(worker_id="next"), registry).run(burst=True)
+    assert second.rescued == 4
+    assert second.succeeded == total
+    assert ran == dict.fromkeys(ids, 1)
     assert count(sync_engine, "jobs") == 0
