@@ -38,13 +38,12 @@ from backfill_sa.cli_dlq import add_dlq_parser
 from backfill_sa.cli_enqueue import cmd_enqueue
 from backfill_sa.cli_ops import (
     CommandError,
-    async_engine,
+    check_reachable,
     connect_failure,
     database_url,
     load_registry,
     not_migrated,
     one_line,
-    require_schema,
     schema_name,
 )
 from backfill_sa.cli_status import cmd_health, cmd_stats, revision_state
@@ -187,32 +186,12 @@ def run_event_loop(main_coroutine: Coroutine[Any, Any, T], loop: str = "auto") -
     return asyncio.run(main_coroutine)
 
 
-def _reachable(url: str) -> None:
-    """Check that the database answers, so a failure reads as every other command's.
-
-    Raises:
-        CommandError: it does not (exit code 1).
-    """
-
-    async def probe() -> None:
-        engine = async_engine(url, "backfill")
-        try:
-            await require_schema(engine, "pg_catalog", url)
-        except CommandError as exc:
-            if exc.code == 1:
-                raise
-        finally:
-            await engine.dispose()
-
-    asyncio.run(probe())
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from backfill_sa.demo import run_demo
 
     schema = args.schema or "backfill_demo"
     url = database_url()
-    _reachable(url)
+    check_reachable(url)
     summary = asyncio.run(run_demo(url, schema=schema, jobs=args.jobs))
     print(
         f"Left behind: schema {schema!r} with the orders and an empty queue (the next demo run"
@@ -276,7 +255,7 @@ def _cmd_admin(args: argparse.Namespace) -> int:
 
     schema = schema_name(args)
     url = database_url()
-    _reachable(url)
+    check_reachable(url)
     serve(
         url,
         schema=schema,

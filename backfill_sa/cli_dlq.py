@@ -120,14 +120,18 @@ def _filter_values(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
+def _conditions(filters: dict[str, Any]) -> str:
+    """``task=x, queue=y`` for a message."""
+    return ", ".join(
+        f"{key}={value.isoformat() if isinstance(value, dt.datetime) else value}"
+        for key, value in filters.items()
+    )
+
+
 def _describe(filters: dict[str, Any]) -> str:
     if not filters:
         return "every entry"
-    shown = {
-        key: value.isoformat() if isinstance(value, dt.datetime) else value
-        for key, value in filters.items()
-    }
-    return "entries with " + ", ".join(f"{key}={value}" for key, value in shown.items())
+    return "entries with " + _conditions(filters)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -377,7 +381,7 @@ def _mutate(
             report(done)
         shown = ", ".join(str(entry) for entry in missing)
         which = "has" if len(missing) == 1 else "have"
-        extra = f" matching {_describe(filters)[13:]}" if filters else ""
+        extra = f" matching {_conditions(filters)}" if filters else ""
         raise CommandError(f"no dead-letter entry{extra} {which} id {shown}", code=1)
     return done
 

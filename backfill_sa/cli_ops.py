@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CommandError",
     "async_engine",
+    "check_reachable",
     "connect_failure",
     "database_url",
     "emit",
@@ -140,23 +141,47 @@ def connect_failure(url: str, exc: BaseException) -> CommandError:
     return CommandError(f"database: cannot connect to {redacted_url(url)}: {one_line(exc)}", 1)
 
 
-async def require_schema(engine: AsyncEngine, schema: str, url: str = "") -> None:
+async def require_schema(engine: AsyncEngine, schema: str | None, url: str = "") -> None:
     """Check that the database answers and that ``schema`` holds backfill_sa's tables.
+
+    Args:
+        engine: where to look.
+        schema: the schema to check; None checks only that the database answers.
+        url: the URL to name in an error (default: the engine's, password hidden).
 
     Raises:
         CommandError: the database cannot be reached (exit code 1), or the schema is
             not migrated (exit code 2, with the command that migrates it).
     """
-    from sqlalchemy import func, select
     from sqlalchemy.exc import SQLAlchemyError
 
+    from backfill_sa.statements.workers import schema_probe
+
+    probe = f'"{schema}".jobs' if schema is not None else "pg_catalog.pg_class"
     try:
         async with engine.connect() as connection:
-            found = await connection.scalar(select(func.to_regclass(f'"{schema}".jobs')))
+            found = await connection.scalar(schema_probe, {"qualified_name": probe})
     except (SQLAlchemyError, OSError) as exc:
         raise connect_failure(url or engine.url.render_as_string(), exc) from exc
-    if found is None:
+    if found is None and schema is not None:
         raise CommandError(not_migrated(schema))
+
+
+def check_reachable(url: str) -> None:
+    """Check that the database at ``url`` answers, as every command words it.
+
+    Raises:
+        CommandError: it does not (exit code 1).
+    """
+
+    async def probe() -> None:
+        engine = async_engine(url, DEFAULT_SCHEMA)
+        try:
+            await require_schema(engine, None, url)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(probe())
 
 
 def not_migrated(schema: str) -> str:
