@@ -385,3 +385,67 @@ def test_dlq_bulk_requeue_over_many_entries_in_chunks(
     assert done.stdout.strip() == "requeued 1201 entries"
     assert _count(sync_engine, Job) == 1201
     assert _count(sync_engine, DeadLetterJob) == 0
+
+
+def test_on_a_terminal_it_asks_and_draws_a_progress_bar(
+    database_url: str, sync_engine: Engine, schema: str
+) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import threading
+
+    from tests.acceptance.conftest import REPO, base_env
+
+    for _ in range(3):
+        _dead_letter(sync_engine, "tty_task")
+    controller, terminal = pty.openpty()
+    # A terminal 100 columns wide (a fresh pty is 0 x 0, where tqdm draws nothing).
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    seen = bytearray()
+    asked = threading.Event()
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's last holder went away
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+            if b"[y/N]" in seen:
+                asked.set()
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    command = ["dlq", "delete", "--task", "tty_task", "--schema", schema]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backfill_sa", *command],
+        cwd=REPO,
+        env=base_env(database_url),
+        stdin=terminal,
+        stderr=terminal,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert asked.wait(timeout=60), bytes(seen)
+        os.write(controller, b"y\n")
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(terminal)
+        reader.join(timeout=10)
+        os.close(controller)
+
+    text = bytes(seen).decode(errors="replace")
+    assert "delete 3 dead-letter entries with task=tty_task? [y/N]" in text
+    assert proc.returncode == 0, text
+    assert out.strip() == "deleted 3 entries"
+    assert "deleted: 100%" in text  # tqdm's bar, drawn on the terminal only
+    assert "3/3" in text
+    assert _count(sync_engine, DeadLetterJob) == 0
