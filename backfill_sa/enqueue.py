@@ -155,7 +155,10 @@ def enqueue(
       takes a second statement; every other case is one statement.
     * ``unsafe_dedupe``: if any job holds the key, running or not, it is left
       untouched and the new arguments are dropped -> ``UNCHANGED`` with the existing
-      job's id. Finished jobs have left the table, so they hold no key.
+      job's id. Finished jobs (kept for their retention) hold no key.
+    * ``period``: as ``unsafe_dedupe``, but a finished job still kept for its
+      retention holds the key too, so the key stays taken until it is pruned
+      (uniqueness over a period; see ``docs/enqueue.md``).
 
     Task defaults (the same rule everywhere a job is enqueued): ``queue``,
     ``priority``, ``max_attempts`` and ``retry`` left as ``None`` take the task's
@@ -177,7 +180,8 @@ def enqueue(
             else 8.
         retry: backoff for this job (stored as ``retry.to_json()``).
         job_key: idempotency key (1-512 characters), unique among unfinished jobs.
-        job_key_mode: ``"replace"``, ``"preserve_run_at"`` or ``"unsafe_dedupe"``.
+        job_key_mode: ``"replace"``, ``"preserve_run_at"``, ``"unsafe_dedupe"`` or
+            ``"period"``.
         metadata: a JSON object (trace context, tags); ``None`` stores ``{}``.
         max_payload_bytes: limit on the serialised payload and metadata (1 MiB).
         registry: the application's tasks, to take ``task``'s defaults from.
