@@ -59,12 +59,15 @@ def _revision_state(connection: Connection, schema: str) -> dict[str, Any]:
         problem = not_migrated(schema)
     elif not current:
         where = "the application's alembic_version" if managed_elsewhere else "it"
+        flag = "" if schema == "backfill" else f" --schema {schema}"
+        fix = (
+            "`alembic upgrade heads` in the application"
+            if managed_elsewhere
+            else f"`python -m backfill_sa migrate{flag}`"
+        )
         problem = (
             f"schema {schema!r} is not at head {', '.join(heads)} "
-            f"({where} records {', '.join(recorded) or 'no backfill_sa revision'}); "
-            "run `python -m backfill_sa migrate`"
-            + (" --schema " + schema if schema != "backfill" else "")
-            + (" or `alembic upgrade heads`" if managed_elsewhere else "")
+            f"({where} records {', '.join(recorded) or 'no backfill_sa revision'}); run {fix}"
         )
     else:
         problem = None

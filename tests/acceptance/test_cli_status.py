@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, insert, text
 
 from backfill_sa.dburl import sync_url
 from backfill_sa.enqueue import JobSpec, enqueue_many
-from backfill_sa.migrations import upgrade
+from backfill_sa.migrations import alembic_config, upgrade
 from backfill_sa.models import DeadLetterJob
 from backfill_sa.statements.overview import workers
 from tests.acceptance.conftest import Runner
+
+(HEAD,) = ScriptDirectory.from_config(alembic_config()).get_heads()
 
 
 def test_health_is_0_on_a_current_schema(cli: Runner, schema: str) -> None:
@@ -21,13 +25,13 @@ def test_health_is_0_on_a_current_schema(cli: Runner, schema: str) -> None:
 
     assert done.code == as_json.code == 0, done.stderr
     assert done.stdout.startswith("ok: ")
-    assert done.stdout.strip().endswith(f"schema {schema!r} at bf0001 (head)")
+    assert done.stdout.strip().endswith(f"schema {schema!r} at {HEAD} (head)")
     state = json.loads(as_json.stdout)
     assert (state["ok"], state["schema"], state["revision"], state["head"]) == (
         True,
         schema,
-        ["bf0001"],
-        ["bf0001"],
+        [HEAD],
+        [HEAD],
     )
 
 
@@ -45,16 +49,20 @@ def test_health_is_1_on_a_schema_without_tables(cli: Runner, unique_schema: str)
     assert (state["ok"], state["current"], state["revision"]) == (False, False, [])
 
 
-def test_health_is_1_on_a_schema_behind_head(
-    cli: Runner, admin_engine: Engine, schema: str
+def test_health_is_1_on_a_schema_behind_head_and_its_hint_works(
+    cli: Runner, admin_engine: Engine, unique_schema: str
 ) -> None:
-    with admin_engine.begin() as conn:
-        conn.execute(text(f"UPDATE \"{schema}\".alembic_version SET version_num = 'bf0000'"))
+    upgrade(admin_engine, schema=unique_schema, revision="bf0001")  # the first revision
 
-    done = cli("health", "--schema", schema)
+    behind = cli("health", "--schema", unique_schema)
 
-    assert done.code == 1
-    assert f"schema {schema!r} is not at head bf0001 (it records bf0000)" in done.stderr
+    assert behind.code == 1
+    assert len(behind.stderr_lines) == 1, behind.stderr
+    assert f"schema {unique_schema!r} is not at head {HEAD} (it records bf0001)" in behind.stderr
+    hint = re.search(r"run `python -m backfill_sa (.*?)`$", behind.stderr_lines[0])
+    assert hint is not None
+    assert cli(*hint.group(1).split()).code == 0
+    assert cli("health", "--schema", unique_schema).code == 0
 
 
 def test_health_finds_our_revision_in_the_apps_alembic_history(
@@ -67,7 +75,7 @@ def test_health_finds_our_revision_in_the_apps_alembic_history(
         # in its alembic_version, none in ours.
         conn.execute(text("DROP TABLE backfill.alembic_version"))
         conn.execute(text("CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)"))
-        conn.execute(text("INSERT INTO alembic_version VALUES ('bf0001'), ('app0001')"))
+        conn.execute(text(f"INSERT INTO alembic_version VALUES ('{HEAD}'), ('app0001')"))
     engine.dispose()
     env: dict[str, str | None] = {"DATABASE_URL": fresh_database}
 
@@ -79,11 +87,7 @@ def test_health_finds_our_revision_in_the_apps_alembic_history(
     assert "another Alembic history manages them" in current.stdout
     assert health.code == 0, health.stderr
     state = json.loads(health.stdout)
-    assert (state["ok"], state["managed_elsewhere"], state["revision"]) == (
-        True,
-        True,
-        ["bf0001"],
-    )
+    assert (state["ok"], state["managed_elsewhere"], state["revision"]) == (True, True, [HEAD])
 
 
 def test_stats_shows_queues_dead_letters_and_workers(
