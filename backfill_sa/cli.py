@@ -1,9 +1,10 @@
 """Command-line interface: ``python -m backfill_sa COMMAND``; the only place logging is configured.
 
-Commands: ``migrate``, ``worker``, ``enqueue``, ``dlq``, ``stats``, ``health``, ``demo``,
-``admin`` and ``embedded``. Every command that needs a database finds it the same way
-(:func:`backfill_sa.cli_ops.database_url`): ``DATABASE_URL``, else, when it is unset
-(an empty value is an error), the embedded PostgreSQL of the ``embedded`` extra.
+Commands: ``migrate``, ``worker``, ``enqueue``, ``jobs``, ``queues``, ``dlq``, ``stats``,
+``health``, ``demo``, ``admin`` and ``embedded``. Every command that needs a database
+finds it the same way (:func:`backfill_sa.cli_ops.database_url`): ``DATABASE_URL``,
+else, when it is unset (an empty value is an error), the embedded PostgreSQL of the
+``embedded`` extra.
 
 Exit codes: 0 done; 1 not found, nothing matched, the database is unreachable or
 the work failed (a migration, a health check); 2 bad usage or configuration (a flag,
@@ -36,6 +37,7 @@ from backfill_sa.cli_args import (
 )
 from backfill_sa.cli_dlq import add_dlq_parser
 from backfill_sa.cli_enqueue import cmd_enqueue
+from backfill_sa.cli_jobs import add_jobs_parser, add_queues_parser
 from backfill_sa.cli_ops import (
     CommandError,
     check_reachable,
@@ -352,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.set_defaults(handler=cmd_enqueue)
 
     add_dlq_parser(commands, common)
+    add_jobs_parser(commands, common)
+    add_queues_parser(commands, common)
 
     stats = commands.add_parser(
         "stats", parents=[common], help="jobs by queue and state, dead letters, workers"
@@ -418,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     handler: Command = args.handler
-    command = " ".join(filter(None, (args.command, getattr(args, "dlq_action", None))))
+    action = getattr(args, f"{args.command}_action", None)  # dlq, jobs, queues
+    command = " ".join(filter(None, (args.command, action)))
     try:
         return handler(args)
     except CommandError as exc:

@@ -130,33 +130,47 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    """``stats``: jobs by queue and state, dead letters by reason, workers.
+    """``stats``: jobs by queue and state, finished jobs, dead letters by reason, workers.
 
     Raises:
         CommandError: unreachable database (1), schema not migrated (2).
     """
-    from backfill_sa.statements.overview import (
-        dead_letter_stats,
-        queue_stats,
-        worker_list,
-    )
+    from backfill_sa.cli_jobs import queue_row
+    from backfill_sa.queues import finished_jobs_estimate_async, queue_stats_async
+    from backfill_sa.statements.overview import dead_letter_stats, worker_list
 
     async def work(session: AsyncSession) -> dict[str, Any]:
-        queues = [dict(row) for row in (await session.execute(queue_stats())).mappings()]
+        queues = [queue_row(stats) for stats in await queue_stats_async(session)]
         dead = [dict(row) for row in (await session.execute(dead_letter_stats())).mappings()]
         workers = [
             dict(row) for row in (await session.execute(worker_list(_WORKER_EXPIRY))).mappings()
         ]
-        return {"queues": queues, "dead_letters": dead, "workers": workers}
+        finished = await finished_jobs_estimate_async(session)
+        return {"queues": queues, "dead_letters": dead, "workers": workers, "finished": finished}
 
     found = run_in_session(schema_name(args), work)
     by_reason: dict[str, int] = {}
+    by_queue: dict[str, int] = {}
     for group in found["dead_letters"]:
-        by_reason[group["failure_reason"]] = by_reason.get(group["failure_reason"], 0) + int(
-            group["entries"]
-        )
+        count = int(group["entries"])
+        by_reason[group["failure_reason"]] = by_reason.get(group["failure_reason"], 0) + count
+        by_queue[group["queue"]] = by_queue.get(group["queue"], 0) + count
+    queues = {row["name"]: row for row in found["queues"]}
+    for name in by_queue.keys() - queues.keys():  # only dead letters left of that queue
+        queues[name] = {
+            "name": name,
+            "available": 0,
+            "scheduled": 0,
+            "running": 0,
+            "oldest_available_age_seconds": None,
+            "paused": False,
+            "concurrency": None,
+        }
+    for name, row in queues.items():
+        row["dead_letters"] = by_queue.get(name, 0)
     summary = {
-        "queues": found["queues"],
+        "queues": [queues[name] for name in sorted(queues)],
+        "finished_jobs_estimate": found["finished"],
         "dead_letters": {"total": sum(by_reason.values()), "by_reason": by_reason},
         "workers": found["workers"],
     }
@@ -177,6 +191,9 @@ def _stats_text(summary: dict[str, Any]) -> list[str]:
         )
     if not summary["queues"]:
         lines.append("  (no queue has jobs, settings or dead letters)")
+    lines.append(
+        f"finished jobs kept (completed, cancelled): about {summary['finished_jobs_estimate']}"
+    )
     dead = summary["dead_letters"]
     reasons = ", ".join(f"{reason} {count}" for reason, count in dead["by_reason"].items())
     lines.append(f"dead letters: {dead['total']}" + (f" ({reasons})" if reasons else ""))
