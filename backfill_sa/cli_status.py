@@ -191,8 +191,12 @@ def _stats_text(summary: dict[str, Any]) -> list[str]:
         )
     if not summary["queues"]:
         lines.append("  (no queue has jobs, settings or dead letters)")
+    estimate = summary["finished_jobs_estimate"]
     lines.append(
-        f"finished jobs kept (completed, cancelled): about {summary['finished_jobs_estimate']}"
+        f"finished jobs kept (completed, cancelled): about {estimate}"
+        if estimate
+        else "finished jobs kept (completed, cancelled): no estimate yet (PostgreSQL has not"
+        " analysed the table); `queues list --finished` counts them"
     )
     dead = summary["dead_letters"]
     reasons = ", ".join(f"{reason} {count}" for reason, count in dead["by_reason"].items())
