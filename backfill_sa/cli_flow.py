@@ -17,7 +17,7 @@ from typing import Any
 
 from backfill_sa.cli_ops import CommandError, database_url, one_line, schema_name
 
-__all__ = ["add_queues_command", "cmd_queues"]
+__all__ = ["add_limit_actions", "cmd_queue_limits"]
 
 
 def _rate(value: str) -> tuple[int, timedelta]:
@@ -32,16 +32,13 @@ def _rate(value: str) -> tuple[int, timedelta]:
         ) from None
 
 
-def add_queues_command(
-    commands: argparse._SubParsersAction[Any], common: argparse.ArgumentParser
-) -> None:
-    """Add ``queues limits`` and ``queues set-limits`` to the subcommands."""
-    queues = commands.add_parser("queues", parents=[common], help="queue flow limits")
-    actions = queues.add_subparsers(dest="queues_action", metavar="ACTION", required=True)
+def add_limit_actions(actions: argparse._SubParsersAction[Any], common: Any) -> None:
+    """Add ``queues limits`` and ``queues set-limits`` to the ``queues`` actions."""
     listing = actions.add_parser(
         "limits", parents=[common], help="limits, flow-controlled running and serial waiting"
     )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=cmd_queue_limits)
     setting = actions.add_parser(
         "set-limits", parents=[common], help="replace a queue's limits (omitted: none)"
     )
@@ -51,7 +48,7 @@ def add_queues_command(
     setting.add_argument("--partition-concurrency", type=int, metavar="N")
     setting.add_argument("--rate", type=_rate, metavar="COUNT/SECONDS")
     setting.add_argument("--rate-per-partition", action="store_true")
-    queues.set_defaults(handler=cmd_queues)
+    setting.set_defaults(handler=cmd_queue_limits)
 
 
 async def _execute(url: str, schema: str, statements: Sequence[tuple[Any, dict[str, Any]]]) -> Any:
@@ -78,7 +75,7 @@ async def _execute(url: str, schema: str, statements: Sequence[tuple[Any, dict[s
         await db.dispose()
 
 
-def cmd_queues(args: argparse.Namespace) -> int:
+def cmd_queue_limits(args: argparse.Namespace) -> int:
     """``queues limits|set-limits``.
 
     Raises:

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from backfill_sa.errors import ConfigurationError
 from backfill_sa.flow import QueueLimits, limits_from_mapping
 from backfill_sa.priority import BULK, FAST
-from backfill_sa.schema_name import DEFAULT_SCHEMA, SCHEMA_NAME_PATTERN
+from backfill_sa.schema_name import DEFAULT_SCHEMA, SCHEMA_NAME_PATTERN, validate_schema_name
 
 __all__ = ["DEFAULT_RETENTION", "MIN_STALE_JOB_LOCK_TIMEOUT", "WorkerConfig"]
 
@@ -187,8 +187,9 @@ class WorkerConfig:
             **overrides: field values that replace what the environment says.
 
         Raises:
-            ConfigurationError: a variable is not a number (or a yes/no) where one is
-                needed, or a
+            ConfigurationError: a variable is not a number of at least 1 (or a
+                yes/no) where one is needed, or not a schema name (the error names
+                the variable), or a
                 resulting field breaks its rule; ``DATABASE_URL`` is missing and no
                 ``database_url`` override is given.
         """
@@ -200,24 +201,27 @@ class WorkerConfig:
             values["listen_url"] = source["BACKFILL_LISTEN_URL"]
         if "BACKFILL_POOLED" in source:
             values["pooled"] = _env_bool(source, "BACKFILL_POOLED")
-        if source.get("BACKFILL_SCHEMA"):
-            values["schema"] = source["BACKFILL_SCHEMA"]
+        if source.get("BACKFILL_SCHEMA") and "schema" not in overrides:
+            values["schema"] = validate_schema_name(
+                source["BACKFILL_SCHEMA"], field="BACKFILL_SCHEMA"
+            )
         queues = {
             FAST: _env_int(source, "FAST_QUEUE_CONCURRENCY", 10),
             BULK: _env_int(source, "BULK_QUEUE_CONCURRENCY", 5),
         }
-        values["queues"] = queues
-        if "POLL_INTERVAL_MS" in source:
+        if "queues" not in overrides:
+            values["queues"] = queues
+        if "POLL_INTERVAL_MS" in source and "poll_interval" not in overrides:
             values["poll_interval"] = timedelta(
                 milliseconds=_env_int(source, "POLL_INTERVAL_MS", 200)
             )
-        if "SHUTDOWN_TIMEOUT_SECS" in source:
+        if "SHUTDOWN_TIMEOUT_SECS" in source and "shutdown_timeout" not in overrides:
             values["shutdown_timeout"] = timedelta(
                 seconds=_env_int(source, "SHUTDOWN_TIMEOUT_SECS", 30)
             )
-        if "BACKFILL_RETENTION_SECS" in source:
+        if "BACKFILL_RETENTION_SECS" in source and "retention" not in overrides:
             values["retention"] = timedelta(
-                seconds=_env_int(source, "BACKFILL_RETENTION_SECS", 86_400)
+                seconds=_env_int(source, "BACKFILL_RETENTION_SECS", 86_400, minimum=0)
             )
         values.update(overrides)
         if "database_url" not in values or not values["database_url"]:
@@ -225,14 +229,22 @@ class WorkerConfig:
         return cls(**values)  # type: ignore[arg-type]
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    """Read a whole number of at least ``minimum`` from ``env[name]`` (blank: ``default``).
+
+    Raises:
+        ConfigurationError: naming the variable, when it is not such a number.
+    """
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw.strip())
+        number = int(raw.strip())
     except ValueError:
         raise ConfigurationError(name, f"must be a whole number, got {raw!r}") from None
+    if number < minimum:
+        raise ConfigurationError(name, f"must be a whole number of at least {minimum}, got {raw!r}")
+    return number
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -21,10 +21,20 @@ from backfill_sa.errors import ConfigurationError
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-__all__ = ["async_url", "check_url", "libpq_dsn", "parse_url", "sync_url"]
+__all__ = [
+    "async_connect_args",
+    "async_url",
+    "check_url",
+    "libpq_dsn",
+    "parse_url",
+    "redacted_url",
+    "sync_url",
+]
 
 _POSTGRES_SCHEME = re.compile(r"^(?:postgres|postgresql)(?:\+[A-Za-z0-9_]+)?://", re.IGNORECASE)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*):[^@/?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 _SYNC_DRIVERS = (("psycopg", "psycopg"), ("psycopg2", "psycopg2"), ("pg8000", "pg8000"))
 
@@ -60,16 +70,39 @@ def parse_url(url: str | URL) -> URL:
 def async_url(url: str | URL) -> URL:
     """Return ``url`` with the asyncpg driver, whatever driver it named.
 
+    libpq's ``sslmode`` becomes asyncpg's ``ssl``; libpq's ``connect_timeout`` is
+    dropped (asyncpg takes no such URL parameter): pass :func:`async_connect_args`
+    as ``connect_args`` to keep it.
+
     Raises:
         ConfigurationError: see :func:`parse_url`.
     """
     parsed = parse_url(url)
-    query = {k: v for k, v in parsed.query.items() if k != "sslmode"}
+    query = {k: v for k, v in parsed.query.items() if k not in ("sslmode", "connect_timeout")}
     mode = parsed.query.get("sslmode")
     if isinstance(mode, str) and "ssl" not in query:
         # asyncpg takes libpq's modes (disable ... verify-full) as its `ssl` argument.
         query["ssl"] = mode
     return parsed.set(drivername="postgresql+asyncpg", query=query)
+
+
+def async_connect_args(url: str | URL) -> dict[str, float]:
+    """Return asyncpg ``connect_args`` for what :func:`async_url` cannot say in the URL.
+
+    libpq's ``connect_timeout=SECONDS`` becomes ``{"timeout": SECONDS}``.
+
+    Raises:
+        ConfigurationError: see :func:`parse_url`, or ``connect_timeout`` is not a number.
+    """
+    seconds = parse_url(url).query.get("connect_timeout")
+    if not isinstance(seconds, str):
+        return {}
+    try:
+        return {"timeout": float(seconds)}
+    except ValueError:
+        raise ConfigurationError(
+            "DATABASE_URL", f"connect_timeout must be a number of seconds, got {seconds!r}"
+        ) from None
 
 
 def sync_url(url: str | URL) -> URL:
@@ -144,3 +177,14 @@ def libpq_dsn(url: str | URL) -> str:
             if pair.partition("=")[0] != "ssl" or keep_ssl_as_sslmode
         ]
     return "postgresql://" + base + ("?" + "&".join(pairs) if pairs else "")
+
+
+def redacted_url(url: str) -> str:
+    """Return ``url`` with its password (in the user part or a ``password=`` query
+    parameter) replaced by ``***``, for logs and messages; loads no SQLAlchemy.
+
+    Example:
+        ``redacted_url("postgresql://u:secret@db/app")`` is ``"postgresql://u:***@db/app"``.
+    """
+    text = _USERINFO_PASSWORD.sub(r"\1:***@", url.strip(), count=1)
+    return _QUERY_PASSWORD.sub(r"\1***", text)

@@ -44,6 +44,8 @@ __all__ = [
     "delete_dead_letters_async",
     "get_dead_letter",
     "get_dead_letter_async",
+    "list_dead_letter_ids",
+    "list_dead_letter_ids_async",
     "list_dead_letters",
     "list_dead_letters_async",
     "purge_dead_letters",
@@ -232,6 +234,33 @@ def count_dead_letters(
     return session.execute(sql.count(where)).scalar_one()
 
 
+def list_dead_letter_ids(
+    session: Session,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    failure_reason: FailureReason | str | None = None,
+    failed_after: dt.datetime | None = None,
+    failed_before: dt.datetime | None = None,
+) -> list[int]:
+    """Return the ids of every entry matching the filters, lowest first.
+
+    For bulk work in chunks (the CLI's ``dlq requeue``/``delete`` with a progress
+    bar): the filters mean what they mean in :func:`list_dead_letters`.
+
+    Raises:
+        JobValidationError: a naive datetime.
+    """
+    where = _filter(
+        task=task,
+        queue=queue,
+        failure_reason=failure_reason,
+        failed_after=failed_after,
+        failed_before=failed_before,
+    )
+    return list(session.execute(sql.select_ids(where)).scalars())
+
+
 def get_dead_letter(session: Session, id: int) -> DeadLetterJob | None:
     """Return the dead-letter entry with this id, or None when there is none."""
     return session.execute(sql.get(id)).scalar_one_or_none()
@@ -383,6 +412,30 @@ async def count_dead_letters_async(
         failed_before=failed_before,
     )
     return (await session.execute(sql.count(where))).scalar_one()
+
+
+async def list_dead_letter_ids_async(
+    session: AsyncSession,
+    *,
+    task: str | None = None,
+    queue: str | None = None,
+    failure_reason: FailureReason | str | None = None,
+    failed_after: dt.datetime | None = None,
+    failed_before: dt.datetime | None = None,
+) -> list[int]:
+    """Async twin of :func:`list_dead_letter_ids`.
+
+    Raises:
+        JobValidationError: a naive datetime.
+    """
+    where = _filter(
+        task=task,
+        queue=queue,
+        failure_reason=failure_reason,
+        failed_after=failed_after,
+        failed_before=failed_before,
+    )
+    return list((await session.execute(sql.select_ids(where))).scalars())
 
 
 async def get_dead_letter_async(session: AsyncSession, id: int) -> DeadLetterJob | None:

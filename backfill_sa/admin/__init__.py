@@ -38,7 +38,9 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installe
     if exc.name not in ("starlette", "uvicorn"):
         raise
     raise ModuleNotFoundError(
-        f"backfill_sa.admin needs {exc.name}: pip install 'backfill-sa[admin]'", name=exc.name
+        f"backfill_sa.admin needs {exc.name}: install the 'admin' extra "
+        "(pip install -e '.[admin]' in a clone of backfill_sa)",
+        name=exc.name,
     ) from exc
 
 __all__ = [

@@ -1,4 +1,6 @@
-"""Read-only SQL of the admin app: queue statistics, job listings, workers, overview.
+"""Read-only SQL of the admin app: job listings (the overview's statements live in
+:mod:`backfill_sa.statements.overview`, shared with the ``stats`` command, and are
+re-exported here).
 
 Every function builds one SQLAlchemy Core statement from validated arguments and runs
 nothing; :mod:`backfill_sa.admin.app` executes them. The statements name the
@@ -15,19 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
-    Double,
     Integer,
     Select,
     Table,
-    Text,
-    case,
     cast,
-    false,
     func,
-    literal_column,
-    null,
     select,
-    union,
 )
 
 if TYPE_CHECKING:
@@ -40,7 +35,12 @@ from backfill_sa.models import (
     queues_table,
     workers_table,
 )
-from backfill_sa.tables import job_locks_table
+from backfill_sa.statements.overview import (
+    overview_counts,
+    queue_stats,
+    worker_list,
+)
+from backfill_sa.statements.overview import state_literal as _state
 
 __all__ = [
     "JobFilter",
@@ -56,26 +56,9 @@ __all__ = [
 jobs: Table = jobs_table
 dlq: Table = dead_letter_table
 queues: Table = queues_table
-job_locks: Table = job_locks_table
 workers: Table = workers_table
 
 _now = func.now()
-
-
-def _state(state: JobState) -> ColumnElement[str]:
-    # Rendered inline, as the worker's statements do: a partial index on a state can
-    # only be used when the constant is in the SQL text.
-    return literal_column(f"'{state.value}'", Text)
-
-
-def _seconds_since(moment: ColumnElement[dt.datetime]) -> ColumnElement[float | None]:
-    """Seconds from ``moment`` to now, as a float, never negative; null stays null."""
-    seconds = func.greatest(cast(func.extract("epoch", _now - moment), Double), 0.0)
-    return case((moment.is_(None), null()), else_=seconds)
-
-
-def _alive(expiry: dt.timedelta) -> ColumnElement[bool]:
-    return workers.c.last_heartbeat_at >= _now - expiry
 
 
 @dataclass(frozen=True)
@@ -103,93 +86,6 @@ class JobFilter:
             has_error = jobs.c.last_error.is_not(None)
             found.append(has_error if self.errored else ~has_error)
         return found
-
-
-def queue_stats() -> Select[Any]:
-    """One row per known queue: job counts by state, backlog age, settings, dead letters.
-
-    A queue is known when it has jobs, a row in ``queues`` (settings) or dead-letter
-    entries. Columns: ``name``, ``available``, ``scheduled``, ``running``,
-    ``oldest_available_age_seconds`` (how long the longest-waiting runnable job has
-    been due; null when none is), ``paused``, ``concurrency``, ``dead_letters``, and
-    the flow limits (``global_concurrency``, ``partition_by``,
-    ``partition_concurrency``, ``rate_limit`` per ``rate_period_seconds``,
-    ``rate_limit_per_partition``) with ``limited_running`` (jobs running under flow
-    control, holding locks) and ``serial_waiting`` (available serial-keyed jobs).
-    Counting reads the whole jobs table (one scan, however many queues).
-    """
-    state = jobs.c.state
-    counts = (
-        select(
-            jobs.c.queue.label("name"),
-            func.count().filter(state == _state(JobState.AVAILABLE)).label("available"),
-            func.count().filter(state == _state(JobState.SCHEDULED)).label("scheduled"),
-            func.count().filter(state == _state(JobState.RUNNING)).label("running"),
-            func.min(jobs.c.run_at).filter(state == _state(JobState.AVAILABLE)).label("oldest"),
-            func.count()
-            .filter(state == _state(JobState.AVAILABLE), jobs.c.serial_key.is_not(None))
-            .label("serial_waiting"),
-        )
-        .group_by(jobs.c.queue)
-        .cte("job_counts")
-    )
-    dead = (
-        select(dlq.c.queue.label("name"), func.count().label("dead_letters"))
-        .group_by(dlq.c.queue)
-        .cte("dead_counts")
-    )
-    held = (
-        select(job_locks.c.queue.label("name"), func.count().label("limited_running"))
-        .group_by(job_locks.c.queue)
-        .cte("lock_counts")
-    )
-    names = union(select(counts.c.name), select(queues.c.name), select(dead.c.name)).subquery(
-        "names"
-    )
-    return (
-        select(
-            names.c.name,
-            func.coalesce(counts.c.available, 0).label("available"),
-            func.coalesce(counts.c.scheduled, 0).label("scheduled"),
-            func.coalesce(counts.c.running, 0).label("running"),
-            _seconds_since(counts.c.oldest).label("oldest_available_age_seconds"),
-            func.coalesce(queues.c.paused, false()).label("paused"),
-            queues.c.concurrency,
-            func.coalesce(dead.c.dead_letters, 0).label("dead_letters"),
-            queues.c.global_concurrency,
-            queues.c.partition_by,
-            queues.c.partition_concurrency,
-            queues.c.rate_limit,
-            (queues.c.rate_period_ms / 1000.0).label("rate_period_seconds"),
-            func.coalesce(queues.c.rate_limit_per_partition, false()).label(
-                "rate_limit_per_partition"
-            ),
-            func.coalesce(held.c.limited_running, 0).label("limited_running"),
-            func.coalesce(counts.c.serial_waiting, 0).label("serial_waiting"),
-        )
-        .select_from(
-            names.outerjoin(counts, counts.c.name == names.c.name)
-            .outerjoin(queues, queues.c.name == names.c.name)
-            .outerjoin(dead, dead.c.name == names.c.name)
-            .outerjoin(held, held.c.name == names.c.name)
-        )
-        .order_by(names.c.name)
-    )
-
-
-def overview_counts(worker_expiry: dt.timedelta) -> Select[dt.datetime, int, int, int]:
-    """One row: the database's ``now``, dead letters, live workers, all workers.
-
-    A worker is live when its last heartbeat is younger than ``worker_expiry``.
-    """
-    total = select(func.count()).select_from(workers).scalar_subquery()
-    alive = select(func.count()).select_from(workers).where(_alive(worker_expiry))
-    return select(
-        _now.label("now"),
-        select(func.count()).select_from(dlq).scalar_subquery().label("dead_letters"),
-        alive.scalar_subquery().label("workers_alive"),
-        total.label("workers_total"),
-    )
 
 
 _JOB_SUMMARY = (
@@ -258,32 +154,6 @@ def queue_throughput(window: dt.timedelta) -> Select[str, int, int]:
 def job_count(where: JobFilter) -> Select[int]:
     """The number of jobs matching ``where``."""
     return select(func.count()).select_from(jobs).where(*where.conditions())
-
-
-def worker_list(worker_expiry: dt.timedelta) -> Select[Unpack[tuple[Any, ...]]]:
-    """Registered workers, oldest first, with liveness and their running jobs.
-
-    Columns: the ``workers`` row, ``alive`` (heartbeat younger than
-    ``worker_expiry``), ``seconds_since_heartbeat`` and ``running`` (jobs this
-    worker holds now).
-    """
-    running = (
-        select(func.count())
-        .select_from(jobs)
-        .where(jobs.c.state == _state(JobState.RUNNING), jobs.c.locked_by == workers.c.id)
-        .scalar_subquery()
-    )
-    return select(
-        workers.c.id,
-        workers.c.hostname,
-        workers.c.pid,
-        workers.c.queues,
-        workers.c.started_at,
-        workers.c.last_heartbeat_at,
-        _alive(worker_expiry).label("alive"),
-        _seconds_since(workers.c.last_heartbeat_at).label("seconds_since_heartbeat"),
-        running.label("running"),
-    ).order_by(workers.c.started_at, workers.c.id)
 
 
 def schema_has_tables(schema: str) -> Select[bool]:

@@ -2,7 +2,9 @@
 
 * From the application's own Alembic history: add :data:`VERSION_LOCATION` (or
   :func:`version_location`) to ``version_locations``, pass :func:`include_object` /
-  :func:`include_name` to ``context.configure``, and run ``alembic upgrade heads``.
+  :func:`include_name` and :func:`revision_directives` (which keeps the
+  application's new revisions on its own branch, in its own folder) to
+  ``context.configure``, and run ``alembic upgrade heads``.
 * Without Alembic in the application: ``python -m backfill_sa migrate`` (see
   :func:`backfill_sa.migrations.runner.run_migrate`).
 * At application start-up: ``upgrade(engine)`` or ``await upgrade(async_engine)``.
@@ -26,6 +28,7 @@ from sqlalchemy import Connection, Engine
 
 from backfill_sa.errors import ConfigurationError, MigrationError
 from backfill_sa.migrations.autogen import include_name, include_object
+from backfill_sa.migrations.placement import revision_directives
 from backfill_sa.migrations.schema import DEFAULT_SCHEMA, validate_schema_name
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ __all__ = [
     "alembic_config",
     "include_name",
     "include_object",
+    "revision_directives",
     "upgrade",
     "upgrade_async",
     "version_location",

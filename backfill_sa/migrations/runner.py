@@ -10,6 +10,7 @@ transactional): a failure leaves the schema as it was.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 from pathlib import Path
@@ -20,11 +21,12 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, MetaData, Table, create_engine, func, inspect, select
+from sqlalchemy import URL, Connection, MetaData, Table, func, inspect, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from backfill_sa.dburl import sync_url
+from backfill_sa.dburl import async_connect_args, async_url, parse_url
 from backfill_sa.errors import ConfigurationError, MigrationError
 from backfill_sa.migrations.schema import DEFAULT_SCHEMA, validate_schema_name
 
@@ -131,7 +133,14 @@ def _refuse_foreign_history(connection: Connection, schema: str) -> None:
 def _print_current(connection: Connection, schema: str, out: TextIO) -> None:
     script_heads = set(ScriptDirectory.from_config(alembic_config(schema)).get_heads())
     heads = current_heads(connection, schema)
-    if not heads:
+    if not heads and inspect(connection).has_table("jobs", schema=schema):
+        print(
+            f"none recorded in {schema}.{VERSION_TABLE}, but schema {schema!r} holds "
+            "backfill_sa's tables: another Alembic history manages them (most likely your "
+            "application's: `alembic current` there shows the backfill_sa branch)",
+            file=out,
+        )
+    elif not heads:
         print("base (no backfill_sa revision applied)", file=out)
     for head in heads:
         print(f"{head} (head)" if head in script_heads else head, file=out)
@@ -158,13 +167,18 @@ def run_migrate(
 ) -> int:
     """Upgrade, downgrade or show backfill_sa's schema: what ``backfill_sa migrate`` runs.
 
+    Runs on asyncpg (a core dependency; no synchronous driver needed), in a new event
+    loop: call it from synchronous code, not from a running loop (there, use
+    ``await upgrade(async_engine)``).
+
     Args:
-        url: the database URL, in any form :mod:`backfill_sa.dburl` accepts; a sync
-            driver is chosen for it. With ``sql=True`` it only selects the dialect.
+        url: the database URL, in any form :mod:`backfill_sa.dburl` accepts.
+            With ``sql=True`` it only selects the dialect.
         schema: the schema holding our tables and our ``alembic_version`` table.
         action: ``"upgrade"`` (to ``revision``, default the newest), ``"downgrade"``
             (to ``revision``, default ``"base"``: all our tables dropped) or
-            ``"current"`` (print the applied revision, or ``base``).
+            ``"current"`` (print the applied revision, ``base``, or that another
+            Alembic history manages the tables).
         revision: the target revision; see ``action`` for the defaults. With
             ``sql=True`` a downgrade may be given as ``"from:to"``; otherwise it
             starts from our newest revision.
@@ -190,31 +204,21 @@ def run_migrate(
     target = revision or ("heads" if action == "upgrade" else "base")
     try:
         name = validate_schema_name(schema)
-        db_url = sync_url(url)
+        db_url = async_url(url)
     except ConfigurationError as exc:
         raise MigrationError(str(exc)) from exc
-    shown_url = db_url.render_as_string(hide_password=True)
     what = f"{action} of schema {name!r}" + ("" if action == "current" else f" to {target!r}")
     try:
         if sql:
-            cfg = alembic_config(name, db_url.render_as_string(hide_password=False), out=stream)
-            _offline(cfg, action, target)
+            # Offline: nothing connects, the URL only names the dialect.
+            offline_url = db_url.set(drivername="postgresql").render_as_string(hide_password=False)
+            _offline(alembic_config(name, offline_url, out=stream), action, target)
             return 0
-        engine = create_engine(db_url, poolclass=NullPool)
-        try:
-            try:
-                connection = engine.connect()
-            except SQLAlchemyError as exc:
-                raise MigrationError(
-                    f"{what}: cannot connect to {shown_url}: {_reason(exc)}"
-                ) from exc
-            with connection, connection.begin():
-                if action == "current":
-                    _print_current(connection, name, stream)
-                else:
-                    apply(connection, schema=name, action=action, revision=target)
-        finally:
-            engine.dispose()
+        shown = parse_url(url).render_as_string(hide_password=True)
+        timeout = async_connect_args(url)
+        asyncio.run(
+            _online(db_url, name, action, target, out=stream, what=what, shown=shown, args=timeout)
+        )
     except CommandError as exc:
         raise MigrationError(f"revision: {what} failed: {exc}") from exc
     except SQLAlchemyError as exc:
@@ -222,6 +226,45 @@ def run_migrate(
     return 0
 
 
-def _reason(exc: SQLAlchemyError) -> str:
+async def _online(
+    db_url: URL,
+    schema: str,
+    action: Action,
+    target: str,
+    *,
+    out: TextIO,
+    what: str,
+    shown: str,
+    args: dict[str, float],
+) -> None:
+    """Run one online migrate action on asyncpg (a core dependency), in one transaction.
+
+    Alembic runs synchronously inside ``AsyncConnection.run_sync``, as its async
+    recipe does, so no synchronous driver is needed.
+    """
+    engine = create_async_engine(db_url, poolclass=NullPool, connect_args=args)
+    try:
+        try:
+            connection = await engine.connect()
+        except (SQLAlchemyError, OSError) as exc:
+            raise MigrationError(f"{what}: cannot connect to {shown}: {_reason(exc)}") from exc
+        try:
+            async with connection.begin():
+                if action == "current":
+                    await connection.run_sync(_print_current, schema, out)
+                else:
+                    await connection.run_sync(_apply_on, schema, action, target)
+        finally:
+            await connection.close()
+    finally:
+        await engine.dispose()
+
+
+def _apply_on(connection: Connection, schema: str, action: Action, target: str) -> None:
+    assert action != "current"
+    apply(connection, schema=schema, action=action, revision=target)
+
+
+def _reason(exc: BaseException) -> str:
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
     return " ".join(str(cause).split())

@@ -41,6 +41,7 @@ __all__ = [
     "get",
     "purge",
     "requeue",
+    "select_ids",
     "select_many",
     "span",
 ]
@@ -107,6 +108,11 @@ def select_many(where: DeadLetterFilter, *, limit: int, offset: int) -> Select[D
         .limit(limit)
         .offset(offset)
     )
+
+
+def select_ids(where: DeadLetterFilter) -> Select[int]:
+    """Ids of the entries matching ``where``, oldest first (for chunked bulk work)."""
+    return select(_dlq.c.id).where(*_conditions(where)).order_by(_dlq.c.id)
 
 
 def count(where: DeadLetterFilter) -> Select[int]:

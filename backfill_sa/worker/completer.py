@@ -36,6 +36,9 @@ class RunResult:
     Attributes:
         succeeded: jobs completed (kept as ``completed``, or deleted with no retention).
         retried: failed attempts rescheduled with backoff.
+        returned: jobs cancelled by this worker's shutdown and given back to the
+            queue at once, the attempt refunded (not failures: counted apart from
+            ``retried``).
         snoozed: jobs rescheduled by ``Snooze`` (attempt given back).
         dead_lettered: jobs moved to the dead-letter queue.
         refused: outcome writes refused by the fence (claim lost meanwhile).
@@ -45,6 +48,7 @@ class RunResult:
 
     succeeded: int = 0
     retried: int = 0
+    returned: int = 0
     snoozed: int = 0
     dead_lettered: int = 0
     refused: int = 0
@@ -53,8 +57,16 @@ class RunResult:
 
     @property
     def total(self) -> int:
-        """Jobs whose attempt ended (succeeded, retried, snoozed, dead-lettered, cancelled)."""
-        return self.succeeded + self.retried + self.snoozed + self.dead_lettered + self.cancelled
+        """Jobs whose attempt ended (succeeded, retried, returned, snoozed,
+        dead-lettered, cancelled)."""
+        return (
+            self.succeeded
+            + self.retried
+            + self.returned
+            + self.snoozed
+            + self.dead_lettered
+            + self.cancelled
+        )
 
 
 def finish_params(outcomes: list[Outcome], done_channel: str) -> dict[str, object]:
@@ -231,6 +243,8 @@ class Completer:
                 accepted.append(outcome)
                 if outcome.kind is OutcomeKind.SUCCEEDED:
                     self.result.succeeded += 1
+                elif outcome.kind is OutcomeKind.RETRIED and outcome.shutdown:
+                    self.result.returned += 1
                 elif outcome.kind is OutcomeKind.RETRIED:
                     self.result.retried += 1
                 elif outcome.kind is OutcomeKind.SNOOZED:

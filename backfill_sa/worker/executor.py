@@ -211,6 +211,7 @@ class Executor:
                     outcome.delay_ms = 0
                     outcome.refund = 1
                     outcome.reason = None
+                    outcome.shutdown = True
                     outcome.duration = time.perf_counter() - started
                     span.set_outcome(TelemetryOutcome.RETRIED)
                     raise _Cancelled(outcome) from None

@@ -71,6 +71,8 @@ class Outcome:
     keep_ms: int = 0
     attempt: int = 0
     """The attempt's number (for log records)."""
+    shutdown: bool = False
+    """A ``RETRIED`` outcome that is the worker's shutdown giving the job back."""
 
 
 def _bounded(text: str) -> str:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from backfill_sa.config import WorkerConfig
+from backfill_sa.dburl import redacted_url
 from backfill_sa.notify import cancel_channel_for, channel_for
 from backfill_sa.statements.worker_sql import queue_set_limits, queue_settings, schema_probe
 from backfill_sa.states import FailureReason
@@ -223,6 +224,16 @@ class WorkerRunner:
         unwatch_queues = self.telemetry.watch_queues(stats.current)
         try:
             await heartbeat.run_once()
+            logger.info(
+                "worker %s started: queues %s; tasks %s; database %s, schema %s%s",
+                self.worker_id,
+                ", ".join(f"{name}={limit}" for name, limit in cfg.queues.items()),
+                ", ".join(sorted(self.registry)) or "(none registered)",
+                redacted_url(cfg.database_url),
+                cfg.schema,
+                " (burst)" if burst else "",
+                extra={"worker_id": self.worker_id, "queues": dict(cfg.queues)},
+            )
             for name, limits in cfg.queue_limits.items():
                 await db.execute(queue_set_limits, limits.params(name))
             await self._refresh_queue_settings(db)

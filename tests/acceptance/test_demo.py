@@ -15,17 +15,27 @@ def test_demo_runs_and_reports(cli: Runner, admin_engine: Engine, unique_schema:
 
     assert done.code == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "committed 401 jobs with 200 orders in 8 transactions" in out
+    assert (
+        "committed 401 jobs with 200 orders in 8 transactions, each job with its order: "
+        "400 for the orders"
+    ) in out
+    assert "and 1 notify_warehouse" in out
     assert "rolled back a transaction holding an order and its job: neither is there" in out
     assert re.search(r"attempt 3 \(\d+ ms later\): failed\n.*-> dead-lettered", out)
     assert "requeued from the DLQ:\n       attempt 1: succeeded" in out
-    assert re.search(r"throughput +[\d,]+ jobs/s \(400 jobs in", out)
+    assert re.search(r"throughput +[\d,]+ jobs/s \(the orders' 400 jobs in", out)
     assert re.search(r"idle worker: p50 [\d.]+ ms, p99 [\d.]+ ms", out)
     assert "succeeded 441 of 441; dead-lettered 1, requeued 1 and succeeded" in out
     assert "failed attempts retried 2;" in out
     assert "left in jobs 0, left in DLQ 0" in out
-    assert out.rstrip().endswith("OK")
-    assert "441/441 jobs" in done.stderr  # the progress bar's last state
+    assert "\n  OK\n" in out
+    assert f"Left behind: schema {unique_schema!r}" in out
+    assert "the demo's worker has stopped" in out
+    assert "embedded PostgreSQL" not in out  # DATABASE_URL is set
+    # The progress bar's last state: a count and a time, no rate to disagree with
+    # the summary's throughput.
+    assert re.search(r"441/441 jobs  [\d.]+ s\n", done.stderr)
+    assert "/s" not in done.stderr
     with admin_engine.connect() as conn:
         orders = conn.scalar(text(f'SELECT count(*) FROM "{unique_schema}".orders'))
     assert orders == 200

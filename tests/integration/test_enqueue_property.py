@@ -106,7 +106,7 @@ _bad_leaves = st.sampled_from(
 # (argument, bad value, the field the error must name)
 _invalid_arguments = st.one_of(
     st.tuples(st.just("task"), st.sampled_from(["", "t" * 201, "a\x00", 7]), st.just("task")),
-    st.tuples(st.just("queue"), st.sampled_from(["", "q" * 101, None]), st.just("queue")),
+    st.tuples(st.just("queue"), st.sampled_from(["", "q" * 101, 7]), st.just("queue")),
     st.tuples(st.just("job_key"), st.sampled_from(["", "k" * 513]), st.just("job_key")),
     st.tuples(
         st.just("priority"),

@@ -104,12 +104,12 @@ def test_a_non_integer_variable_is_named_in_the_error(name: str, raw: str) -> No
 @pytest.mark.parametrize(
     ("name", "raw", "field"),
     [
-        ("FAST_QUEUE_CONCURRENCY", "0", "queues[fast]"),
-        ("BULK_QUEUE_CONCURRENCY", "-1", "queues[bulk]"),
-        ("POLL_INTERVAL_MS", "0", "poll_interval"),
-        ("SHUTDOWN_TIMEOUT_SECS", "-5", "shutdown_timeout"),
-        ("BACKFILL_RETENTION_SECS", "-1", "retention"),
-        ("BACKFILL_SCHEMA", "Has-Caps", "schema"),
+        ("FAST_QUEUE_CONCURRENCY", "0", "FAST_QUEUE_CONCURRENCY"),
+        ("BULK_QUEUE_CONCURRENCY", "-1", "BULK_QUEUE_CONCURRENCY"),
+        ("POLL_INTERVAL_MS", "0", "POLL_INTERVAL_MS"),
+        ("SHUTDOWN_TIMEOUT_SECS", "-5", "SHUTDOWN_TIMEOUT_SECS"),
+        ("BACKFILL_RETENTION_SECS", "-1", "BACKFILL_RETENTION_SECS"),
+        ("BACKFILL_SCHEMA", "Has-Caps", "BACKFILL_SCHEMA"),
     ],
 )
 def test_out_of_range_values_are_refused(name: str, raw: str, field: str) -> None:

@@ -36,3 +36,23 @@ def test_the_tls_mode_survives_every_conversion(mode: str) -> None:
 def test_a_non_postgresql_url_is_refused_naming_the_setting() -> None:
     with pytest.raises(ConfigurationError, match="DATABASE_URL"):
         async_url("mysql://u@db/app")
+
+
+def test_redacted_url_hides_the_password_only() -> None:
+    from backfill_sa.dburl import redacted_url
+
+    assert redacted_url("postgresql://u:secret@db:5432/app") == "postgresql://u:***@db:5432/app"
+    assert redacted_url("postgresql://u@db/app?password=x&a=1") == (
+        "postgresql://u@db/app?password=***&a=1"
+    )
+    assert redacted_url("postgresql://u@/db?host=/tmp/s") == "postgresql://u@/db?host=/tmp/s"
+
+
+def test_async_connect_args_carry_libpqs_connect_timeout() -> None:
+    from backfill_sa.dburl import async_connect_args, async_url
+
+    url = "postgresql://u@db/app?connect_timeout=3&sslmode=require"
+
+    assert async_connect_args(url) == {"timeout": 3.0}
+    assert "connect_timeout" not in async_url(url).query
+    assert async_connect_args("postgresql://u@db/app") == {}

@@ -94,7 +94,12 @@ async def test_graceful_stop_finishes_what_it_can_and_returns_the_rest(
 
     assert 0.45 <= elapsed < 5
     assert stuck_cancelled.is_set()
-    assert (result.succeeded, result.retried, result.dead_lettered) == (1, 1, 0)
+    assert (result.succeeded, result.returned, result.retried, result.dead_lettered) == (
+        1,
+        1,
+        0,
+        0,
+    )
     assert state_of(sync_engine, quick_id) == "completed"
     stuck_row = job(sync_engine, stuck_id)
     assert stuck_row is not None
@@ -139,7 +144,7 @@ async def test_forced_stop_cancels_at_once(
     result = await asyncio.wait_for(handle.stop(force=True), timeout=10)
 
     assert time.monotonic() - began < 5
-    assert result.retried == 1
+    assert (result.returned, result.retried) == (1, 0)  # given back, not a failed attempt
     row = job(sync_engine, job_id)
     assert row is not None
     assert (row["state"], row["attempts"], row["locked_by"]) == ("available", 0, None)
@@ -199,7 +204,7 @@ def test_second_signal_stops_at_once_and_returns_the_jobs(
     assert proc.wait(timeout=15) == 0
     assert time.monotonic() - began < 10  # the default shutdown timeout is 30 s
     assert counts["succeeded"] == 0
-    assert counts["retried"] == 2
+    assert (counts["returned"], counts["retried"]) == (2, 0)
     left = rows(sync_engine, "SELECT id, state, attempts, locked_by FROM {s}.jobs ORDER BY id")
     assert left == [
         {"id": job_id, "state": "available", "attempts": 0, "locked_by": None} for job_id in ids

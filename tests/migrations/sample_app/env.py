@@ -18,7 +18,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import SchemaItem
 
-from backfill_sa.migrations import include_name, include_object
+from backfill_sa.migrations import include_name, include_object, revision_directives
 
 APP_SCHEMA = os.environ["APP_SCHEMA"]
 target_metadata = make_base(APP_SCHEMA).metadata
@@ -63,6 +63,7 @@ def run_migrations_online() -> None:
             include_object=(
                 app_include_object if without_ours else include_object(app_include_object)
             ),
+            process_revision_directives=revision_directives(),
         )
         with context.begin_transaction():
             context.run_migrations()
