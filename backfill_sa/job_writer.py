@@ -1,9 +1,7 @@
 """Writing jobs through a sync Session: the one implementation behind every enqueue.
 
 ``enqueue`` calls :func:`write_job` / :func:`write_jobs` directly; ``enqueue_async``
-runs the same functions on the AsyncSession's sync session (``run_sync``);
-:class:`~backfill_sa.client.BackfillClient` runs their ``_on`` forms on a Connection
-it keeps. Each uses
+runs the same functions on the AsyncSession's sync session (``run_sync``). Each uses
 the session's own connection and transaction and never commits; the statements
 come from :mod:`backfill_sa.statements.jobs_insert`. A job without a key is inserted
 on a DBAPI cursor of that connection when nothing observes the engine's statements
@@ -48,12 +46,9 @@ __all__ = [
     "EnqueueOutcome",
     "EnqueueResult",
     "check_specs",
-    "write_batch",
-    "write_batch_on",
     "write_checked_jobs",
-    "write_checked_jobs_on",
+    "write_batch",
     "write_job",
-    "write_job_on",
     "write_jobs",
 ]
 
@@ -295,12 +290,7 @@ def _insert_batch(conn: Connection, rows: list[JobRow], channel: str) -> list[En
 
 def write_job(session: Session, spec: JobSpec) -> EnqueueResult:
     """Write one job in ``session``'s transaction (see ``enqueue``)."""
-    return write_job_on(_connection(session), spec)
-
-
-def write_job_on(conn: Connection, spec: JobSpec) -> EnqueueResult:
-    """:func:`write_job` on a Connection, in whatever transaction it is in (or none,
-    when it autocommits: every path is one atomic statement per round)."""
+    conn = _connection(session)
     channel = channel_for(schema_of(conn))
     carrier = current_trace_carrier()
     if spec.row.job_key is None:
@@ -327,17 +317,7 @@ def write_batch(session: Session, spec: JobSpec, payloads: list[str]) -> list[En
     """
     if not payloads:
         return []
-    return write_batch_on(_connection(session), spec, payloads)
-
-
-def write_batch_on(conn: Connection, spec: JobSpec, payloads: list[str]) -> list[EnqueueResult]:
-    """:func:`write_batch` on a Connection, in its transaction.
-
-    Raises:
-        sqlalchemy.exc.DBAPIError: the database refused a statement.
-    """
-    if not payloads:
-        return []
+    conn = _connection(session)
     params = _params(_traced(spec.row, current_trace_carrier()), channel_for(schema_of(conn)))
     del params["new_payload"], params["new_job_key"]
     results: list[EnqueueResult] = []
@@ -358,17 +338,7 @@ def write_checked_jobs(session: Session, checked: list[JobSpec]) -> list[Enqueue
     """
     if not checked:
         return []
-    return write_checked_jobs_on(_connection(session), checked)
-
-
-def write_checked_jobs_on(conn: Connection, checked: list[JobSpec]) -> list[EnqueueResult]:
-    """:func:`write_checked_jobs` on a Connection, in its transaction.
-
-    Raises:
-        sqlalchemy.exc.DBAPIError: the database refused a statement.
-    """
-    if not checked:
-        return []
+    conn = _connection(session)
     channel = channel_for(schema_of(conn))
     carrier = current_trace_carrier()
     rows = [spec.row for spec in checked]
