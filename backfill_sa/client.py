@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 from backfill_sa import dlq
 from backfill_sa.client_sessions import AsyncSessions, SyncSessions, with_schema
 from backfill_sa.dburl import async_url, sync_url
+from backfill_sa.enqueue import EnqueueOptions, EnqueueResult, JobSpec
 from backfill_sa.enqueue import enqueue as _enqueue
 from backfill_sa.enqueue import enqueue_batch as _enqueue_batch
 from backfill_sa.enqueue import enqueue_bulk as _enqueue_bulk
@@ -60,11 +61,12 @@ from backfill_sa.enqueue import enqueue_emergency as _enqueue_emergency
 from backfill_sa.enqueue import enqueue_fast as _enqueue_fast
 from backfill_sa.enqueue import enqueue_many as _enqueue_many
 from backfill_sa.errors import ConfigurationError
+from backfill_sa.priority import BULK, FAST, Priority
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from typing_extensions import Self
+    from typing_extensions import Self, Unpack
 
 __all__ = ["BackfillClient", "SyncBackfillClient"]
 
@@ -125,7 +127,8 @@ def _in_transaction(fn: Callable[Concatenate[Session, _P], _R]) -> _Operation[_P
 
 
 class _Operations(_ClientBase):
-    """The operations, named once for both flavours."""
+    """The operations, named once for both flavours (:class:`BackfillClient` defines
+    its own single-job enqueues, to take the asyncpg shortcut)."""
 
     # Enqueue: each call is its own transaction (autocommit, one round trip).
     enqueue = _on_kept(_enqueue)
@@ -172,6 +175,9 @@ class BackfillClient(_Operations):
             never disposed).
         schema: the schema the tables live in (``backfill`` maps to it); ``None``
             keeps the engine's own ``schema_translate_map``, or ``backfill``.
+        max_connections: connections the client keeps for its single enqueues, and
+            as many again for its transactions (default 4 each); more concurrent
+            calls wait for one. Keep ``2 * max_connections`` within the pool's size.
         engine_options: keyword arguments for ``create_async_engine`` when the
             client creates the engine (pool size and the like); refused with a
             borrowed engine.
@@ -186,8 +192,8 @@ class BackfillClient(_Operations):
     detached, with their columns loaded.
 
     Raises:
-        ConfigurationError: a bad URL or schema name, or engine options with a
-            borrowed engine.
+        ConfigurationError: a bad URL, schema name or ``max_connections``, or engine
+            options with a borrowed engine.
 
     Example::
 
@@ -203,9 +209,12 @@ class BackfillClient(_Operations):
         url_or_engine: str | URL | AsyncEngine,
         *,
         schema: str | None = None,
+        max_connections: int = 4,
         **engine_options: Any,
     ) -> None:
         """Create or borrow the engine; no connection opens before the first call."""
+        if type(max_connections) is not int or max_connections < 1:
+            raise ConfigurationError("max_connections", "must be an integer of at least 1")
         self._owns_engine = _owned(url_or_engine, AsyncEngine)
         if isinstance(url_or_engine, AsyncEngine):
             if engine_options:
@@ -216,8 +225,74 @@ class BackfillClient(_Operations):
         self._engine = engine
         self.engine: AsyncEngine = with_schema(engine, schema)
         """The engine the client works with (the schema applied)."""
-        self._kept = AsyncSessions(self.engine, autocommit=True)
-        self._atomic = AsyncSessions(self.engine, autocommit=False)
+        self._kept = AsyncSessions(self.engine, autocommit=True, limit=max_connections)
+        self._atomic = AsyncSessions(self.engine, autocommit=False, limit=max_connections)
+
+    async def enqueue(
+        self,
+        task: str,
+        payload: object = None,
+        *,
+        queue: str = BULK,
+        priority: int = Priority.BULK_DEFAULT,
+        **options: Unpack[EnqueueOptions],
+    ) -> EnqueueResult:
+        """Add a job, committed on return: :func:`~backfill_sa.enqueue.enqueue`'s
+        arguments, rules, ``job_key`` modes and result, in one autocommitted statement
+        on a connection the client keeps.
+
+        Raises:
+            JobValidationError: an argument breaks a rule; raised before any SQL.
+            sqlalchemy.exc.DBAPIError: the database refused the statement.
+        """
+        spec = JobSpec(task, payload, queue, priority, **options)
+        return await self._kept.write_job(spec)
+
+    # The helpers' queues and priorities are enqueue_fast's & co (a test compares).
+
+    async def enqueue_fast(
+        self, task: str, payload: object = None, **options: Unpack[EnqueueOptions]
+    ) -> EnqueueResult:
+        """:meth:`enqueue` on queue ``fast`` at ``Priority.FAST_DEFAULT`` (-5).
+
+        Raises:
+            JobValidationError: an argument breaks a rule; raised before any SQL.
+        """
+        return await self.enqueue(
+            task, payload, queue=FAST, priority=Priority.FAST_DEFAULT, **options
+        )
+
+    async def enqueue_bulk(
+        self, task: str, payload: object = None, **options: Unpack[EnqueueOptions]
+    ) -> EnqueueResult:
+        """:meth:`enqueue` on queue ``bulk`` at ``Priority.BULK_DEFAULT`` (0).
+
+        Raises:
+            JobValidationError: an argument breaks a rule; raised before any SQL.
+        """
+        return await self.enqueue(
+            task, payload, queue=BULK, priority=Priority.BULK_DEFAULT, **options
+        )
+
+    async def enqueue_critical(
+        self, task: str, payload: object = None, **options: Unpack[EnqueueOptions]
+    ) -> EnqueueResult:
+        """:meth:`enqueue` on queue ``fast`` at ``Priority.FAST_HIGH`` (-10).
+
+        Raises:
+            JobValidationError: an argument breaks a rule; raised before any SQL.
+        """
+        return await self.enqueue(task, payload, queue=FAST, priority=Priority.FAST_HIGH, **options)
+
+    async def enqueue_emergency(
+        self, task: str, payload: object = None, **options: Unpack[EnqueueOptions]
+    ) -> EnqueueResult:
+        """:meth:`enqueue` on queue ``fast`` at ``Priority.EMERGENCY`` (-20).
+
+        Raises:
+            JobValidationError: an argument breaks a rule; raised before any SQL.
+        """
+        return await self.enqueue(task, payload, queue=FAST, priority=Priority.EMERGENCY, **options)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -264,6 +339,7 @@ class SyncBackfillClient(_Operations):
             engine and disposes of it on close) or an :class:`~sqlalchemy.Engine` of
             yours (borrowed: used, never disposed).
         schema: as for :class:`BackfillClient`.
+        max_connections: as for :class:`BackfillClient`.
         engine_options: keyword arguments for ``create_engine`` when the client
             creates the engine; refused with a borrowed engine.
 
@@ -272,8 +348,8 @@ class SyncBackfillClient(_Operations):
     its own.
 
     Raises:
-        ConfigurationError: a bad URL or schema name, engine options with a borrowed
-            engine, or no sync driver installed.
+        ConfigurationError: a bad URL, schema name or ``max_connections``, engine
+            options with a borrowed engine, or no sync driver installed.
 
     Example::
 
@@ -289,9 +365,12 @@ class SyncBackfillClient(_Operations):
         url_or_engine: str | URL | Engine,
         *,
         schema: str | None = None,
+        max_connections: int = 4,
         **engine_options: Any,
     ) -> None:
         """Create or borrow the engine; no connection opens before the first call."""
+        if type(max_connections) is not int or max_connections < 1:
+            raise ConfigurationError("max_connections", "must be an integer of at least 1")
         self._owns_engine = _owned(url_or_engine, Engine)
         if isinstance(url_or_engine, Engine):
             if engine_options:
@@ -302,8 +381,8 @@ class SyncBackfillClient(_Operations):
         self._engine = engine
         self.engine: Engine = with_schema(engine, schema)
         """The engine the client works with (the schema applied)."""
-        self._kept = SyncSessions(self.engine, autocommit=True)
-        self._atomic = SyncSessions(self.engine, autocommit=False)
+        self._kept = SyncSessions(self.engine, autocommit=True, limit=max_connections)
+        self._atomic = SyncSessions(self.engine, autocommit=False, limit=max_connections)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -3,25 +3,50 @@
 :class:`SyncSessions` calls the function with a sync Session; :class:`AsyncSessions`
 runs the same function through ``AsyncSession.run_sync``. Either keeps its sessions
 (each bound to a connection of its own) between calls in a stack: a caller takes an
-idle one or opens another, and puts it back when its call returned. A call that
+idle one or opens another, and puts it back when its call returned. At most
+``limit`` calls run at once (a semaphore), so at most ``limit`` connections are kept
+and more callers wait for one instead of exhausting the engine's pool. A call that
 raised closes its session and connection instead (its state is unknown; the pool
 decides whether the connection can be used again).
 
 ``autocommit=True`` sessions run each statement as its own transaction (the
 connection's isolation level is ``AUTOCOMMIT`` until it goes back to the pool); the
 others run the function in ``session.begin()``, committed when it returns.
+
+:meth:`AsyncSessions.write_job` is ``enqueue``'s write with one shortcut: a job
+without a key on an asyncpg connection that nothing observes goes to the asyncpg
+connection under the session directly, with the statement and values ``enqueue``
+itself would send there through SQLAlchemy's cursor
+(:func:`~backfill_sa.job_writer.direct_insert_one`,
+:func:`~backfill_sa.job_writer.insert_values`): the same SQL, one round trip, without
+the greenlet bridge and SQLAlchemy's asyncpg adapter, which cost about as much client
+CPU as the rest of the call. Driver errors come out as ``sqlalchemy.exc.DBAPIError``,
+as they do from ``enqueue``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar, overload
 
+import asyncpg
 from sqlalchemy import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
+from backfill_sa.job_writer import (
+    EnqueueOutcome,
+    EnqueueResult,
+    direct_insert_one,
+    insert_values,
+    write_job,
+)
+from backfill_sa.notify import channel_for, schema_of
 from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
+from backfill_sa.validation import JobSpec
 
 __all__ = ["AsyncSessions", "SyncSessions", "with_schema"]
 
@@ -54,13 +79,15 @@ class SyncSessions:
     Args:
         engine: where connections come from.
         autocommit: each statement its own transaction (else one per call).
+        limit: calls running at once, and connections kept, at most.
     """
 
-    def __init__(self, engine: Engine, *, autocommit: bool) -> None:
+    def __init__(self, engine: Engine, *, autocommit: bool, limit: int) -> None:
         """Keep nothing yet: the first call opens the first session."""
         self._engine = engine
         self._autocommit = autocommit
         self._idle: list[Session] = []
+        self._slots = threading.BoundedSemaphore(limit)
 
     def _open(self) -> Session:
         connection = self._engine.connect()
@@ -76,19 +103,20 @@ class SyncSessions:
         Raises:
             Exception: whatever ``fn`` or the database raised.
         """
-        session = self._idle.pop() if self._idle else self._open()
-        try:
-            if self._autocommit:
-                result = fn(session, *args, **kwargs)
-            else:
-                with session.begin():
+        with self._slots:
+            session = self._idle.pop() if self._idle else self._open()
+            try:
+                if self._autocommit:
                     result = fn(session, *args, **kwargs)
-                session.expunge_all()
-        except BaseException:
-            _discard(session)
-            raise
-        self._idle.append(session)
-        return result
+                else:
+                    with session.begin():
+                        result = fn(session, *args, **kwargs)
+                    session.expunge_all()
+            except BaseException:
+                _discard(session)
+                raise
+            self._idle.append(session)
+            return result
 
     def close(self) -> None:
         """Close the idle sessions and give their connections back to the pool."""
@@ -102,25 +130,44 @@ def _discard(session: Session) -> None:
     connection.close()  # type: ignore[union-attr]  # always the Connection _open bound
 
 
+class _Direct(NamedTuple):
+    """What the shortcut needs: the asyncpg connection, the compiled insert, the channel."""
+
+    driver: Any  # asyncpg.Connection (asyncpg ships no type stubs)
+    sql: str
+    arguments: Callable[[tuple[object, ...]], Any]
+    channel: str
+
+
+class _KeptAsync(NamedTuple):
+    session: AsyncSession
+    connection: AsyncConnection
+    direct: _Direct | None
+
+
 class AsyncSessions:
     """:class:`SyncSessions` for an AsyncEngine: the function runs through ``run_sync``.
 
     Args:
         engine: where connections come from.
         autocommit: each statement its own transaction (else one per call).
+        limit: calls running at once, and connections kept, at most.
     """
 
-    def __init__(self, engine: AsyncEngine, *, autocommit: bool) -> None:
+    def __init__(self, engine: AsyncEngine, *, autocommit: bool, limit: int) -> None:
         """Keep nothing yet: the first call opens the first session."""
         self._engine = engine
         self._autocommit = autocommit
-        self._idle: list[AsyncSession] = []
+        self._idle: list[_KeptAsync] = []
+        self._slots = asyncio.Semaphore(limit)
 
-    async def _open(self) -> AsyncSession:
+    async def _open(self) -> _KeptAsync:
         connection = await self._engine.connect()
+        direct = None
         if self._autocommit:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-        return AsyncSession(bind=connection, expire_on_commit=False)
+            direct = await _direct(connection)
+        return _KeptAsync(AsyncSession(bind=connection, expire_on_commit=False), connection, direct)
 
     async def run(
         self, fn: Callable[Concatenate[Session, _P], _R], /, *args: _P.args, **kwargs: _P.kwargs
@@ -130,19 +177,41 @@ class AsyncSessions:
         Raises:
             Exception: whatever ``fn`` or the database raised.
         """
-        session = self._idle.pop() if self._idle else await self._open()
-        try:
-            if self._autocommit:
-                result = await session.run_sync(fn, *args, **kwargs)
-            else:
-                async with session.begin():
+        async with self._slots:
+            kept = self._idle.pop() if self._idle else await self._open()
+            session = kept.session
+            try:
+                if self._autocommit:
                     result = await session.run_sync(fn, *args, **kwargs)
-                session.expunge_all()
-        except BaseException:
-            await _discard_async(session)
-            raise
-        self._idle.append(session)
-        return result
+                else:
+                    async with session.begin():
+                        result = await session.run_sync(fn, *args, **kwargs)
+                    session.expunge_all()
+            except BaseException:
+                await _discard_async(kept)
+                raise
+            self._idle.append(kept)
+            return result
+
+    async def write_job(self, spec: JobSpec) -> EnqueueResult:
+        """``enqueue``'s write of ``spec`` on a kept session (see the module docstring).
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the database refused the statement.
+        """
+        async with self._slots:
+            kept = self._idle.pop() if self._idle else await self._open()
+            direct = kept.direct
+            try:
+                if direct is None or spec.row.job_key is not None:
+                    result = await kept.session.run_sync(write_job, spec)
+                else:
+                    result = await _insert_direct(kept, direct, spec)
+            except BaseException:
+                await _discard_async(kept)
+                raise
+            self._idle.append(kept)
+            return result
 
     async def close(self) -> None:
         """Close the idle sessions and give their connections back to the pool."""
@@ -150,7 +219,40 @@ class AsyncSessions:
             await _discard_async(self._idle.pop())
 
 
-async def _discard_async(session: AsyncSession) -> None:
-    connection = session.bind
-    await session.close()
-    await connection.close()  # type: ignore[union-attr]  # always the AsyncConnection _open bound
+async def _insert_direct(kept: _KeptAsync, direct: _Direct, spec: JobSpec) -> EnqueueResult:
+    """Run the insert on the asyncpg connection; driver errors become DBAPIError.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the driver raised; ``connection_invalidated`` when
+            the connection is gone (it is invalidated in the pool).
+    """
+    arguments = direct.arguments(insert_values(spec, direct.channel))
+    try:
+        job_id = await direct.driver.fetchval(direct.sql, *arguments)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        lost = direct.driver.is_closed() or isinstance(
+            exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+        )
+        if lost:
+            await kept.connection.invalidate(exc)
+        raise DBAPIError.instance(
+            direct.sql, arguments, exc, Exception, connection_invalidated=lost
+        ) from exc
+    return EnqueueResult(int(job_id), EnqueueOutcome.INSERTED)
+
+
+async def _direct(connection: AsyncConnection) -> _Direct | None:
+    """The shortcut for an autocommit connection, or ``None`` when it does not apply."""
+    if connection.dialect.driver != "asyncpg":
+        return None
+    statement = await connection.run_sync(direct_insert_one)
+    if statement is None or statement.names is not None:
+        return None
+    raw = await connection.get_raw_connection()
+    channel = channel_for(schema_of(connection))
+    return _Direct(raw.driver_connection, statement.sql, statement.arguments, channel)
+
+
+async def _discard_async(kept: _KeptAsync) -> None:
+    await kept.session.close()
+    await kept.connection.close()

@@ -5,7 +5,9 @@ runs the same functions on the AsyncSession's sync session (``run_sync``). Each 
 the session's own connection and transaction and never commits; the statements
 come from :mod:`backfill_sa.statements.jobs_insert`. A job without a key is inserted
 on a DBAPI cursor of that connection when nothing observes the engine's statements
-(see :func:`_direct_insert_one`); everything else goes through ``Connection.execute``.
+(see :func:`direct_insert_one`); everything else goes through ``Connection.execute``.
+:class:`~backfill_sa.client.BackfillClient` sends that same compiled insert straight to
+its kept asyncpg connection (:func:`insert_values` gives its values).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ __all__ = [
     "EnqueueOutcome",
     "EnqueueResult",
     "check_specs",
+    "direct_insert_one",
+    "insert_values",
     "write_checked_jobs",
     "write_batch",
     "write_job",
@@ -115,7 +119,7 @@ def _params(row: JobRow, channel: str) -> dict[str, object]:
 
 def _insert_one(conn: Connection, row: JobRow, channel: str) -> EnqueueResult:
     """Insert a job without a key (keyed jobs take :func:`_insert_keyed`)."""
-    direct = _direct_insert_one(conn)
+    direct = direct_insert_one(conn)
     if direct is not None:
         return EnqueueResult(direct.execute(conn, (*row, channel)), _INSERTED)
     job_id: int = conn.execute(JOBS_INSERT_ONE, _params(row, channel)).scalar_one()
@@ -163,14 +167,19 @@ class _DirectStatement(NamedTuple):
     names: tuple[str, ...] | None
     """Parameter names for a named paramstyle (psycopg); ``None`` when positional."""
 
+    def arguments(self, values: tuple[object, ...]) -> Any:
+        """The driver's parameters for ``values`` (:func:`insert_values`): a tuple in
+        statement order, or a dict for a named paramstyle."""
+        picked = self.pick((*values, *self.constants))
+        return picked if self.names is None else dict(zip(self.names, picked, strict=True))
+
     def execute(self, conn: Connection, values: tuple[object, ...]) -> int:
         """Run the insert on ``conn``'s DBAPI connection; return the new job's id.
 
         Raises:
             sqlalchemy.exc.DBAPIError: the driver raised (wrapped as SQLAlchemy does).
         """
-        picked = self.pick((*values, *self.constants))
-        params: Any = picked if self.names is None else dict(zip(self.names, picked, strict=True))
+        params = self.arguments(values)
         dbapi_connection = conn.connection.dbapi_connection
         if dbapi_connection is None:  # pragma: no cover - a live Connection has one
             raise BackfillError("enqueue: the session's connection is closed")
@@ -198,7 +207,7 @@ class _DirectStatement(NamedTuple):
         return int(found[0])
 
 
-def _direct_insert_one(conn: Connection) -> _DirectStatement | None:
+def direct_insert_one(conn: Connection) -> _DirectStatement | None:
     """The compiled single insert for ``conn``, or ``None`` to go through SQLAlchemy.
 
     ``None`` when the driver is not one of ours or when something watches the
@@ -288,10 +297,18 @@ def _insert_batch(conn: Connection, rows: list[JobRow], channel: str) -> list[En
     return [EnqueueResult(job_id, _INSERTED) for job_id in ids]
 
 
+def insert_values(spec: JobSpec, channel: str) -> tuple[object, ...]:
+    """The values of a job without a key for :data:`JOBS_INSERT_ONE`, as
+    :func:`write_job` sends them: the spec's row with the caller's trace context added
+    to its metadata, then the NOTIFY channel."""
+    return (*_traced(spec.row, current_trace_carrier()), channel)
+
+
 def write_job(session: Session, spec: JobSpec) -> EnqueueResult:
     """Write one job in ``session``'s transaction (see ``enqueue``)."""
     conn = _connection(session)
     channel = channel_for(schema_of(conn))
+    carrier = current_trace_carrier()
     carrier = current_trace_carrier()
     if spec.row.job_key is None:
         return _insert_one(conn, _traced(spec.row, carrier), channel)
