@@ -45,6 +45,7 @@ from backfill_sa.tasks import JobContext, Task, TaskRegistry
 from backfill_sa.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from backfill_sa.client import BackfillClient, SyncBackfillClient
     from backfill_sa.enqueue import (
         EnqueueOutcome,
         EnqueueResult,
@@ -76,6 +77,7 @@ __all__ = [
     "FAST",
     "FAST_RETRY",
     "PRESETS",
+    "BackfillClient",
     "BackfillError",
     "ConfigurationError",
     "DeadLetterJob",
@@ -95,6 +97,7 @@ __all__ = [
     "RetryableError",
     "RunResult",
     "Snooze",
+    "SyncBackfillClient",
     "Task",
     "TaskRegistry",
     "Telemetry",
@@ -141,6 +144,8 @@ _LAZY = {
     "Job": "backfill_sa.models",
     "Queue": "backfill_sa.models",
     "DeadLetterJob": "backfill_sa.models",
+    "BackfillClient": "backfill_sa.client",
+    "SyncBackfillClient": "backfill_sa.client",
 }
 
 

@@ -478,3 +478,23 @@ def test_bad_arguments_are_configuration_errors(database_url: str, sync_engine: 
         SyncBackfillClient(database_url, schema="Bad-Name")
     with pytest.raises(ConfigurationError, match="engine_options"):
         SyncBackfillClient(sync_engine, pool_size=3)
+
+
+def test_docs_snippets_parse_and_name_real_operations() -> None:
+    import ast
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "client.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks
+    for block in blocks:
+        compile(block, "docs/client.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    table = text.split("## Operations", 1)[1].split("## How it runs", 1)[0]
+    named = set(re.findall(r"`([a-z_]+)`", table)) - {"transaction"}
+    for name in named:
+        if name.startswith(("enqueue", "list_", "count_", "get_", "requeue_", "delete_")) or (
+            name.startswith(("purge_", "annotate_"))
+        ):
+            assert hasattr(BackfillClient, name), name
+            assert hasattr(SyncBackfillClient, name), name
