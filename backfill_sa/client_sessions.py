@@ -229,6 +229,12 @@ async def _insert_direct(kept: _KeptAsync, direct: _Direct, spec: JobSpec) -> En
     arguments = direct.arguments(insert_values(spec, direct.channel))
     try:
         job_id = await direct.driver.fetchval(direct.sql, *arguments)
+    except asyncio.CancelledError:
+        # The reply may never come (a connection gone dark): giving the connection
+        # back would wait for it. Close it at once; the pool forgets it.
+        direct.driver.terminate()
+        await kept.connection.invalidate()
+        raise
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         lost = direct.driver.is_closed() or isinstance(
             exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
