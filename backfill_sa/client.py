@@ -30,8 +30,14 @@ sync process, for no code saved.
 run on a session bound to a connection the client keeps, in autocommit: one round
 trip per job, no pool checkout, no BEGIN/COMMIT, and the insert prepared once per
 connection (asyncpg's statement cache; psycopg prepares it after five runs).
-``enqueue_many``, ``enqueue_batch`` and the dead-letter operations run in a short
-transaction of their own on a second kept session (BEGIN ... COMMIT): all or nothing.
+The async client sends a keyless job's insert straight to the kept asyncpg
+connection (:mod:`backfill_sa.client_sessions`): measured with 2,000 enqueues each,
+interleaved, ``run_sync`` on the kept session cost 555 us of client CPU per job on a
+loaded machine, the same statement on the bare asyncpg connection 368, pgqueuer's
+enqueue 499; the shortcut is what keeps the async client ahead of the bare-driver
+peers. ``enqueue_many``, ``enqueue_batch`` and the dead-letter operations run in a
+short transaction of their own on a second kept session (BEGIN ... COMMIT): all or
+nothing.
 Concurrent callers each get a kept session of their own (an idle one, or a new one
 from the engine's pool, kept afterwards). A session whose call raised is closed, not
 reused. Nothing is retried: an enqueue whose reply was lost may have been written.
