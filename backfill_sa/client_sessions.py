@@ -104,7 +104,10 @@ class SyncSessions:
             Exception: whatever ``fn`` or the database raised.
         """
         with self._slots:
-            session = self._idle.pop() if self._idle else self._open()
+            try:
+                session = self._idle.pop()  # atomic: threads may share this stack
+            except IndexError:
+                session = self._open()
             try:
                 if self._autocommit:
                     result = fn(session, *args, **kwargs)

@@ -531,3 +531,12 @@ async def _blocked(engine: Engine) -> bool:
             )
         )
         return bool(found.scalar_one())
+
+
+def test_sync_client_shared_by_threads(sclient: SyncBackfillClient, sync_engine: Engine) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda i: sclient.enqueue("t", {"i": i}), range(60)))
+    assert len({r.id for r in results}) == 60
+    assert sorted(j.payload["i"] for j in _jobs(sync_engine)) == list(range(60))
