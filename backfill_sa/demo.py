@@ -50,6 +50,7 @@ from backfill_sa.errors import ConfigurationError, RetryableError
 from backfill_sa.models import DEFAULT_SCHEMA, Job
 from backfill_sa.priority import BULK, FAST, Priority
 from backfill_sa.retry import RetryPolicy
+from backfill_sa.states import UNFINISHED_STATES
 from backfill_sa.tasks import JobContext, TaskRegistry
 
 if TYPE_CHECKING:
@@ -325,7 +326,10 @@ async def run_demo(
         await bar
         result = await handle.stop()
         async with AsyncSession(engine) as session:
-            left_in_jobs = int(await session.scalar(select(func.count()).select_from(Job)) or 0)
+            waiting = Job.state.in_([s.value for s in UNFINISHED_STATES])
+            left_in_jobs = int(
+                await session.scalar(select(func.count()).select_from(Job).where(waiting)) or 0
+            )
             left_in_dlq = await count_dead_letters_async(session)
         summary = DemoSummary(
             jobs=enqueued + probes,

@@ -21,7 +21,7 @@ class DemoSummary:
         retried: failed attempts the worker rescheduled.
         dead_lettered: jobs the worker moved to the dead-letter queue.
         requeued: dead-letter entries moved back to the jobs table.
-        left_in_jobs: rows still in the jobs table at the end (expected 0).
+        left_in_jobs: jobs still waiting or running at the end (expected 0).
         left_in_dlq: entries still in the dead-letter queue at the end (expected 0).
         rolled_back_visible: order rows plus jobs of the rolled-back transaction
             found afterwards (expected 0).

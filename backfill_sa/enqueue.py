@@ -120,7 +120,10 @@ def enqueue(
       takes a second statement; every other case is one statement.
     * ``unsafe_dedupe``: if any job holds the key, running or not, it is left
       untouched and the new arguments are dropped -> ``UNCHANGED`` with the existing
-      job's id. Finished jobs have left the table, so they hold no key.
+      job's id. Finished jobs (kept for their retention) hold no key.
+    * ``period``: as ``unsafe_dedupe``, but a finished job still kept for its
+      retention holds the key too, so the key stays taken until it is pruned
+      (uniqueness over a period; see ``docs/enqueue.md``).
 
     Args:
         session: the caller's Session; its transaction is begun if needed.
@@ -133,7 +136,8 @@ def enqueue(
             when ``retry`` is given, else 8.
         retry: backoff for this job (stored as ``retry.to_json()``).
         job_key: idempotency key (1-512 characters), unique among unfinished jobs.
-        job_key_mode: ``"replace"``, ``"preserve_run_at"`` or ``"unsafe_dedupe"``.
+        job_key_mode: ``"replace"``, ``"preserve_run_at"``, ``"unsafe_dedupe"`` or
+            ``"period"``.
         metadata: a JSON object (trace context, tags); ``None`` stores ``{}``.
         max_payload_bytes: limit on the serialised payload and metadata (1 MiB).
 

@@ -35,6 +35,7 @@ from backfill_sa.statements.jobs_insert import (
     JOBS_INSERT_BATCH_SHARED,
     JOBS_INSERT_DEDUPE,
     JOBS_INSERT_ONE,
+    JOBS_INSERT_PERIOD,
     JOBS_UPSERT_PRESERVE_RUN_AT,
     JOBS_UPSERT_REPLACE,
     encode_batch,
@@ -72,7 +73,7 @@ class EnqueueOutcome(str, enum.Enum):
     REPLACED = "replaced"
     """A waiting job with the same key was updated in place (same id)."""
     UNCHANGED = "unchanged"
-    """``unsafe_dedupe``: a job with the key exists; it was left alone."""
+    """``unsafe_dedupe`` or ``period``: a job with the key exists; it was left alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +262,12 @@ def _insert_keyed(
     conn: Connection, spec: JobSpec, channel: str, carrier: dict[str, str]
 ) -> EnqueueResult:
     params = _params(_traced(spec.row, carrier), channel)
-    if spec.job_key_mode == "unsafe_dedupe":
+    if spec.job_key_mode in ("unsafe_dedupe", "period"):
+        statement = (
+            JOBS_INSERT_DEDUPE if spec.job_key_mode == "unsafe_dedupe" else JOBS_INSERT_PERIOD
+        )
         for _ in range(_MAX_KEY_ROUNDS):
-            found = conn.execute(JOBS_INSERT_DEDUPE, params).first()
+            found = conn.execute(statement, params).first()
             if found is not None:
                 outcome = _INSERTED if found.inserted else EnqueueOutcome.UNCHANGED
                 return EnqueueResult(found.id, outcome)

@@ -60,7 +60,8 @@ class Base(DeclarativeBase):
 
 
 class Job(Base):
-    """A job waiting to run or running (``backfill.jobs``); column docs in the table."""
+    """A job: waiting, running, or finished and retained (``backfill.jobs``); column docs
+    in the table."""
 
     __table__ = jobs_table
     __mapper_args__ = {"properties": {"meta": jobs_table.c.metadata}}  # noqa: RUF012
@@ -83,6 +84,11 @@ class Job(Base):
     meta: Mapped[Any]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
+    result: Mapped[Any | None]
+    finished_at: Mapped[dt.datetime | None]
+    prune_at: Mapped[dt.datetime | None]
+    cancel_requested_at: Mapped[dt.datetime | None]
+    notify_finished: Mapped[bool]
 
 
 class Queue(Base):

@@ -15,12 +15,24 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["channel_for", "schema_of"]
+__all__ = ["cancel_channel_for", "channel_for", "done_channel_for", "schema_of"]
 
 
 def channel_for(schema: str) -> str:
     """Return the NOTIFY channel that wakes workers of ``schema``."""
     return f"backfill_jobs_{schema}"
+
+
+def done_channel_for(schema: str) -> str:
+    """Return the channel announcing finished jobs of ``schema`` (payload: their ids,
+    comma-separated, or empty for a batch too large to name)."""
+    return f"backfill_done_{schema}"
+
+
+def cancel_channel_for(schema: str) -> str:
+    """Return the channel asking workers of ``schema`` to stop a running job (payload:
+    the job id)."""
+    return f"backfill_cancel_{schema}"
 
 
 def schema_of(connection: Connection | AsyncConnection) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["FailureReason", "JobState"]
+__all__ = ["FINISHED_STATES", "UNFINISHED_STATES", "FailureReason", "JobState"]
 
 
 class JobState(str, enum.Enum):
@@ -17,6 +17,15 @@ class JobState(str, enum.Enum):
     AVAILABLE = "available"
     SCHEDULED = "scheduled"
     RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+UNFINISHED_STATES = (JobState.AVAILABLE, JobState.SCHEDULED, JobState.RUNNING)
+"""States of a job that may still run."""
+
+FINISHED_STATES = (JobState.COMPLETED, JobState.CANCELLED)
+"""States of a finished job kept for its retention period (then pruned)."""
 
 
 class FailureReason(str, enum.Enum):
@@ -26,3 +35,6 @@ class FailureReason(str, enum.Enum):
     PERMANENT_ERROR = "permanent_error"
     UNKNOWN_TASK = "unknown_task"
     INVALID_PAYLOAD = "invalid_payload"
+    INVALID_JOB = "invalid_job"
+    """The row itself is malformed (``retry_policy`` or ``metadata`` not of the shape
+    backfill_sa writes): written by something other than backfill_sa's enqueue."""

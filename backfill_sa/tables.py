@@ -10,10 +10,15 @@ Job states (drawn in ``docs/state_machine.md``):
 * ``available``: runnable once ``run_at`` has passed; the only rows the claim index holds;
 * ``scheduled``: waiting for a future ``run_at`` (new jobs with a future ``run_at`` and
   jobs waiting out a retry backoff); promoted to ``available`` when due;
-* ``running``: claimed by a worker (``locked_by``, ``locked_at``, ``lease``).
+* ``running``: claimed by a worker (``locked_by``, ``locked_at``, ``lease``);
+* ``completed``: the handler succeeded (``result``, ``finished_at``);
+* ``cancelled``: cancelled while waiting, or while running (``cancel_requested_at``).
 
-Finished jobs leave the table: a success deletes the row, a final failure moves it
-to ``dead_letter_jobs`` in the same statement.
+Finished rows (``completed``, ``cancelled``) are kept until ``prune_at`` (their
+retention period), then the maintenance leader deletes them; a retention of zero
+deletes a succeeded job in the completing statement. A final failure moves the row
+to ``dead_letter_jobs`` in the same statement. Every index the worker reads is
+partial on an unfinished state, so retained rows never slow a claim.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "JOBS_STORAGE",
     "NAMING_CONVENTION",
+    "UNFINISHED_KEY_PREDICATE",
     "FailureReason",
     "JobState",
     "dead_letter_table",
@@ -66,6 +72,10 @@ NAMING_CONVENTION: dict[str, str] = {
 
 metadata = MetaData(schema=DEFAULT_SCHEMA, naming_convention=NAMING_CONVENTION)
 """The library's own MetaData; pass it to nothing of the application's."""
+
+
+UNFINISHED_KEY_PREDICATE = "job_key IS NOT NULL AND state IN ('available', 'scheduled', 'running')"
+"""Predicate of ``uq_jobs_job_key``; ``ON CONFLICT`` clauses must name it exactly."""
 
 
 def _ts(name: str, doc: str, *, default_now: bool = False, nullable: bool = False) -> Column:  # type: ignore[type-arg]
@@ -114,7 +124,7 @@ jobs_table = Table(
         Text,
         server_default="available",
         nullable=False,
-        doc="available, scheduled or running.",
+        doc="available, scheduled, running, completed or cancelled.",
     ),
     Column(
         "attempts",
@@ -149,7 +159,20 @@ jobs_table = Table(
     _json_object("metadata", "Free-form metadata: trace context, user tags."),
     _ts("created_at", "When the job was enqueued.", default_now=True),
     _ts("updated_at", "Last change of state.", default_now=True),
-    CheckConstraint("state IN ('available', 'scheduled', 'running')", name="state"),
+    Column("result", JSONB, doc="The handler's return value (JSON, size-capped), once completed."),
+    _ts("finished_at", "When the job became completed or cancelled.", nullable=True),
+    _ts("prune_at", "When a finished job may be deleted (end of its retention).", nullable=True),
+    _ts("cancel_requested_at", "When cancelling the running job was asked for.", nullable=True),
+    Column(
+        "notify_finished",
+        Boolean,
+        server_default=text("false"),
+        nullable=False,
+        doc="Someone waits for this job (wait_for_job): announce its finish with a NOTIFY.",
+    ),
+    CheckConstraint(
+        "state IN ('available', 'scheduled', 'running', 'completed', 'cancelled')", name="state"
+    ),
     CheckConstraint("char_length(task) BETWEEN 1 AND 200", name="task_length"),
     CheckConstraint("char_length(queue) BETWEEN 1 AND 100", name="queue_length"),
     CheckConstraint("char_length(job_key) BETWEEN 1 AND 512", name="job_key_length"),
@@ -174,16 +197,28 @@ jobs_table = Table(
         "locked_at",
         postgresql_where=text("state = 'running'"),
     ),
-    # job_key is unique among unfinished jobs, and every row here is unfinished.
+    # job_key is unique among unfinished jobs; a retained finished job does not hold it.
     Index(
         "uq_jobs_job_key",
         "job_key",
         unique=True,
-        postgresql_where=text("job_key IS NOT NULL"),
+        postgresql_where=text(UNFINISHED_KEY_PREDICATE),
     ),
-    comment="backfill_sa jobs waiting to run or running",
+    # Pruning of finished jobs whose retention ended, oldest first, in small batches.
+    Index(
+        "ix_jobs_prune",
+        "prune_at",
+        postgresql_where=text("state IN ('completed', 'cancelled')"),
+    ),
+    # Looking a retained key up (job_key mode "period").
+    Index(
+        "ix_jobs_finished_key",
+        "job_key",
+        postgresql_where=text("job_key IS NOT NULL AND state IN ('completed', 'cancelled')"),
+    ),
+    comment="backfill_sa jobs: waiting, running, and finished ones kept for their retention",
 )
-"""``backfill.jobs``: jobs waiting to run or running. Finished jobs are not kept here."""
+"""``backfill.jobs``: jobs waiting, running, and finished ones kept until ``prune_at``."""
 
 JOBS_STORAGE = (
     "fillfactor = 90, autovacuum_vacuum_scale_factor = 0.01,"
@@ -257,6 +292,7 @@ dead_letter_table = Table(
     Index("ix_dead_letter_jobs_failed_at", "failed_at"),
     Index("ix_dead_letter_jobs_task", "task"),
     Index("ix_dead_letter_jobs_queue", "queue"),
+    Index("ix_dead_letter_jobs_original_job_id", "original_job_id"),
 )
 """``backfill.dead_letter_jobs``: jobs that failed for good."""
 

@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -59,6 +60,8 @@ class JobContext:
         metadata: the job's metadata (trace context, tags).
         worker_id: id of the worker running it.
         logger: a logger adapter with the job's fields bound in ``extra``.
+        cancel_event: set when someone asked to cancel the job (``cancel_job``); a
+            sync handler can wait on it or poll :attr:`cancel_requested`.
     """
 
     job_id: int
@@ -72,6 +75,17 @@ class JobContext:
     metadata: Mapping[str, Any]
     worker_id: str
     logger: logging.LoggerAdapter[logging.Logger]
+    cancel_event: threading.Event = field(default_factory=threading.Event, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether cancellation of this job was asked for; stop soon if it was.
+
+        An ``async def`` handler is also cancelled at its next ``await``; a plain
+        ``def`` handler runs in a thread and must check this itself. Either way the
+        job ends ``cancelled`` and is not retried.
+        """
+        return self.cancel_event.is_set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,9 @@ class TaskOptions:
         give_up_on: exceptions that send the job straight to the dead-letter queue.
         parse: turns the raw JSON payload into what the handler takes; any exception it
             raises dead-letters the job with reason ``invalid_payload``.
+        retention: how long this task's finished jobs are kept (``get_job`` answers
+            meanwhile); ``timedelta(0)`` deletes a succeeded job at once. None: the
+            worker's ``queue_retention`` for the queue, else its ``retention``.
     """
 
     queue: str = BULK
@@ -98,8 +115,13 @@ class TaskOptions:
     retry_on: ExceptionTypes = ()
     give_up_on: ExceptionTypes = ()
     parse: Callable[[Any], Any] | None = None
+    retention: timedelta | None = None
 
     def __post_init__(self) -> None:
+        if self.retention is not None and (
+            not isinstance(self.retention, timedelta) or self.retention < timedelta(0)
+        ):
+            raise ConfigurationError("retention", "must be a timedelta of zero or more, or None")
         if self.timeout is not None and (
             not isinstance(self.timeout, timedelta) or self.timeout <= timedelta(0)
         ):
@@ -258,6 +280,7 @@ class TaskRegistry:
         retry_on: ExceptionTypes = (),
         give_up_on: ExceptionTypes = (),
         parse: Callable[[Any], Any] | None = None,
+        retention: timedelta | None = None,
     ) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register`; the name defaults to the function's.
 
@@ -277,6 +300,7 @@ class TaskRegistry:
                 retry_on=retry_on,
                 give_up_on=give_up_on,
                 parse=parse,
+                retention=retention,
             )
             return handler
 

@@ -12,7 +12,8 @@ Limits (each error names the field and the rule):
 * ``priority``: an ``int`` (not ``bool``) in the smallint range -32768..32767;
 * ``run_at``: ``None`` (now) or a timezone-aware :class:`~datetime.datetime`;
 * ``max_attempts``: ``None`` or 1..32767;
-* ``job_key_mode``: ``"replace"``, ``"preserve_run_at"`` or ``"unsafe_dedupe"``;
+* ``job_key_mode``: ``"replace"``, ``"preserve_run_at"``, ``"unsafe_dedupe"`` or
+  ``"period"``;
 * ``payload``: any JSON value (``None`` means ``{}``); ``metadata``: a JSON object.
   Dict keys must be strings; no NaN or Infinity; strings without NUL; the
   serialised UTF-8 text at most ``max_payload_bytes`` (default 1 MiB) each.
@@ -66,8 +67,8 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 DEFAULT_MAX_ATTEMPTS = DEFAULT_RETRY.max_attempts
 """Attempts a job gets when neither ``max_attempts`` nor ``retry`` says (8)."""
 
-JobKeyMode = Literal["replace", "preserve_run_at", "unsafe_dedupe"]
-JOB_KEY_MODES: frozenset[str] = frozenset({"replace", "preserve_run_at", "unsafe_dedupe"})
+JobKeyMode = Literal["replace", "preserve_run_at", "unsafe_dedupe", "period"]
+JOB_KEY_MODES: frozenset[str] = frozenset({"replace", "preserve_run_at", "unsafe_dedupe", "period"})
 
 
 def _make_encoder() -> Callable[[object], str]:
@@ -202,7 +203,8 @@ def check_job_key_mode(value: object) -> JobKeyMode:
     """Check ``job_key_mode``.
 
     Raises:
-        JobValidationError: not one of ``replace``, ``preserve_run_at``, ``unsafe_dedupe``.
+        JobValidationError: not one of ``replace``, ``preserve_run_at``,
+            ``unsafe_dedupe``, ``period``.
     """
     if value == "replace":
         return "replace"
@@ -210,8 +212,11 @@ def check_job_key_mode(value: object) -> JobKeyMode:
         return "preserve_run_at"
     if value == "unsafe_dedupe":
         return "unsafe_dedupe"
+    if value == "period":
+        return "period"
     raise JobValidationError(
-        "job_key_mode", f"must be 'replace', 'preserve_run_at' or 'unsafe_dedupe' (got {value!r})"
+        "job_key_mode",
+        f"must be 'replace', 'preserve_run_at', 'unsafe_dedupe' or 'period' (got {value!r})",
     )
 
 

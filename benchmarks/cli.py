@@ -7,6 +7,7 @@ Examples::
     python -m benchmarks show benchmarks/results/latest.json --markdown
     python -m benchmarks imports
     python -m benchmarks claim-cost --batches 1,10,50
+    python -m benchmarks soak --minutes 10
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from benchmarks.database import server_from_env
 from benchmarks.imports import measure_imports, render_imports
 from benchmarks.report import render, write_json
 from benchmarks.runner import ALL_WORKLOADS, RunSettings, run
+from benchmarks.soak import SoakSettings, render_soak, run_soak, write_soak
 from benchmarks.workloads import WorkloadContext
 
 __all__ = ["main"]
@@ -77,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--batches", default="1,5,10,20,50", help="batch sizes, comma-separated")
     cost.add_argument("--backlog", type=int, default=0, help="also drain beside N other jobs")
     cost.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
+    soak = commands.add_parser("soak", help="a steady enqueue rate for minutes (see soak.py)")
+    soak.add_argument("--minutes", type=float, default=10.0, help="how long to enqueue (10)")
+    soak.add_argument("--rate", type=int, default=200, help="jobs enqueued per second (200)")
+    soak.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    soak.add_argument("--concurrency", type=int, default=10, help="per-worker concurrency")
+    soak.add_argument("--interval", type=float, default=None, help="seconds per row (min/10)")
+    soak.add_argument("--json", type=Path, default=None, help="also write the report here")
+    soak.add_argument("--database-url", default=None, help="server (default: DATABASE_URL)")
     show = commands.add_parser("show", help="print the table of a results file")
     show.add_argument("path", type=Path, nargs="?", default=DEFAULT_JSON)
     show.add_argument("--markdown", action="store_true", help="as a Markdown table")
@@ -147,6 +157,26 @@ def main(argv: list[str] | None = None) -> int:
             backlog=args.backlog,
         )
         print(render_claim_cost(costs), end="")
+        return 0
+    if args.command == "soak":
+        if args.minutes <= 0 or args.rate < 1 or args.workers < 1 or args.concurrency < 1:
+            parser.error("soak: --minutes, --rate, --workers and --concurrency must be positive")
+        report = asyncio.run(
+            run_soak(
+                server_from_env(args.database_url),
+                SoakSettings(
+                    minutes=args.minutes,
+                    rate=args.rate,
+                    workers=args.workers,
+                    concurrency=args.concurrency,
+                    interval_s=args.interval or max(5.0, args.minutes * 6),
+                    log_dir=DEFAULT_JSON.parent / "logs",
+                ),
+            )
+        )
+        print(render_soak(report), end="")
+        if args.json is not None:
+            write_soak(report, args.json)
         return 0
     if args.command == "show":
         path: Path = args.path

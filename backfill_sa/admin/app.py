@@ -7,6 +7,7 @@ each mutating request runs in a transaction of its own. See ``docs/admin.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from backfill_sa import dlq
-from backfill_sa.admin import actions, queries
+from backfill_sa.admin import queries
 from backfill_sa.admin.dashboard import dashboard_response
 from backfill_sa.admin.protocol import (
     BIGINT_MAX,
@@ -37,9 +38,11 @@ from backfill_sa.admin.protocol import (
 )
 from backfill_sa.admin.serialize import dead_letter, requeue_result
 from backfill_sa.errors import ConfigurationError, JobValidationError
+from backfill_sa.jobs import CancelOutcome, cancel_job_async, get_job_async
 from backfill_sa.notify import channel_for
+from backfill_sa.queues import pause_queue_async, resume_queue_async
 from backfill_sa.schema_name import DEFAULT_SCHEMA, validate_schema_name
-from backfill_sa.states import FailureReason, JobState
+from backfill_sa.states import UNFINISHED_STATES, FailureReason, JobState
 
 __all__ = ["create_app"]
 
@@ -226,7 +229,7 @@ class _Api:
         async with self.sessions() as session:
             counts = (await session.execute(queries.overview_counts(self.worker_expiry))).one()
             queues = await self._queue_rows(session)
-        totals = {s.value: sum(int(q[s.value]) for q in queues) for s in JobState}
+        totals = {s.value: sum(int(q[s.value]) for q in queues) for s in UNFINISHED_STATES}
         return JsonResponse(
             {
                 "schema": self.schema,
@@ -255,11 +258,10 @@ class _Api:
 
     async def _set_paused(self, request: Request, *, paused: bool) -> Response:
         name = _queue_name(request)
+        change = pause_queue_async if paused else resume_queue_async
         async with self.sessions() as session, session.begin():
-            row = (await session.execute(actions.queue_set_paused(name, paused))).mappings().one()
-            if not paused:
-                await session.execute(actions.queue_notify(self.channel, name))
-        return JsonResponse({"queue": dict(row)})
+            settings = await change(session, name)
+        return JsonResponse({"queue": dataclasses.asdict(settings)})
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -283,28 +285,25 @@ class _Api:
         job_id = path_id(request)
         query_params(request, ())
         async with self.sessions() as session:
-            row = (await session.execute(queries.job_get(job_id))).mappings().one_or_none()
-        if row is None:
+            info = await get_job_async(session, job_id)
+        if info is None:
             raise ApiError.not_found(f"job {job_id}")
-        return JsonResponse({"job": dict(row)})
+        return JsonResponse({"job": dataclasses.asdict(info)})
 
     async def cancel_job(self, request: Request) -> Response:
-        """POST /api/jobs/{id}/cancel: delete a job that is not running (409 if it is)."""
+        """POST /api/jobs/{id}/cancel: cancel a waiting job, ask a running one to stop.
+
+        The answer's ``outcome`` is ``cancelled``, ``requested`` (running: its worker
+        stops it) or ``already_finished`` (nothing changed); 404 if there is no job.
+        """
         job_id = path_id(request)
         async with self.sessions() as session, session.begin():
-            state = (await session.execute(actions.job_lock(job_id))).scalar_one_or_none()
-            if state is None:
-                raise ApiError.not_found(f"job {job_id}")
-            if state == JobState.RUNNING.value:
-                raise ApiError(
-                    409,
-                    "conflict",
-                    f"job {job_id} is running and cannot be cancelled",
-                    field="state",
-                    rule="must not be running",
-                )
-            row = (await session.execute(actions.job_delete(job_id))).mappings().one()
-        return JsonResponse({"cancelled": dict(row)})
+            result = await cancel_job_async(session, job_id)
+        if result.outcome is CancelOutcome.NOT_FOUND:
+            raise ApiError.not_found(f"job {job_id}")
+        return JsonResponse(
+            {"cancelled": {"id": job_id, "outcome": result.outcome, "state": result.state}}
+        )
 
     # -- workers ------------------------------------------------------------------------
 

@@ -43,7 +43,6 @@ from backfill_sa.models import (
 __all__ = [
     "JobFilter",
     "job_count",
-    "job_get",
     "job_list",
     "overview_counts",
     "queue_stats",
@@ -197,12 +196,6 @@ def job_list(where: JobFilter, *, limit: int, offset: int) -> Select[Unpack[tupl
 def job_count(where: JobFilter) -> Select[int]:
     """The number of jobs matching ``where``."""
     return select(func.count()).select_from(jobs).where(*where.conditions())
-
-
-def job_get(job_id: int) -> Select[Unpack[tuple[Any, ...]]]:
-    """Every column of the job with this id (zero or one row); ``metadata`` by name."""
-    columns = [c.label("metadata") if c.name == "metadata" else c for c in jobs.c]
-    return select(*columns).where(jobs.c.id == job_id)
 
 
 def worker_list(worker_expiry: dt.timedelta) -> Select[Unpack[tuple[Any, ...]]]:

@@ -29,7 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.sql.dml import ReturningDelete, ReturningUpdate
 
 from backfill_sa.models import DeadLetterJob
-from backfill_sa.tables import dead_letter_table, jobs_table
+from backfill_sa.tables import UNFINISHED_KEY_PREDICATE, dead_letter_table, jobs_table
 
 __all__ = [
     "DeadLetterFilter",
@@ -178,6 +178,9 @@ def _requeue_metadata(entry: Any) -> ColumnElement[Any]:
     )
 
 
+_UNFINISHED_KEY = text(UNFINISHED_KEY_PREDICATE)
+
+
 def requeue(
     where: DeadLetterFilter, options: RequeueOptions, *, channel: str
 ) -> Select[int, int | None, int]:
@@ -187,7 +190,7 @@ def requeue(
 
         WITH candidates AS (SELECT ... FROM dead_letter_jobs WHERE ... ORDER BY id FOR UPDATE),
              inserted AS (INSERT INTO jobs SELECT ... FROM candidates
-                          ON CONFLICT (job_key) WHERE job_key IS NOT NULL DO NOTHING
+                          ON CONFLICT (job_key) WHERE <unfinished key> DO NOTHING
                           RETURNING id, queue, metadata->'backfill'->>'dead_letter_id'),
              deleted AS (DELETE FROM dead_letter_jobs WHERE id IN (SELECT ... FROM inserted)),
              notified AS (SELECT pg_notify(:channel, queue) FROM (SELECT DISTINCT queue ...))
@@ -237,7 +240,7 @@ def requeue(
     inserted = (
         insert(_jobs)
         .from_select(list(columns), select(*columns.values()).order_by(entry.c.id.desc()))
-        .on_conflict_do_nothing(index_elements=[j.job_key], index_where=j.job_key.isnot(None))
+        .on_conflict_do_nothing(index_elements=[j.job_key], index_where=_UNFINISHED_KEY)
         .returning(
             j.id,
             j.queue,

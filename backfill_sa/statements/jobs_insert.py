@@ -45,13 +45,14 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    text,
     true,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by, insert
 from sqlalchemy.sql.selectable import CTE
 
-from backfill_sa.tables import jobs_table
+from backfill_sa.tables import UNFINISHED_KEY_PREDICATE, jobs_table
 from backfill_sa.validation import JobRow
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "JOBS_INSERT_BATCH",
     "JOBS_INSERT_BATCH_SHARED",
     "JOBS_INSERT_DEDUPE",
+    "JOBS_INSERT_PERIOD",
     "JOBS_INSERT_ONE",
     "JOBS_NOTIFY_IF_AVAILABLE",
     "JOBS_UPSERT_PRESERVE_RUN_AT",
@@ -74,6 +76,7 @@ _AVAILABLE = "available"
 _SCHEDULED = "scheduled"
 _RUNNING = "running"
 
+_UNFINISHED_KEY = text(UNFINISHED_KEY_PREDICATE)
 _channel = bindparam("channel", type_=Text)
 _run_at = bindparam("new_run_at", type_=_TZ)
 _job_key = bindparam("new_job_key", type_=Text)
@@ -148,7 +151,7 @@ def _build_upsert(*, preserve_run_at: bool) -> Select[Any]:
         run_at = case((_c.attempts == 0, _c.run_at), else_=new.run_at)
     stmt = stmt.on_conflict_do_update(
         index_elements=[_c.job_key],
-        index_where=_c.job_key.is_not(None),
+        index_where=_UNFINISHED_KEY,
         set_={
             _c.task: new.task,
             _c.queue: new.queue,
@@ -171,9 +174,7 @@ def _build_upsert(*, preserve_run_at: bool) -> Select[Any]:
 
 def _build_insert_dedupe() -> Select[Any]:
     stmt = insert(_jobs).values(_new_job_values(keyed=True))
-    stmt = stmt.on_conflict_do_nothing(
-        index_elements=[_c.job_key], index_where=_c.job_key.is_not(None)
-    )
+    stmt = stmt.on_conflict_do_nothing(index_elements=[_c.job_key], index_where=_UNFINISHED_KEY)
     ins = _returning_job(stmt, with_inserted=False)
     inserted = select(
         ins.c.id,
@@ -184,9 +185,46 @@ def _build_insert_dedupe() -> Select[Any]:
     # statement's snapshot if its inserter committed while we waited: the caller
     # then runs the statement again.
     existing = select(_c.id, false(), false()).where(
-        _c.job_key == _job_key, ~select(ins.c.id).exists()
+        _c.job_key == _job_key,
+        # Inline constants: the lookup then uses the partial unique index.
+        _c.state.in_([literal_column(f"'{s}'") for s in (_AVAILABLE, _SCHEDULED, _RUNNING)]),
+        ~select(ins.c.id).exists(),
     )
     return inserted.union_all(existing)  # type: ignore[return-value]
+
+
+def _build_insert_period() -> Select[Any]:
+    # As dedupe, but a finished job still retained (completed or cancelled) holds the
+    # key too: the key stays taken until that job is pruned.
+    finished: list[ColumnElement[str]] = [
+        literal_column(f"'{s}'", Text) for s in ("completed", "cancelled")
+    ]
+    retained = select(_c.id).where(_c.job_key == _job_key, _c.state.in_(finished)).exists()
+    values = _new_job_values(keyed=True)
+    source = select(*(expr.label(name) for name, expr in values.items())).where(~retained)
+    stmt = (
+        insert(_jobs)
+        .from_select(list(values), source)
+        .on_conflict_do_nothing(index_elements=[_c.job_key], index_where=_UNFINISHED_KEY)
+    )
+    ins = _returning_job(stmt, with_inserted=False)
+    inserted = select(
+        ins.c.id,
+        true().label("inserted"),
+        _notify(ins.c.queue, ins.c.state).label("notified"),
+    )
+    # The holder: an unfinished job first, else the newest retained one.
+    unfinished = _c.state.in_(
+        [literal_column(f"'{s}'") for s in (_AVAILABLE, _SCHEDULED, _RUNNING)]
+    )
+    holder = (
+        select(_c.id.label("id"), false().label("inserted"), false().label("notified"))
+        .where(_c.job_key == _job_key, ~select(ins.c.id).exists())
+        .order_by(case((unfinished, 0), else_=1), _c.id.desc())
+        .limit(1)
+        .subquery("holder")
+    )
+    return inserted.union_all(select(holder.c.id, holder.c.inserted, holder.c.notified))  # type: ignore[return-value]
 
 
 def _build_insert_after_running() -> Select[Any]:
@@ -211,7 +249,7 @@ def _build_insert_after_running() -> Select[Any]:
     stmt = (
         insert(_jobs)
         .from_select(list(values), source)
-        .on_conflict_do_nothing(index_elements=[_c.job_key], index_where=_c.job_key.is_not(None))
+        .on_conflict_do_nothing(index_elements=[_c.job_key], index_where=_UNFINISHED_KEY)
     )
     ins = _returning_job(stmt, with_inserted=False)
     return _select_notifying(ins, with_inserted=False)
@@ -328,6 +366,11 @@ job has not been attempted yet."""
 JOBS_INSERT_DEDUPE: Select[Any] = _build_insert_dedupe()
 """Insert a keyed job unless any job holds the key; returns ``(id, inserted,
 notified)`` for the new or the existing job (rarely no row: run it again)."""
+
+JOBS_INSERT_PERIOD: Select[Any] = _build_insert_period()
+"""Insert a keyed job unless any job holds the key, a retained finished job
+included; returns ``(id, inserted, notified)`` for the new job or the holder
+(rarely no row: run it again)."""
 
 JOBS_INSERT_AFTER_RUNNING: Select[Any] = _build_insert_after_running()
 """Take the key off a running job (no more retries for it) and insert the new job;

@@ -1,4 +1,4 @@
-"""The worker's SQL on ``jobs``: claim, promote, complete, retry, dead-letter, rescue.
+"""The worker's SQL on ``jobs``: claim, promote, finish, retry, dead-letter, rescue, prune.
 
 Every statement is a single SQLAlchemy Core statement, built once at import and run
 in autocommit mode (one round trip, atomic on its own). Outcome writes are fenced:
@@ -8,12 +8,15 @@ claim (rescued, re-claimed by another worker) changes nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     ARRAY,
     BigInteger,
     ColumnElement,
     DateTime,
     Integer,
+    Interval,
     Table,
     Text,
     all_,
@@ -32,10 +35,10 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Update
-from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.sql.selectable import CTE, ScalarSelect, TableValuedAlias
 
 from backfill_sa.tables import (
     JobState,
@@ -47,12 +50,15 @@ from backfill_sa.tables import (
 
 __all__ = [
     "CLAIM_COLUMNS",
+    "job_cancel_many",
     "job_claim_batch",
     "job_complete_and_claim",
     "job_complete_many",
     "job_dead_letter_many",
+    "job_find_cancel_requested",
     "job_find_stale",
     "job_promote_due",
+    "job_prune_finished",
     "job_release_orphans",
     "job_retry_many",
 ]
@@ -68,6 +74,12 @@ _now = func.now()
 _RUNNING = literal_column(f"'{JobState.RUNNING.value}'", Text)
 _AVAILABLE = literal_column(f"'{JobState.AVAILABLE.value}'", Text)
 _SCHEDULED = literal_column(f"'{JobState.SCHEDULED.value}'", Text)
+_COMPLETED = literal_column(f"'{JobState.COMPLETED.value}'", Text)
+_CANCELLED = literal_column(f"'{JobState.CANCELLED.value}'", Text)
+_MS = literal_column("interval '1 millisecond'", Interval())
+_NOTIFY_IDS_MAX = 300
+"""Most job ids named in one finish notification (a payload must stay under 8000 bytes);
+a bigger batch sends an empty payload, which tells waiters to look their jobs up."""
 
 CLAIM_COLUMNS = (
     jobs.c.id,
@@ -136,17 +148,6 @@ job_claim_batch = _build_claim()
 """Params: claim_queue, limit, worker_id. Returns CLAIM_COLUMNS of the claimed jobs."""
 
 
-def _fence() -> TableValuedAlias:
-    return (
-        func.unnest(
-            bindparam("ids", type_=ARRAY(BigInteger)),
-            bindparam("leases", type_=ARRAY(Integer)),
-        )
-        .table_valued(column("id", BigInteger), column("lease", Integer))
-        .render_derived(name="d")
-    )
-
-
 def _held(d: TableValuedAlias) -> tuple[ColumnElement[bool], ...]:
     """Rows of ``jobs`` still held under ``d``'s (id, lease) pairs, found by primary key.
 
@@ -166,13 +167,89 @@ def _held(d: TableValuedAlias) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-def _build_complete() -> Executable:
-    d = _fence()
-    return delete(jobs).where(*_held(d)).returning(jobs.c.id)
+def _finish_fence() -> TableValuedAlias:
+    return (
+        func.unnest(
+            bindparam("ids", type_=ARRAY(BigInteger)),
+            bindparam("leases", type_=ARRAY(Integer)),
+            bindparam("keeps_ms", type_=ARRAY(BigInteger)),
+            bindparam("results", type_=ARRAY(Text)),
+            bindparam("errors", type_=ARRAY(Text)),
+        )
+        .table_valued(
+            column("id", BigInteger),
+            column("lease", Integer),
+            column("keep_ms", BigInteger),
+            column("result", Text),
+            column("error", Text),
+        )
+        .render_derived(name="d")
+    )
 
 
-job_complete_many = _build_complete()
-"""Params: ids, leases. Deletes the succeeded jobs still held under those leases."""
+def _finished_ctes(state: ColumnElement[str], prefix: str) -> tuple[CTE, ScalarSelect[int]]:
+    """Finish the fenced jobs: keep them as ``state`` until ``now() + keep``, or delete
+    those whose keep is 0; notify once for those someone waits for (``notify_finished``).
+
+    Returns the CTE of finished ids and a scalar that must be read for the
+    notification to be sent."""
+    d = _finish_fence()
+    kept = (
+        update(jobs)
+        .where(*_held(d), d.c.keep_ms > 0)
+        .values(
+            state=state,
+            finished_at=_now,
+            prune_at=_now + d.c.keep_ms * _MS,
+            result=cast(d.c.result, JSONB),
+            last_error=func.coalesce(cast(d.c.error, JSONB), jobs.c.last_error),
+            updated_at=_now,
+        )
+        .returning(jobs.c.id, jobs.c.notify_finished)
+        .cte(f"{prefix}kept")
+    )
+    d0 = _finish_fence()
+    dropped = (
+        delete(jobs)
+        .where(*_held(d0), d0.c.keep_ms <= 0)
+        .returning(jobs.c.id, jobs.c.notify_finished)
+        .cte(f"{prefix}dropped")
+    )
+    finished = union_all(
+        select(kept.c.id, kept.c.notify_finished),
+        select(dropped.c.id, dropped.c.notify_finished),
+    ).cte(f"{prefix}finished")
+    # Only jobs someone waits for are announced: a NOTIFY makes every listening
+    # backend of the database (the workers' LISTEN connections too) run a
+    # transaction to read the queue, which a drain should not pay per batch.
+    watched = select(finished.c.id).where(finished.c.notify_finished).subquery(f"{prefix}watched")
+    ids = func.string_agg(cast(watched.c.id, Text), literal_column("','"))
+    payload = case((func.count() <= _NOTIFY_IDS_MAX, ids), else_=literal_column("''"))
+    notified = (
+        select(func.pg_notify(bindparam("done_channel"), payload).label("sent"))
+        .select_from(watched)
+        .having(func.count() > 0)
+        .cte(f"{prefix}notified")
+    )
+    return finished, select(func.count()).select_from(notified).scalar_subquery()
+
+
+def _build_finish(state: ColumnElement[str]) -> Executable:
+    finished, notified = _finished_ctes(state, "")
+    return select(finished.c.id, notified.label("notified"))
+
+
+job_complete_many = _build_finish(_COMPLETED)
+"""Params: ids, leases, keeps_ms, results (JSON text or None), errors (JSON text or
+None), done_channel. Marks the succeeded jobs still held under those leases
+``completed`` (kept ``keep_ms``, then pruned) or deletes those whose keep is 0, and
+sends one notification on ``done_channel`` naming those a waiter asked about
+(``notify_finished``); none when nobody waits. Returns (id, notified) per
+finished job."""
+
+job_cancel_many = _build_finish(_CANCELLED)
+"""As :data:`job_complete_many`, for attempts that ended because cancellation was
+asked for: the jobs become ``cancelled`` (never retried)."""
 
 
 def _build_retry() -> Executable:
@@ -183,6 +260,7 @@ def _build_retry() -> Executable:
             bindparam("delays_ms", type_=ARRAY(BigInteger)),
             bindparam("errors", type_=ARRAY(Text)),
             bindparam("refunds", type_=ARRAY(Integer)),
+            bindparam("keeps_ms", type_=ARRAY(BigInteger)),
         )
         .table_valued(
             column("id", BigInteger),
@@ -190,15 +268,20 @@ def _build_retry() -> Executable:
             column("delay_ms", BigInteger),
             column("error", Text),
             column("refund", Integer),
+            column("keep_ms", BigInteger),
         )
         .render_derived(name="d")
     )
-    new_run_at = _now + d.c.delay_ms * literal_column("interval '1 millisecond'")
+    new_run_at = _now + d.c.delay_ms * _MS
+    # A job whose cancellation was asked for is never retried: it ends cancelled.
+    cancel = jobs.c.cancel_requested_at.is_not(None)
     return (
         update(jobs)
         .where(*_held(d))
         .values(
-            state=case((d.c.delay_ms > 0, _SCHEDULED), else_=_AVAILABLE),
+            state=case((cancel, _CANCELLED), (d.c.delay_ms > 0, _SCHEDULED), else_=_AVAILABLE),
+            finished_at=case((cancel, _now), else_=null()),
+            prune_at=case((cancel, _now + d.c.keep_ms * _MS), else_=null()),
             run_at=new_run_at,
             attempts=func.greatest(jobs.c.attempts - d.c.refund, 0),
             last_error=func.coalesce(cast(d.c.error, JSONB), jobs.c.last_error),
@@ -211,11 +294,24 @@ def _build_retry() -> Executable:
 
 
 job_retry_many = _build_retry()
-"""Params: ids, leases, delays_ms, errors (JSON text or None), refunds (1 = snooze).
+"""Params: ids, leases, delays_ms, errors (JSON text or None), refunds (1 = snooze),
+keeps_ms.
 
 Puts the jobs back: ``available`` now if the delay is 0, else ``scheduled`` at
-``now() + delay``. A refund gives the attempt back (snooze, shutdown).
+``now() + delay``. A refund gives the attempt back (snooze, shutdown). A job whose
+cancellation was asked for becomes ``cancelled`` instead (kept ``keep_ms``).
 """
+
+
+def _metadata_item(moved: Any, path: str) -> ColumnElement[Any]:
+    """The first item at jsonpath ``path`` of ``moved.metadata``, or NULL; never an error."""
+    return func.jsonb_path_query_first(
+        moved.c.metadata,
+        literal_column(f"'{path}'", JSONPATH),
+        literal_column("'{}'", JSONB),
+        literal_column("true"),
+        type_=JSONB,
+    )
 
 
 def _build_dead_letter() -> Executable:
@@ -244,8 +340,25 @@ def _build_dead_letter() -> Executable:
         )
         .cte("moved")
     )
+    # The DLQ history comes from metadata that dlq.requeue writes; a row written by
+    # other means may hold anything there, and a failed cast would fail the whole
+    # batch's move again and again. jsonb_path_query_first(..., silent => true)
+    # yields NULL instead of an error for a wrong type, a bad date or a big number.
     requeued = func.coalesce(
-        cast(moved.c.metadata["backfill"]["requeued_count"].astext, Integer), 0
+        cast(
+            _metadata_item(
+                moved,
+                '$.backfill.requeued_count ? (@.type() == "number" && @ >= 0 && @ <= 2147483647)',
+            ),
+            Integer,
+        ),
+        0,
+    )
+    requeued_at = cast(
+        _metadata_item(moved, "$.backfill.last_requeued_at.datetime()").op("#>>")(
+            literal_column("'{}'")
+        ),
+        DateTime(timezone=True),
     )
     return (
         insert(dlq)
@@ -285,10 +398,7 @@ def _build_dead_letter() -> Executable:
                 moved.c.created_at,
                 moved.c.run_at,
                 requeued,
-                cast(
-                    moved.c.metadata["backfill"]["last_requeued_at"].astext,
-                    DateTime(timezone=True),
-                ),
+                requeued_at,
                 moved.c.metadata["backfill"]["dead_letter_notes"].astext,
             ),
         )
@@ -389,23 +499,56 @@ job_release_orphans = _build_release_orphans()
 
 
 def _build_complete_and_claim() -> Executable:
-    """Delete succeeded jobs (fenced) and claim the next batch, in one round trip."""
-    d = _fence()
-    done = delete(jobs).where(*_held(d)).returning(jobs.c.id).cte("done")
+    """Finish succeeded jobs (fenced) and claim the next batch, in one round trip."""
+    finished, notified = _finished_ctes(_COMPLETED, "done_")
     claim = _build_claim()
     assert isinstance(claim, Update)
     claimed = claim.cte("claimed")
     claimed_rows = select(*claimed.c, null().cast(BigInteger).label("done_id"))
     done_rows = select(
         *(null().cast(c.type).label(c.name) for c in CLAIM_COLUMNS),
-        done.c.id.label("done_id"),
-    )
+        finished.c.id.label("done_id"),
+    ).where(notified >= 0)  # reading it sends the notification
     return union_all(claimed_rows, done_rows)
 
 
 job_complete_and_claim = _build_complete_and_claim()
-"""Params: ids, leases (succeeded jobs to delete), claim_queue, limit, worker_id.
+"""Params: ids, leases, keeps_ms, results, errors, done_channel (succeeded jobs to
+finish, as :data:`job_complete_many`), claim_queue, limit, worker_id.
 
-Returns the claimed jobs (``done_id`` null) followed by one row per deleted job
+Returns the claimed jobs (``done_id`` null) followed by one row per finished job
 (only ``done_id`` set). Halves the statements of a busy queue: each fetch also
 completes what finished since the last one."""
+
+
+def _build_prune() -> Executable:
+    doomed = (
+        select(jobs.c.id)
+        .where(jobs.c.state.in_([_COMPLETED, _CANCELLED]), jobs.c.prune_at <= _now)
+        .order_by(jobs.c.prune_at)
+        .limit(bindparam("limit", type_=Integer, literal_execute=True))
+        .with_for_update(skip_locked=True)
+        .cte("doomed")
+    )
+    pruned = (
+        delete(jobs).where(jobs.c.id == _any_of(doomed.c.id)).returning(jobs.c.id).cte("pruned")
+    )
+    return select(func.count().label("pruned")).select_from(pruned)
+
+
+job_prune_finished = _build_prune()
+"""Params: limit. Deletes up to ``limit`` finished jobs whose retention ended, oldest
+first, through ``ix_jobs_prune`` (no scan, short row locks); returns how many."""
+
+
+def _build_find_cancel_requested() -> Executable:
+    return select(jobs.c.id).where(
+        jobs.c.state == _RUNNING,
+        jobs.c.locked_by == bindparam("worker_id"),
+        jobs.c.cancel_requested_at.is_not(None),
+    )
+
+
+job_find_cancel_requested = _build_find_cancel_requested()
+"""Params: worker_id. Ids of this worker's running jobs whose cancellation was asked
+for (the fallback when the notification was missed)."""

@@ -12,12 +12,15 @@ from types import MappingProxyType
 from backfill_sa.statements.rendered import RenderedSql
 
 __all__ = [
+    "job_cancel_many",
     "job_claim_batch",
     "job_complete_and_claim",
     "job_complete_many",
     "job_dead_letter_many",
+    "job_find_cancel_requested",
     "job_find_stale",
     "job_promote_due",
+    "job_prune_finished",
     "job_release_orphans",
     "job_retry_many",
     "leader_elect",
@@ -28,6 +31,42 @@ __all__ = [
     "worker_delete_expired",
     "worker_heartbeat",
 ]
+
+job_cancel_many = RenderedSql(
+    "job_cancel_many",
+    (
+        "WITH kept AS \n"
+        "(UPDATE __backfill_schema__.jobs SET state='cancelled', last_error=coalesce(CAST(d.error AS JSONB), __backfill_schema__.jobs.last_error), updated_at=now(), result=CAST(d.result AS JSONB), finished_at=now(), prune_at=(now() + d.keep_ms * interval '1 millisecond') FROM unnest($3::BIGINT[], $4::INTEGER[], $5::BIGINT[], $6::TEXT[], $7::TEXT[]) AS d(id, lease, keep_ms, result, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' AND d.keep_ms > $8::BIGINT RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.notify_finished), \n"
+        "dropped AS \n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($3::BIGINT[], $4::INTEGER[], $5::BIGINT[], $6::TEXT[], $7::TEXT[]) AS d(id, lease, keep_ms, result, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' AND d.keep_ms <= $9::BIGINT RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.notify_finished), \n"
+        "finished AS \n"
+        "(SELECT kept.id AS id, kept.notify_finished AS notify_finished \n"
+        "FROM kept UNION ALL SELECT dropped.id AS id, dropped.notify_finished AS notify_finished \n"
+        "FROM dropped), \n"
+        "notified AS \n"
+        "(SELECT pg_notify($1, CASE WHEN (count(*) <= $2::INTEGER) THEN string_agg(CAST(watched.id AS TEXT), ',') ELSE '' END) AS sent \n"
+        "FROM (SELECT finished.id AS id \n"
+        "FROM finished \n"
+        "WHERE finished.notify_finished) AS watched \n"
+        "HAVING count(*) > $10::INTEGER)\n"
+        " SELECT finished.id, (SELECT count(*) AS count_1 \n"
+        "FROM notified) AS notified \n"
+        "FROM finished"
+    ),
+    (
+        "done_channel",
+        "count_2",
+        "ids",
+        "leases",
+        "keeps_ms",
+        "results",
+        "errors",
+        "keep_ms_1",
+        "keep_ms_2",
+        "count_3",
+    ),
+    MappingProxyType({"count_2": 300, "keep_ms_1": 0, "keep_ms_2": 0, "count_3": 0}),
+)
 
 job_claim_batch = RenderedSql(
     "job_claim_batch",
@@ -65,11 +104,25 @@ job_complete_and_claim = RenderedSql(
         "claimed AS \n"
         "(UPDATE __backfill_schema__.jobs SET state='running', attempts=(__backfill_schema__.jobs.attempts + $1::SMALLINT), locked_by=$2::VARCHAR, locked_at=now(), lease=(__backfill_schema__.jobs.lease + $3::INTEGER), updated_at=now() WHERE __backfill_schema__.jobs.id = ANY (array((SELECT candidates.id \n"
         "FROM candidates))) RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.retry_policy, nullif(__backfill_schema__.jobs.metadata, '{}'::jsonb) AS metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.locked_at), \n"
-        "done AS \n"
-        "(DELETE FROM __backfill_schema__.jobs USING unnest($5::BIGINT[], $6::INTEGER[]) AS d(id, lease) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id)\n"
+        "done_kept AS \n"
+        "(UPDATE __backfill_schema__.jobs SET state='completed', last_error=coalesce(CAST(d.error AS JSONB), __backfill_schema__.jobs.last_error), updated_at=now(), result=CAST(d.result AS JSONB), finished_at=now(), prune_at=(now() + d.keep_ms * interval '1 millisecond') FROM unnest($5::BIGINT[], $6::INTEGER[], $7::BIGINT[], $8::TEXT[], $9::TEXT[]) AS d(id, lease, keep_ms, result, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' AND d.keep_ms > $10::BIGINT RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.notify_finished), \n"
+        "done_dropped AS \n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($5::BIGINT[], $6::INTEGER[], $7::BIGINT[], $8::TEXT[], $9::TEXT[]) AS d(id, lease, keep_ms, result, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' AND d.keep_ms <= $11::BIGINT RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.notify_finished), \n"
+        "done_finished AS \n"
+        "(SELECT done_kept.id AS id, done_kept.notify_finished AS notify_finished \n"
+        "FROM done_kept UNION ALL SELECT done_dropped.id AS id, done_dropped.notify_finished AS notify_finished \n"
+        "FROM done_dropped), \n"
+        "done_notified AS \n"
+        "(SELECT pg_notify($12, CASE WHEN (count(*) <= $13::INTEGER) THEN string_agg(CAST(done_watched.id AS TEXT), ',') ELSE '' END) AS sent \n"
+        "FROM (SELECT done_finished.id AS id \n"
+        "FROM done_finished \n"
+        "WHERE done_finished.notify_finished) AS done_watched \n"
+        "HAVING count(*) > $14::INTEGER)\n"
         " SELECT claimed.id, claimed.task, claimed.queue, claimed.payload, claimed.priority, claimed.run_at, claimed.attempts, claimed.max_attempts, claimed.lease, claimed.retry_policy, claimed.metadata, claimed.created_at, claimed.locked_at, CAST(NULL AS BIGINT) AS done_id \n"
-        "FROM claimed UNION ALL SELECT CAST(NULL AS BIGINT) AS id, CAST(NULL AS TEXT) AS task, CAST(NULL AS TEXT) AS queue, CAST(NULL AS JSONB) AS payload, CAST(NULL AS SMALLINT) AS priority, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS run_at, CAST(NULL AS SMALLINT) AS attempts, CAST(NULL AS SMALLINT) AS max_attempts, CAST(NULL AS INTEGER) AS lease, CAST(NULL AS JSONB) AS retry_policy, CAST(NULL AS JSONB) AS metadata, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS created_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS locked_at, done.id AS done_id \n"
-        "FROM done"
+        "FROM claimed UNION ALL SELECT CAST(NULL AS BIGINT) AS id, CAST(NULL AS TEXT) AS task, CAST(NULL AS TEXT) AS queue, CAST(NULL AS JSONB) AS payload, CAST(NULL AS SMALLINT) AS priority, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS run_at, CAST(NULL AS SMALLINT) AS attempts, CAST(NULL AS SMALLINT) AS max_attempts, CAST(NULL AS INTEGER) AS lease, CAST(NULL AS JSONB) AS retry_policy, CAST(NULL AS JSONB) AS metadata, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS created_at, CAST(NULL AS TIMESTAMP WITH TIME ZONE) AS locked_at, done_finished.id AS done_id \n"
+        "FROM done_finished \n"
+        "WHERE (SELECT count(*) AS count_1 \n"
+        "FROM done_notified) >= $15::INTEGER"
     ),
     (
         "attempts_1",
@@ -78,54 +131,94 @@ job_complete_and_claim = RenderedSql(
         "claim_queue",
         "ids",
         "leases",
+        "keeps_ms",
+        "results",
+        "errors",
+        "keep_ms_1",
+        "keep_ms_2",
+        "done_channel",
+        "count_2",
+        "count_3",
+        "param_1",
     ),
-    MappingProxyType({"attempts_1": 1, "lease_1": 1}),
+    MappingProxyType(
+        {
+            "attempts_1": 1,
+            "lease_1": 1,
+            "keep_ms_1": 0,
+            "keep_ms_2": 0,
+            "count_2": 300,
+            "count_3": 0,
+            "param_1": 0,
+        }
+    ),
     inline=("limit",),
 )
 
 job_complete_many = RenderedSql(
     "job_complete_many",
     (
-        "DELETE FROM __backfill_schema__.jobs USING unnest($1::BIGINT[], $2::INTEGER[]) AS d(id, lease) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id"
+        "WITH kept AS \n"
+        "(UPDATE __backfill_schema__.jobs SET state='completed', last_error=coalesce(CAST(d.error AS JSONB), __backfill_schema__.jobs.last_error), updated_at=now(), result=CAST(d.result AS JSONB), finished_at=now(), prune_at=(now() + d.keep_ms * interval '1 millisecond') FROM unnest($3::BIGINT[], $4::INTEGER[], $5::BIGINT[], $6::TEXT[], $7::TEXT[]) AS d(id, lease, keep_ms, result, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' AND d.keep_ms > $8::BIGINT RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.notify_finished), \n"
+        "dropped AS \n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($3::BIGINT[], $4::INTEGER[], $5::BIGINT[], $6::TEXT[], $7::TEXT[]) AS d(id, lease, keep_ms, result, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' AND d.keep_ms <= $9::BIGINT RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.notify_finished), \n"
+        "finished AS \n"
+        "(SELECT kept.id AS id, kept.notify_finished AS notify_finished \n"
+        "FROM kept UNION ALL SELECT dropped.id AS id, dropped.notify_finished AS notify_finished \n"
+        "FROM dropped), \n"
+        "notified AS \n"
+        "(SELECT pg_notify($1, CASE WHEN (count(*) <= $2::INTEGER) THEN string_agg(CAST(watched.id AS TEXT), ',') ELSE '' END) AS sent \n"
+        "FROM (SELECT finished.id AS id \n"
+        "FROM finished \n"
+        "WHERE finished.notify_finished) AS watched \n"
+        "HAVING count(*) > $10::INTEGER)\n"
+        " SELECT finished.id, (SELECT count(*) AS count_1 \n"
+        "FROM notified) AS notified \n"
+        "FROM finished"
     ),
     (
+        "done_channel",
+        "count_2",
         "ids",
         "leases",
+        "keeps_ms",
+        "results",
+        "errors",
+        "keep_ms_1",
+        "keep_ms_2",
+        "count_3",
     ),
+    MappingProxyType({"count_2": 300, "keep_ms_1": 0, "keep_ms_2": 0, "count_3": 0}),
 )
 
 job_dead_letter_many = RenderedSql(
     "job_dead_letter_many",
     (
         "WITH moved AS \n"
-        "(DELETE FROM __backfill_schema__.jobs USING unnest($8::BIGINT[], $9::INTEGER[], $10::TEXT[], $11::TEXT[]) AS d(id, lease, reason, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.job_key, __backfill_schema__.jobs.locked_by, __backfill_schema__.jobs.locked_at, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.last_error, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.updated_at, d.reason AS reason, d.error AS error)\n"
-        " INSERT INTO __backfill_schema__.dead_letter_jobs (original_job_id, task, queue, payload, priority, job_key, max_attempts, failure_reason, failure_count, last_error, retry_policy, metadata, original_created_at, original_run_at, requeued_count, last_requeued_at, notes) SELECT moved.id, moved.task, moved.queue, moved.payload, moved.priority, moved.job_key, moved.max_attempts, moved.reason, moved.attempts, coalesce(CAST(moved.error AS JSONB), moved.last_error) AS coalesce_1, moved.retry_policy, moved.metadata, moved.created_at, moved.run_at, coalesce(CAST((moved.metadata[$1::TEXT]) ->> $2::TEXT AS INTEGER), $3::INTEGER) AS coalesce_2, CAST((moved.metadata[$4::TEXT]) ->> $5::TEXT AS TIMESTAMP WITH TIME ZONE) AS anon_1, (moved.metadata[$6::TEXT]) ->> $7::TEXT AS anon_2 \n"
+        "(DELETE FROM __backfill_schema__.jobs USING unnest($4::BIGINT[], $5::INTEGER[], $6::TEXT[], $7::TEXT[]) AS d(id, lease, reason, error) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.task, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.payload, __backfill_schema__.jobs.priority, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state, __backfill_schema__.jobs.attempts, __backfill_schema__.jobs.max_attempts, __backfill_schema__.jobs.job_key, __backfill_schema__.jobs.locked_by, __backfill_schema__.jobs.locked_at, __backfill_schema__.jobs.lease, __backfill_schema__.jobs.last_error, __backfill_schema__.jobs.retry_policy, __backfill_schema__.jobs.metadata, __backfill_schema__.jobs.created_at, __backfill_schema__.jobs.updated_at, __backfill_schema__.jobs.result, __backfill_schema__.jobs.finished_at, __backfill_schema__.jobs.prune_at, __backfill_schema__.jobs.cancel_requested_at, __backfill_schema__.jobs.notify_finished, d.reason AS reason, d.error AS error)\n"
+        " INSERT INTO __backfill_schema__.dead_letter_jobs (original_job_id, task, queue, payload, priority, job_key, max_attempts, failure_reason, failure_count, last_error, retry_policy, metadata, original_created_at, original_run_at, requeued_count, last_requeued_at, notes) SELECT moved.id, moved.task, moved.queue, moved.payload, moved.priority, moved.job_key, moved.max_attempts, moved.reason, moved.attempts, coalesce(CAST(moved.error AS JSONB), moved.last_error) AS coalesce_1, moved.retry_policy, moved.metadata, moved.created_at, moved.run_at, coalesce(CAST(jsonb_path_query_first(moved.metadata, '$.backfill.requeued_count ? (@.type() == \"number\" && @ >= 0 && @ <= 2147483647)', '{}', true) AS INTEGER), $1::INTEGER) AS coalesce_2, CAST(jsonb_path_query_first(moved.metadata, '$.backfill.last_requeued_at.datetime()', '{}', true) #>> '{}' AS TIMESTAMP WITH TIME ZONE) AS anon_1, (moved.metadata[$2::TEXT]) ->> $3::TEXT AS anon_2 \n"
         "FROM moved RETURNING __backfill_schema__.dead_letter_jobs.original_job_id, __backfill_schema__.dead_letter_jobs.id"
     ),
     (
+        "coalesce_3",
         "metadata_1",
         "param_1",
-        "coalesce_3",
-        "metadata_2",
-        "param_2",
-        "metadata_3",
-        "param_3",
         "ids",
         "leases",
         "reasons",
         "errors",
     ),
-    MappingProxyType(
-        {
-            "metadata_1": "backfill",
-            "param_1": "requeued_count",
-            "coalesce_3": 0,
-            "metadata_2": "backfill",
-            "param_2": "last_requeued_at",
-            "metadata_3": "backfill",
-            "param_3": "dead_letter_notes",
-        }
+    MappingProxyType({"coalesce_3": 0, "metadata_1": "backfill", "param_1": "dead_letter_notes"}),
+)
+
+job_find_cancel_requested = RenderedSql(
+    "job_find_cancel_requested",
+    (
+        "SELECT __backfill_schema__.jobs.id \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state = 'running' AND __backfill_schema__.jobs.locked_by = $1::VARCHAR AND __backfill_schema__.jobs.cancel_requested_at IS NOT NULL"
     ),
+    ("worker_id",),
 )
 
 job_find_stale = RenderedSql(
@@ -164,6 +257,24 @@ job_promote_due = RenderedSql(
     inline=("limit",),
 )
 
+job_prune_finished = RenderedSql(
+    "job_prune_finished",
+    (
+        "WITH doomed AS \n"
+        "(SELECT __backfill_schema__.jobs.id AS id \n"
+        "FROM __backfill_schema__.jobs \n"
+        "WHERE __backfill_schema__.jobs.state IN ('completed', 'cancelled') AND __backfill_schema__.jobs.prune_at <= now() ORDER BY __backfill_schema__.jobs.prune_at \n"
+        " LIMIT __[POSTCOMPILE_limit] FOR UPDATE SKIP LOCKED), \n"
+        "pruned AS \n"
+        "(DELETE FROM __backfill_schema__.jobs WHERE __backfill_schema__.jobs.id = ANY (array((SELECT doomed.id \n"
+        "FROM doomed))) RETURNING __backfill_schema__.jobs.id)\n"
+        " SELECT count(*) AS pruned \n"
+        "FROM pruned"
+    ),
+    (),
+    inline=("limit",),
+)
+
 job_release_orphans = RenderedSql(
     "job_release_orphans",
     (
@@ -184,7 +295,7 @@ job_release_orphans = RenderedSql(
 job_retry_many = RenderedSql(
     "job_retry_many",
     (
-        "UPDATE __backfill_schema__.jobs SET run_at=(now() + d.delay_ms * interval '1 millisecond'), state=CASE WHEN (d.delay_ms > $1::BIGINT) THEN 'scheduled' ELSE 'available' END, attempts=greatest(__backfill_schema__.jobs.attempts - d.refund, $2::INTEGER), locked_by=$3::VARCHAR, locked_at=$4::TIMESTAMP WITH TIME ZONE, last_error=coalesce(CAST(d.error AS JSONB), __backfill_schema__.jobs.last_error), updated_at=now() FROM unnest($5::BIGINT[], $6::INTEGER[], $7::BIGINT[], $8::TEXT[], $9::INTEGER[]) AS d(id, lease, delay_ms, error, refund) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state"
+        "UPDATE __backfill_schema__.jobs SET run_at=(now() + d.delay_ms * interval '1 millisecond'), state=CASE WHEN (__backfill_schema__.jobs.cancel_requested_at IS NOT NULL) THEN 'cancelled' WHEN (d.delay_ms > $1::BIGINT) THEN 'scheduled' ELSE 'available' END, attempts=greatest(__backfill_schema__.jobs.attempts - d.refund, $2::INTEGER), locked_by=$3::VARCHAR, locked_at=$4::TIMESTAMP WITH TIME ZONE, last_error=coalesce(CAST(d.error AS JSONB), __backfill_schema__.jobs.last_error), updated_at=now(), finished_at=CASE WHEN (__backfill_schema__.jobs.cancel_requested_at IS NOT NULL) THEN now() ELSE NULL END, prune_at=CASE WHEN (__backfill_schema__.jobs.cancel_requested_at IS NOT NULL) THEN now() + d.keep_ms * interval '1 millisecond' ELSE NULL END FROM unnest($5::BIGINT[], $6::INTEGER[], $7::BIGINT[], $8::TEXT[], $9::INTEGER[], $10::BIGINT[]) AS d(id, lease, delay_ms, error, refund, keep_ms) WHERE __backfill_schema__.jobs.id = d.id AND __backfill_schema__.jobs.lease = d.lease AND __backfill_schema__.jobs.state IS NOT DISTINCT FROM 'running' RETURNING __backfill_schema__.jobs.id, __backfill_schema__.jobs.queue, __backfill_schema__.jobs.run_at, __backfill_schema__.jobs.state"
     ),
     (
         "delay_ms_1",
@@ -196,6 +307,7 @@ job_retry_many = RenderedSql(
         "delays_ms",
         "errors",
         "refunds",
+        "keeps_ms",
     ),
     MappingProxyType({"delay_ms_1": 0, "greatest_1": 0, "locked_by": None, "locked_at": None}),
 )

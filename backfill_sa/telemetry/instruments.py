@@ -33,6 +33,7 @@ class Instruments:
             Outcome.RETRIED: counter("jobs.retried", "Failed attempts scheduled for retry."),
             Outcome.SNOOZED: counter("jobs.snoozed", "Attempts that snoozed the job."),
             Outcome.DEAD_LETTERED: counter("jobs.dead_lettered", "Jobs moved to the DLQ."),
+            Outcome.CANCELLED: counter("jobs.cancelled", "Running jobs stopped on request."),
         }
         self.duration = _histogram(
             meter, "backfill.job.duration", "Time a handler ran, per attempt."

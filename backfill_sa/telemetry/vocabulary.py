@@ -20,6 +20,7 @@ class Outcome(str, enum.Enum):
     RETRIED = "retried"
     SNOOZED = "snoozed"
     DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
 
 
 class OutcomeKey(NamedTuple):

@@ -14,7 +14,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from backfill_sa.notify import done_channel_for
 from backfill_sa.statements.worker_sql import (
+    job_cancel_many,
     job_complete_many,
     job_dead_letter_many,
     job_retry_many,
@@ -22,7 +24,7 @@ from backfill_sa.statements.worker_sql import (
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.outcomes import Outcome, OutcomeKind
 
-__all__ = ["Completer", "RunResult"]
+__all__ = ["Completer", "RunResult", "finish_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +34,13 @@ class RunResult:
     """Counts of outcomes the database accepted during a run.
 
     Attributes:
-        succeeded: jobs completed (deleted).
+        succeeded: jobs completed (kept as ``completed``, or deleted with no retention).
         retried: failed attempts rescheduled with backoff.
         snoozed: jobs rescheduled by ``Snooze`` (attempt given back).
         dead_lettered: jobs moved to the dead-letter queue.
         refused: outcome writes refused by the fence (claim lost meanwhile).
         rescued: stale claims returned by this worker's maintenance.
+        cancelled: attempts that ended ``cancelled`` because cancelling was asked for.
     """
 
     succeeded: int = 0
@@ -46,11 +49,24 @@ class RunResult:
     dead_lettered: int = 0
     refused: int = 0
     rescued: int = 0
+    cancelled: int = 0
 
     @property
     def total(self) -> int:
-        """Jobs whose attempt ended (succeeded, retried, snoozed, dead-lettered)."""
-        return self.succeeded + self.retried + self.snoozed + self.dead_lettered
+        """Jobs whose attempt ended (succeeded, retried, snoozed, dead-lettered, cancelled)."""
+        return self.succeeded + self.retried + self.snoozed + self.dead_lettered + self.cancelled
+
+
+def finish_params(outcomes: list[Outcome], done_channel: str) -> dict[str, object]:
+    """Parameters of the finishing statements (complete, cancel) for ``outcomes``."""
+    return {
+        "ids": [o.job_id for o in outcomes],
+        "leases": [o.lease for o in outcomes],
+        "keeps_ms": [o.keep_ms for o in outcomes],
+        "results": [o.result for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "done_channel": done_channel,
+    }
 
 
 @dataclass
@@ -61,15 +77,22 @@ class Completer:
         db: the worker's database.
         result: counters updated with what the database accepted.
         on_written: called with the outcomes that were written (telemetry).
+        done_channel: where finished jobs are announced (``wait_for_job`` listens);
+            default: the channel of ``db``'s schema.
     """
 
     db: Database
     result: RunResult = field(default_factory=RunResult)
     on_written: Callable[[list[Outcome]], None] | None = None
+    done_channel: str = ""
     _pending: list[Outcome] = field(default_factory=list)
     _unwritten: set[int] = field(default_factory=set)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        if not self.done_channel:
+            self.done_channel = done_channel_for(self.db.schema)
 
     def add(self, outcome: Outcome) -> None:
         """Queue one outcome for the next flush."""
@@ -159,13 +182,16 @@ class Completer:
         done = [o for o in batch if o.kind is OutcomeKind.SUCCEEDED]
         again = [o for o in batch if o.kind in (OutcomeKind.RETRIED, OutcomeKind.SNOOZED)]
         dead = [o for o in batch if o.kind is OutcomeKind.DEAD]
+        cancelled = [o for o in batch if o.kind is OutcomeKind.CANCELLED]
         written: list[Outcome] = []
         if done:
-            rows = await self.db.execute(
-                job_complete_many,
-                {"ids": [o.job_id for o in done], "leases": [o.lease for o in done]},
-            )
+            rows = await self.db.execute(job_complete_many, finish_params(done, self.done_channel))
             written += self._accepted(done, {r[0] for r in rows})
+        if cancelled:
+            rows = await self.db.execute(
+                job_cancel_many, finish_params(cancelled, self.done_channel)
+            )
+            written += self._accepted(cancelled, {r[0] for r in rows})
         if again:
             rows = await self.db.execute(
                 job_retry_many,
@@ -175,8 +201,14 @@ class Completer:
                     "delays_ms": [o.delay_ms for o in again],
                     "errors": [o.error for o in again],
                     "refunds": [o.refund for o in again],
+                    "keeps_ms": [o.keep_ms for o in again],
                 },
             )
+            # A job whose cancellation was asked for came back cancelled, not retried.
+            stopped = {r[0] for r in rows if r[3] == "cancelled"}
+            for outcome in again:
+                if outcome.job_id in stopped:
+                    outcome.kind = OutcomeKind.CANCELLED
             written += self._accepted(again, {r[0] for r in rows})
         if dead:
             rows = await self.db.execute(
@@ -203,6 +235,8 @@ class Completer:
                     self.result.retried += 1
                 elif outcome.kind is OutcomeKind.SNOOZED:
                     self.result.snoozed += 1
+                elif outcome.kind is OutcomeKind.CANCELLED:
+                    self.result.cancelled += 1
                 else:
                     self.result.dead_lettered += 1
             else:

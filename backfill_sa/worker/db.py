@@ -70,18 +70,36 @@ def _sqlstate(exc: BaseException) -> str | None:
     return None
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Return whether ``exc`` is a database error worth retrying as it is."""
-    if getattr(exc, "connection_invalidated", False) is True:  # SQLAlchemy's DBAPIError
-        return True
+_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+"""Server shutdown and start-up states: the connection itself is gone or unusable."""
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection it ran on cannot be used again."""
     if isinstance(
         exc,
         (
             asyncpg.exceptions.ConnectionDoesNotExistError,
             asyncpg.exceptions.InterfaceError,
             asyncpg.exceptions.CannotConnectNowError,
+            # "cannot switch to state N; another operation is in progress": a pooled
+            # connection whose server went away before its error was fully read
+            # (raised before anything is sent, so a retry is safe).
+            asyncpg.exceptions.InternalClientError,
+            ConnectionError,
+            OSError,
         ),
     ):
+        return True
+    state = _sqlstate(exc)
+    return state is not None and (state in _CONNECTION_SQLSTATES or state.startswith("08"))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Return whether ``exc`` is a database error worth retrying as it is."""
+    if getattr(exc, "connection_invalidated", False) is True:  # SQLAlchemy's DBAPIError
+        return True
+    if _lost_connection(exc):
         return True
     state = _sqlstate(exc)
     if state is not None:
@@ -148,6 +166,11 @@ class Database:
         schema: schema that ``backfill`` maps to.
         pool_size: connections kept open.
         retry_for: how long transient errors are retried before giving up.
+        statement_cache: keep each statement prepared on its connection (one round
+            trip per run). Turn it off behind a transaction-pooling proxy (PgBouncer
+            with ``pool_mode = transaction``), where the next statement may run on
+            another server connection that never saw the PREPARE: asyncpg then sends
+            each statement unnamed, parsed again with its parameters.
     """
 
     def __init__(
@@ -157,6 +180,7 @@ class Database:
         schema: str = DEFAULT_SCHEMA,
         pool_size: int = 5,
         retry_for: timedelta = timedelta(seconds=60),
+        statement_cache: bool = True,
     ) -> None:
         """Prepare the pool (it opens on first use)."""
         self.schema = schema
@@ -166,6 +190,7 @@ class Database:
         self._pool_lock = asyncio.Lock()
         self._retry_for = retry_for.total_seconds()
         self._sql: dict[tuple[object, ...], str] = {}
+        self._statement_cache_size = 100 if statement_cache else 0
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -178,6 +203,7 @@ class Database:
                         init=_init_connection,
                         connection_class=_WorkerConnection,
                         max_inactive_connection_lifetime=300,
+                        statement_cache_size=self._statement_cache_size,
                     )
         return self._pool
 
@@ -214,6 +240,7 @@ class Database:
         try:
             return await self._fetch(sql, args)
         except Exception as exc:
+            await self._after_failure(exc)
             if not retry or not is_transient(exc):
                 raise
             logger.warning("transient database error, retrying: %s", exc)
@@ -226,8 +253,22 @@ class Database:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._fetch(sql, args)
+                try:
+                    return await self._fetch(sql, args)
+                except Exception as exc:
+                    await self._after_failure(exc)
+                    raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _after_failure(self, exc: BaseException) -> None:
+        """After a lost connection, replace every pooled one before its next use.
+
+        When the server restarts, all of them are dead; one whose error is still
+        being read would otherwise be handed out again and fail with asyncpg's
+        "another operation is in progress".
+        """
+        if self._pool is not None and _lost_connection(exc):
+            await self._pool.expire_connections()
 
     async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Record]:
         pool = await self._get_pool()

@@ -10,14 +10,24 @@ import random
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from types import MappingProxyType
 from typing import Any
 
 from backfill_sa.errors import UnknownTaskError
 from backfill_sa.retry import RetryPolicy
+from backfill_sa.states import FailureReason
 from backfill_sa.tasks import JobContext, Task, TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
 from backfill_sa.telemetry import Telemetry
-from backfill_sa.worker.outcomes import Outcome, OutcomeKind, classify, resolve_policy
+from backfill_sa.worker.outcomes import (
+    Outcome,
+    OutcomeKind,
+    classify,
+    encode_result,
+    error_json,
+    resolve_policy,
+)
 
 __all__ = ["Executor", "ShutdownCancelled"]
 
@@ -37,6 +47,9 @@ class Executor:
         threads: size of the pool for sync handlers (the total concurrency).
         telemetry: metrics and spans.
         rng: random source for retry jitter.
+        retention: how long finished jobs are kept unless the task or queue says.
+        queue_retention: per-queue retention.
+        max_result_bytes: largest return value stored (JSON bytes).
     """
 
     def __init__(
@@ -46,6 +59,10 @@ class Executor:
         threads: int,
         telemetry: Telemetry,
         rng: random.Random | None = None,
+        *,
+        retention: timedelta = timedelta(hours=24),
+        queue_retention: Mapping[str, timedelta] = MappingProxyType({}),
+        max_result_bytes: int = 65_536,
     ) -> None:
         """Create the executor; the thread pool starts lazily."""
         self.registry = registry
@@ -55,6 +72,61 @@ class Executor:
         self._pool: ThreadPoolExecutor | None = None
         self._rng = rng or random.Random()
         self._policies: dict[str, RetryPolicy] = {}
+        self._retention = retention
+        self._queue_retention = queue_retention
+        self._max_result_bytes = max_result_bytes
+        self._keep_ms: dict[tuple[str, str], int] = {}
+        self._contexts: dict[int, JobContext] = {}
+        self._cancel_requested: set[int] = set()
+
+    def keep_ms(self, task_name: str, queue: str) -> int:
+        """Milliseconds a finished job of ``task_name`` in ``queue`` is kept."""
+        key = (task_name, queue)
+        keep = self._keep_ms.get(key)
+        if keep is None:
+            task = self.registry.get(task_name)
+            retention = task.options.retention if task is not None else None
+            if retention is None:
+                retention = self._queue_retention.get(queue, self._retention)
+            keep = self._keep_ms[key] = round(retention.total_seconds() * 1000)
+        return keep
+
+    def request_cancel(self, job_id: int) -> bool:
+        """Record that cancelling ``job_id`` was asked for and tell its handler.
+
+        The attempt then ends ``cancelled`` whatever the handler does. Returns whether
+        the caller should cancel the job's asyncio task: yes for an ``async def``
+        handler or one not started yet; no for a plain ``def`` handler running in a
+        thread (it sees ``ctx.cancel_requested``; a thread cannot be interrupted).
+        """
+        self._cancel_requested.add(job_id)
+        ctx = self._contexts.get(job_id)
+        if ctx is None:
+            return True
+        ctx.cancel_event.set()
+        task = self.registry.get(ctx.task)
+        return task is not None and task.is_async
+
+    def cancel_was_requested(self, job_id: int) -> bool:
+        """Whether :meth:`request_cancel` was called for ``job_id`` (not yet forgotten)."""
+        return job_id in self._cancel_requested
+
+    def forget(self, job_id: int) -> None:
+        """Drop what is kept about ``job_id`` once its outcome is queued."""
+        self._cancel_requested.discard(job_id)
+
+    def cancelled_outcome(self, job: Any, *, error: str | None = None) -> Outcome:
+        """The outcome of an attempt that ended because its cancellation was asked for."""
+        message = "cancelled on request"
+        return Outcome(
+            OutcomeKind.CANCELLED,
+            job["id"],
+            job["lease"],
+            job["task"],
+            job["queue"],
+            error=error or error_json(None, job["attempts"], message=message),
+            keep_ms=self.keep_ms(job["task"], job["queue"]),
+        )
 
     def _thread_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -95,14 +167,42 @@ class Executor:
         ) as span:
             started = time.perf_counter()
             task = self.registry.get(job["task"])
+            malformed = self._malformed(job, task)
+            if malformed is not None:
+                span.set_outcome(
+                    TelemetryOutcome.DEAD_LETTERED, reason=FailureReason.INVALID_JOB.value
+                )
+                job_logger.warning(
+                    "job %s (%s) is malformed: %s -> dead_lettered",
+                    job["id"],
+                    job["task"],
+                    malformed,
+                    extra={"job_id": job["id"], "task": job["task"], "queue": job["queue"]},
+                )
+                return Outcome(
+                    OutcomeKind.DEAD,
+                    job["id"],
+                    job["lease"],
+                    job["task"],
+                    job["queue"],
+                    error=error_json(None, job["attempts"], message=malformed),
+                    reason=FailureReason.INVALID_JOB.value,
+                    duration=time.perf_counter() - started,
+                )
             exc: BaseException | None
+            value: object = None
             if task is None:
                 exc = UnknownTaskError(job["task"])
             else:
                 try:
-                    await self._call(task, job)
+                    value = await self._call(task, job)
                     exc = None
                 except asyncio.CancelledError:
+                    if job["id"] in self._cancel_requested:
+                        outcome = self.cancelled_outcome(job)
+                        outcome.duration = time.perf_counter() - started
+                        span.set_outcome(TelemetryOutcome.CANCELLED)
+                        return outcome
                     outcome = self._outcome(job, task, ShutdownCancelled("worker shut down"))
                     outcome.kind = OutcomeKind.RETRIED
                     outcome.delay_ms = 0
@@ -113,8 +213,24 @@ class Executor:
                     raise _Cancelled(outcome) from None
                 except Exception as error:
                     exc = error
+                finally:
+                    self._contexts.pop(job["id"], None)
+            if job["id"] in self._cancel_requested:
+                failure = None if exc is None else error_json(exc, job["attempts"])
+                outcome = self.cancelled_outcome(job, error=failure)
+                if value is not None:
+                    outcome.result, _ = encode_result(
+                        value, self._max_result_bytes, job["attempts"]
+                    )
+                outcome.duration = time.perf_counter() - started
+                span.set_outcome(TelemetryOutcome.CANCELLED)
+                return outcome
             outcome = self._outcome(job, task, exc)
             outcome.duration = time.perf_counter() - started
+            if outcome.kind is OutcomeKind.SUCCEEDED and value is not None:
+                outcome.result, outcome.error = encode_result(
+                    value, self._max_result_bytes, job["attempts"]
+                )
             span.set_outcome(
                 TelemetryOutcome(outcome.kind.value),
                 reason=outcome.reason,
@@ -132,12 +248,40 @@ class Executor:
             )
         return outcome
 
+    def _malformed(self, job: Any, task: Task | None) -> str | None:
+        """Say what is wrong with a row no enqueue of ours would write, or None.
+
+        ``metadata`` must be an object (or empty) and ``retry_policy`` empty or a
+        policy :meth:`RetryPolicy.from_json` accepts: rows written by other means
+        (another application version, hand-written SQL) are checked before their
+        handler runs, so that a bad row is dead-lettered instead of failing later.
+        """
+        metadata = job["metadata"]
+        if metadata is not None and not isinstance(metadata, dict):
+            return f"metadata must be a JSON object, not {type(metadata).__name__}"
+        stored = job["retry_policy"]
+        if stored is None or stored == {}:
+            return None
+        if not isinstance(stored, dict):
+            return f"retry_policy must be a JSON object, not {type(stored).__name__}"
+        try:
+            self._policy(stored, task)
+        except Exception as exc:
+            return f"retry_policy is malformed: {exc}"
+        return None
+
     def _outcome(self, job: Any, task: Task | None, exc: BaseException | None) -> Outcome:
+        keep_ms = self.keep_ms(job["task"], job["queue"])
         if exc is None:
             return Outcome(
-                OutcomeKind.SUCCEEDED, job["id"], job["lease"], job["task"], job["queue"]
+                OutcomeKind.SUCCEEDED,
+                job["id"],
+                job["lease"],
+                job["task"],
+                job["queue"],
+                keep_ms=keep_ms,
             )
-        return classify(
+        outcome = classify(
             exc,
             job_id=job["id"],
             lease=job["lease"],
@@ -150,9 +294,15 @@ class Executor:
             rng=self._rng,
             unknown_task=task is None,
         )
+        outcome.keep_ms = keep_ms
+        return outcome
 
-    async def _call(self, task: Task, job: Any) -> None:
+    async def _call(self, task: Task, job: Any) -> object:
         ctx = self._context(task, job)
+        self._contexts[job["id"]] = ctx
+        if job["id"] in self._cancel_requested:
+            ctx.cancel_event.set()
+            raise asyncio.CancelledError
         payload = task.parse_payload(job["payload"])
         timeout = task.options.timeout
         if task.is_async:
@@ -163,9 +313,8 @@ class Executor:
                 self._thread_pool(), functools.partial(task.handler, payload, ctx)
             )
         if timeout is None:
-            await awaitable
-        else:
-            await asyncio.wait_for(awaitable, timeout.total_seconds())
+            return await awaitable
+        return await asyncio.wait_for(awaitable, timeout.total_seconds())
 
     def _context(self, task: Task, job: Any) -> JobContext:
         metadata: Mapping[str, Any] = job["metadata"] or {}

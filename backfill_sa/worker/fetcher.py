@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +21,30 @@ from backfill_sa.statements.worker_sql import (
     job_release_orphans,
 )
 from backfill_sa.telemetry import Telemetry
-from backfill_sa.worker.completer import Completer
+from backfill_sa.worker.completer import Completer, finish_params
 from backfill_sa.worker.db import Database, Record, is_transient
 from backfill_sa.worker.executor import Executor, _Cancelled
 from backfill_sa.worker.maintenance import Promoter
 from backfill_sa.worker.outcomes import Outcome, OutcomeKind, error_json
 
-__all__ = ["FetchServices", "QueueFetcher", "wait_any"]
+__all__ = ["MAX_BACKOFF", "FetchServices", "QueueFetcher", "backoff", "wait_any"]
 
 logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = 5.0
+"""Longest pause, in seconds, between claims while the database keeps failing."""
+
+
+def backoff(poll_interval: float, failures: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after ``failures`` failed rounds in a row (at least one).
+
+    The poll interval doubled per failure, capped at :data:`MAX_BACKOFF` (never below
+    the poll interval), times a jitter of 0.5 to 1.5 so that workers that lost the
+    same server do not all come back in step.
+    """
+    base: float = min(max(MAX_BACKOFF, poll_interval), poll_interval * 2 ** min(failures - 1, 30))
+    jitter: float = (rng or random).uniform(0.5, 1.5)
+    return base * jitter
 
 
 async def wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
@@ -116,11 +132,13 @@ class QueueFetcher:
             "limit": 0,
         }
         checked_idle = False
+        failures = 0  # failed rounds in a row: the pause grows while the database is away
         while not stop.is_set():
             # A claim whose reply was lost may have committed: give its jobs back
             # before claiming again (one try per round, so a stop is never held up).
             if self.orphans_possible and not await self._release_orphans(services):
-                await wait_any(stop, timeout=services.poll_interval)
+                failures += 1
+                await wait_any(stop, timeout=backoff(services.poll_interval, failures))
                 continue
             free = self.capacity - len(self.running)
             if free <= 0:
@@ -141,11 +159,15 @@ class QueueFetcher:
                 transient = is_transient(exc)
                 if burst and not transient:
                     raise  # a burst run reports a broken claim instead of looping on it
-                logger.exception("claiming from queue %r failed", self.name)
+                failures += 1
                 if transient:
                     self.orphans_possible = True
-                await wait_any(stop, timeout=services.poll_interval)
+                    logger.warning("claiming from queue %r failed: %r", self.name, exc)
+                else:
+                    logger.exception("claiming from queue %r failed", self.name)
+                await wait_any(stop, timeout=backoff(services.poll_interval, failures))
                 continue
+            failures = 0
             if rows:
                 checked_idle = False
                 self._dispatch(rows, services.executor, completer)
@@ -178,12 +200,13 @@ class QueueFetcher:
         """Claim a batch; write ``done`` successes in the same statement if any."""
         if not done:
             return list(await db.execute(job_claim_batch, params, retry=False))
-        params["ids"] = [o.job_id for o in done]
-        params["leases"] = [o.lease for o in done]
+        finished = finish_params(done, completer.done_channel)
+        params.update(finished)
         try:
             result = await db.execute(job_complete_and_claim, params, retry=False)
         finally:
-            del params["ids"], params["leases"]
+            for name in finished:
+                del params[name]
         claimed = [r for r in result if r["done_id"] is None]
         completer.record_written(done, {r["done_id"] for r in result if r["done_id"] is not None})
         return claimed
@@ -193,12 +216,16 @@ class QueueFetcher:
         for row in rows:
             task = loop.create_task(executor.run(row))
             self.running[task] = row["id"]
-            task.add_done_callback(functools.partial(self._job_done, completer, row))
+            task.add_done_callback(functools.partial(self._job_done, executor, completer, row))
         self.peak = max(self.peak, len(self.running))
 
-    def _job_done(self, completer: Completer, row: Any, task: asyncio.Task[Outcome]) -> None:
+    def _job_done(
+        self, executor: Executor, completer: Completer, row: Any, task: asyncio.Task[Outcome]
+    ) -> None:
         del self.running[task]
-        if task.cancelled():
+        if task.cancelled() and executor.cancel_was_requested(row["id"]):
+            outcome = executor.cancelled_outcome(row)
+        elif task.cancelled():
             # Cancelled before the handler started: give the job back untouched.
             outcome = Outcome(
                 OutcomeKind.RETRIED,
@@ -208,6 +235,7 @@ class QueueFetcher:
                 row["queue"],
                 error=error_json(None, row["attempts"], message="worker shut down"),
                 refund=1,
+                keep_ms=executor.keep_ms(row["task"], row["queue"]),
             )
         else:
             exc = task.exception()
@@ -225,7 +253,9 @@ class QueueFetcher:
                     row["queue"],
                     delay_ms=1000,
                     error=error_json(exc, row["attempts"]),
+                    keep_ms=executor.keep_ms(row["task"], row["queue"]),
                 )
+        executor.forget(row["id"])
         completer.add(outcome)
         self.slot.set()
 

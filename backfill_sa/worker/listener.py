@@ -11,7 +11,8 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,8 @@ class Listener:
         channel: the NOTIFY channel (see :func:`backfill_sa.notify.channel_for`).
         on_notify: called with the payload (a queue name) of every notification.
         max_backoff: longest pause between reconnection attempts, in seconds.
+        also: more channels to listen to on the same connection, each with its own
+            callback (called with the payload).
     """
 
     def __init__(
@@ -40,12 +43,14 @@ class Listener:
         on_notify: Callable[[str], None],
         *,
         max_backoff: float = 5.0,
+        also: Mapping[str, Callable[[str], None]] = MappingProxyType({}),
     ) -> None:
         """Prepare the listener; :meth:`run` opens the connection."""
         self._dsn = libpq_dsn(url)
         self.channel = channel
         self._on_notify = on_notify
         self._max_backoff = max_backoff
+        self._also = dict(also)
         self.connected = asyncio.Event()
         self.connections_made = 0
 
@@ -62,6 +67,8 @@ class Listener:
                 conn = await asyncpg.connect(self._dsn, timeout=10)
                 conn.add_termination_listener(functools.partial(_set_event, lost))
                 await conn.add_listener(self.channel, self._callback)
+                for channel, callback in self._also.items():
+                    await conn.add_listener(channel, functools.partial(_relay, callback))
                 self.connections_made += 1
                 self.connected.set()
                 delay = 0.05
@@ -103,6 +110,10 @@ class Listener:
                 return
             # A half-open TCP connection raises no event: probe it.
             await asyncio.wait_for(conn.execute("SELECT 1"), timeout=5.0)
+
+
+def _relay(callback: Callable[[str], None], _conn: Any, _pid: int, _ch: str, payload: str) -> None:
+    callback(payload)
 
 
 def _set_event(event: asyncio.Event, _conn: object) -> None:

@@ -1,8 +1,9 @@
-"""Maintenance services: heartbeat, leader election, promotion, stale-claim rescue.
+"""Maintenance services: heartbeat, leader election, promotion, stale-claim rescue,
+pruning of finished jobs, and noticing cancellations asked for.
 
 Each service is a small class whose ``run_once()`` does one round and returns what
 it did; the runner only schedules them, and tests call ``run_once()`` directly.
-Rescue runs on the elected leader only (a row lease in ``backfill.leader``: no
+Rescue and pruning run on the elected leader only (a row lease in ``backfill.leader``: no
 session advisory locks, so PgBouncer in transaction mode keeps working).
 """
 
@@ -11,15 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from backfill_sa.notify import channel_for
 from backfill_sa.statements.worker_sql import (
     job_dead_letter_many,
+    job_find_cancel_requested,
     job_find_stale,
     job_promote_due,
+    job_prune_finished,
     job_retry_many,
     leader_elect,
     leader_resign,
@@ -31,7 +34,16 @@ from backfill_sa.states import FailureReason
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.outcomes import error_json
 
-__all__ = ["Heartbeat", "LeaderElection", "Promoter", "RescueResult", "Rescuer"]
+__all__ = [
+    "CancelWatch",
+    "Heartbeat",
+    "LeaderElection",
+    "Promoter",
+    "PruneResult",
+    "Pruner",
+    "RescueResult",
+    "Rescuer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +168,8 @@ class Rescuer:
         heartbeat_expiry: silence after which a worker counts as dead.
         stale_job_lock_timeout: age after which any claim is rescued.
         batch: most jobs handled per round.
+        keep_ms: ``(task, queue) -> ms`` a job is kept if it ends cancelled (a rescued
+            job whose cancellation was asked for is not retried); default: 24 h.
     """
 
     def __init__(
@@ -165,9 +179,11 @@ class Rescuer:
         heartbeat_expiry: timedelta,
         stale_job_lock_timeout: timedelta,
         batch: int = 1000,
+        keep_ms: Callable[[str, str], int] | None = None,
     ) -> None:
         """Prepare the rescuer."""
         self.db = db
+        self.keep_ms = keep_ms or (lambda _task, _queue: 86_400_000)
         self.heartbeat_expiry = heartbeat_expiry
         self.stale_job_lock_timeout = stale_job_lock_timeout
         self.batch = batch
@@ -198,6 +214,7 @@ class Rescuer:
                     "delays_ms": [0] * len(retry),
                     "errors": errors,
                     "refunds": [0] * len(retry),
+                    "keeps_ms": [self.keep_ms(r["task"], r["queue"]) for r in retry],
                 },
             )
             result.rescued = len(done)
@@ -234,3 +251,66 @@ class Rescuer:
                 extra={"rescued": result.rescued, "dead_lettered": result.dead_lettered},
             )
         return result
+
+
+@dataclass
+class PruneResult:
+    """What one pruning round did."""
+
+    pruned: int = 0
+    statements: int = 0
+
+
+class Pruner:
+    """Deletes finished jobs whose retention ended (leader only), in bounded batches.
+
+    Each statement deletes at most ``batch`` rows found through ``ix_jobs_prune``
+    (oldest ``prune_at`` first, ``SKIP LOCKED``), in its own short transaction; one
+    round runs at most ``max_statements`` of them, so no lock is held long and the
+    round ends even while jobs finish faster than they are pruned.
+
+    Args:
+        db: the worker's database.
+        batch: most rows deleted per statement.
+        max_statements: most statements per round.
+    """
+
+    def __init__(self, db: Database, *, batch: int = 1000, max_statements: int = 10) -> None:
+        """Prepare the pruner."""
+        self.db = db
+        self.batch = batch
+        self.max_statements = max_statements
+
+    async def run_once(self) -> PruneResult:
+        """Prune until nothing is due or ``max_statements`` ran; return the counts."""
+        result = PruneResult()
+        while result.statements < self.max_statements:
+            rows = await self.db.execute(job_prune_finished, {"limit": self.batch})
+            result.statements += 1
+            pruned = int(rows[0][0])
+            result.pruned += pruned
+            if pruned < self.batch:
+                break
+        return result
+
+
+class CancelWatch:
+    """Finds this worker's running jobs whose cancellation was asked for.
+
+    The cancel notification normally arrives first; this is the fallback for one
+    missed while the LISTEN connection was down (run with the heartbeat).
+
+    Args:
+        db: the worker's database.
+        worker_id: this worker's id.
+    """
+
+    def __init__(self, db: Database, worker_id: str) -> None:
+        """Prepare the watch."""
+        self.db = db
+        self.worker_id = worker_id
+
+    async def run_once(self) -> list[int]:
+        """Return the ids of this worker's running jobs asked to stop."""
+        rows = await self.db.execute(job_find_cancel_requested, {"worker_id": self.worker_id})
+        return [int(row[0]) for row in rows]

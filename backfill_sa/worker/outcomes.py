@@ -2,7 +2,10 @@
 
 Classification is by exception type, never by message text:
 
-* no exception: ``SUCCEEDED`` (the row is deleted);
+* no exception: ``SUCCEEDED`` (the row becomes ``completed``, or is deleted when the
+  retention is zero), carrying the handler's return value as JSON;
+* cancellation asked for (``cancel_job``) before the attempt ended: ``CANCELLED``,
+  whatever the handler did (decided by the executor, not here);
 * :class:`~backfill_sa.errors.Snooze`: ``SNOOZED`` (rescheduled, attempt given back);
 * :class:`~backfill_sa.errors.InvalidPayloadError`: ``DEAD`` with ``invalid_payload``;
 * :class:`~backfill_sa.errors.PermanentError` or a type in the task's ``give_up_on``
@@ -27,19 +30,27 @@ from backfill_sa.retry import DEFAULT, RetryPolicy
 from backfill_sa.states import FailureReason
 from backfill_sa.tasks import Task
 
-__all__ = ["MAX_ERROR_CHARS", "Outcome", "OutcomeKind", "classify", "error_json"]
+__all__ = [
+    "MAX_ERROR_CHARS",
+    "Outcome",
+    "OutcomeKind",
+    "classify",
+    "encode_result",
+    "error_json",
+]
 
 MAX_ERROR_CHARS = 8_000
 """Bound on the stored message and on the stored traceback (each)."""
 
 
 class OutcomeKind(enum.Enum):
-    """The four ways an attempt can end."""
+    """The five ways an attempt can end."""
 
     SUCCEEDED = "succeeded"
     RETRIED = "retried"
     SNOOZED = "snoozed"
     DEAD = "dead_lettered"
+    CANCELLED = "cancelled"
 
 
 @dataclass(slots=True)
@@ -56,6 +67,8 @@ class Outcome:
     reason: str | None = None
     refund: int = 0
     duration: float = 0.0
+    result: str | None = None
+    keep_ms: int = 0
 
 
 def _bounded(text: str) -> str:
@@ -81,6 +94,38 @@ def error_json(exc: BaseException | None, attempt: int, *, message: str | None =
         }
     body["attempt"] = attempt
     return json.dumps(body, default=str)
+
+
+def encode_result(value: object, max_bytes: int, attempt: int) -> tuple[str | None, str | None]:
+    """Encode a handler's return value for the ``result`` column.
+
+    Returns ``(result_json, error_json)``: the JSON text and no error; or no result
+    and an error (type ``backfill_sa.ResultNotStored``) when the value is not JSON
+    serialisable or its UTF-8 JSON is longer than ``max_bytes``. ``None`` is
+    stored as no result.
+    """
+    if value is None:
+        return None, None
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        message = f"result not stored: not JSON-serialisable: {type(exc).__name__}: {exc}"
+        return None, _result_error(message, attempt)
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > max_bytes:
+        message = f"result not stored: {size} bytes of JSON is over max_result_bytes ({max_bytes})"
+        return None, _result_error(message, attempt)
+    return text, None
+
+
+def _result_error(message: str, attempt: int) -> str:
+    body = {
+        "type": "backfill_sa.ResultNotStored",
+        "message": _bounded(message),
+        "traceback": None,
+        "attempt": attempt,
+    }
+    return json.dumps(body)
 
 
 def resolve_policy(stored: Any, task: Task | None) -> RetryPolicy:

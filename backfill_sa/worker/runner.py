@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from backfill_sa.config import WorkerConfig
-from backfill_sa.notify import channel_for
+from backfill_sa.notify import cancel_channel_for, channel_for
 from backfill_sa.statements.worker_sql import queue_settings, schema_probe
 from backfill_sa.tasks import TaskRegistry
 from backfill_sa.telemetry import Outcome as TelemetryOutcome
@@ -33,9 +33,11 @@ from backfill_sa.worker.executor import Executor
 from backfill_sa.worker.fetcher import FetchServices, QueueFetcher, wait_any
 from backfill_sa.worker.listener import Listener
 from backfill_sa.worker.maintenance import (
+    CancelWatch,
     Heartbeat,
     LeaderElection,
     Promoter,
+    Pruner,
     Rescuer,
     RescueResult,
 )
@@ -81,6 +83,7 @@ class WorkerRunner:
         self._queues: dict[str, QueueFetcher] = {}
         self.listener: Listener | None = None
         self.result = RunResult()
+        self._executor: Executor | None = None
 
     # -- control ---------------------------------------------------------------
 
@@ -90,7 +93,12 @@ class WorkerRunner:
         Raises:
             asyncpg.PostgresError, OSError: the database cannot be reached.
         """
-        db = Database(self.config.database_url, schema=self.config.schema, pool_size=1)
+        db = Database(
+            self.config.database_url,
+            schema=self.config.schema,
+            pool_size=1,
+            statement_cache=not self.config.pooled,
+        )
         try:
             rows = await db.execute(
                 schema_probe, {"qualified_name": f'"{self.config.schema}".jobs'}, retry=False
@@ -149,13 +157,17 @@ class WorkerRunner:
             cfg.database_url,
             schema=cfg.schema,
             pool_size=len(cfg.queues) + 3,
+            statement_cache=not cfg.pooled,
         )
         completer = Completer(db, self.result, on_written=self._on_written)
-        executor = Executor(
+        self._executor = executor = Executor(
             self.registry,
             self.worker_id,
             threads=sum(cfg.queues.values()),
             telemetry=self.telemetry,
+            retention=cfg.retention,
+            queue_retention=cfg.queue_retention,
+            max_result_bytes=cfg.max_result_bytes,
         )
         heartbeat = Heartbeat(db, self.worker_id, cfg.queues)
         leader = LeaderElection(db, self.worker_id, ttl=cfg.heartbeat_expiry)
@@ -164,7 +176,10 @@ class WorkerRunner:
             db,
             heartbeat_expiry=cfg.heartbeat_expiry,
             stale_job_lock_timeout=cfg.stale_job_lock_timeout,
+            keep_ms=executor.keep_ms,
         )
+        pruner = Pruner(db, batch=cfg.prune_batch_size)
+        cancel_watch = CancelWatch(db, self.worker_id)
         self._queues = {name: QueueFetcher(name, limit) for name, limit in cfg.queues.items()}
         services = FetchServices(
             worker_id=self.worker_id,
@@ -189,11 +204,19 @@ class WorkerRunner:
             await self._refresh_queue_settings(db)
             if await leader.run_once():
                 self._record_rescue(await rescuer.run_once())
+                await pruner.run_once()
             await promoter.run_once()
             background.append(loop.create_task(completer.run(flushed)))
             if not burst:
-                self.listener = Listener(cfg.database_url, channel_for(cfg.schema), self._wake)
-                background.append(loop.create_task(self.listener.run(stop)))
+                listen_url = self._listen_url()
+                if listen_url is not None:
+                    self.listener = Listener(
+                        listen_url,
+                        channel_for(cfg.schema),
+                        self._wake,
+                        also={cancel_channel_for(cfg.schema): self._on_cancel_notify},
+                    )
+                    background.append(loop.create_task(self.listener.run(stop)))
                 background.append(
                     loop.create_task(self._every(cfg.poll_interval, self._promote(promoter), stop))
                 )
@@ -201,7 +224,14 @@ class WorkerRunner:
                     loop.create_task(
                         self._every(
                             cfg.heartbeat_interval,
-                            self._maintain(db, heartbeat, leader, rescuer),
+                            self._maintain(
+                                db,
+                                heartbeat=heartbeat,
+                                leader=leader,
+                                rescuer=rescuer,
+                                pruner=pruner,
+                                cancel_watch=cancel_watch,
+                            ),
                             stop,
                         )
                     )
@@ -263,6 +293,26 @@ class WorkerRunner:
         for task in done:
             task.result()
 
+    def _listen_url(self) -> str | None:
+        """Where to LISTEN: ``listen_url``, else ``database_url`` unless it is pooled.
+
+        Through a transaction pooler a LISTEN lands on whichever server connection
+        runs it and is lost when that connection goes back to the pool: no
+        notification would ever arrive, so the worker polls instead and says so once.
+        """
+        cfg = self.config
+        if cfg.listen_url is not None:
+            return cfg.listen_url
+        if not cfg.pooled:
+            return cfg.database_url
+        logger.warning(
+            "database_url goes through a pooler (pooled=True) and no listen_url"
+            " (BACKFILL_LISTEN_URL) is set: LISTEN is off; jobs are found by polling"
+            " every %.3fs",
+            cfg.poll_interval.total_seconds(),
+        )
+        return None
+
     async def _await_flush(self, completer_task: asyncio.Task[None]) -> None:
         """Wait for the completer to write what is left: up to the shutdown timeout,
         or not at all once a forced stop is asked for."""
@@ -309,6 +359,33 @@ class WorkerRunner:
         target = self._queues.get(queue)
         if target is not None:
             target.wake.set()
+
+    def _on_cancel_notify(self, payload: str) -> None:
+        try:
+            job_id = int(payload)
+        except ValueError:
+            logger.warning("ignoring a cancel notification with payload %r", payload)
+            return
+        self.cancel_running(job_id)
+
+    def cancel_running(self, job_id: int) -> bool:
+        """Stop job ``job_id`` if this worker runs it; return whether it does.
+
+        Its handler sees ``ctx.cancel_requested``; an ``async def`` handler is also
+        cancelled at its next ``await``. The attempt ends ``cancelled``, not retried.
+        Applications call :func:`backfill_sa.jobs.cancel_job`, which reaches every
+        worker; this is what a worker does when it hears of it.
+        """
+        executor = self._executor
+        if executor is None:
+            return False
+        for fetcher in self._queues.values():
+            for task, running_id in fetcher.running.items():
+                if running_id == job_id:
+                    if executor.request_cancel(job_id):
+                        task.cancel()
+                    return True
+        return False
 
     # -- shutdown --------------------------------------------------------------
 
@@ -378,7 +455,14 @@ class WorkerRunner:
         return action
 
     def _maintain(
-        self, db: Database, heartbeat: Heartbeat, leader: LeaderElection, rescuer: Rescuer
+        self,
+        db: Database,
+        *,
+        heartbeat: Heartbeat,
+        leader: LeaderElection,
+        rescuer: Rescuer,
+        pruner: Pruner,
+        cancel_watch: CancelWatch,
     ) -> Callable[[], Awaitable[None]]:
         interval = self.config.stale_lock_cleanup_interval
         last_cleanup = time.monotonic()
@@ -387,7 +471,12 @@ class WorkerRunner:
             nonlocal last_cleanup
             await heartbeat.run_once()
             await self._refresh_queue_settings(db)
-            if not await leader.run_once() or interval is None:
+            for job_id in await cancel_watch.run_once():
+                self.cancel_running(job_id)
+            if not await leader.run_once():
+                return
+            await pruner.run_once()
+            if interval is None:
                 return
             if time.monotonic() - last_cleanup >= interval.total_seconds():
                 last_cleanup = time.monotonic()

@@ -77,39 +77,43 @@ async def test_queue_name_rules(client: httpx.AsyncClient) -> None:
     assert (await client.post("/api/queues/" + "q" * 100 + "/pause")).status_code == 200
 
 
-async def test_cancel_deletes_a_waiting_job(client: httpx.AsyncClient, rows: Rows) -> None:
+async def test_cancel_cancels_a_waiting_job(client: httpx.AsyncClient, rows: Rows) -> None:
     keep = await rows.add_job()
     available = await rows.add_job(task="a")
     scheduled = await rows.add_job(
         task="s", state="scheduled", run_at=dt.datetime.now(UTC) + dt.timedelta(days=1)
     )
 
-    for job_id, task, state in ((available, "a", "available"), (scheduled, "s", "scheduled")):
+    for job_id in (available, scheduled):
         response = await client.post(f"/api/jobs/{job_id}/cancel")
         assert response.status_code == 200
         assert response.json()["cancelled"] == {
             "id": job_id,
-            "task": task,
-            "queue": "bulk",
-            "state": state,
+            "outcome": "cancelled",
+            "state": "cancelled",
         }
-        assert await rows.job(job_id) is None
-    assert [job["id"] for job in await rows.jobs()] == [keep]
+        job = await rows.job(job_id)
+        assert job is not None
+        assert job["state"] == "cancelled"
+    again = await client.post(f"/api/jobs/{available}/cancel")
+    assert again.json()["cancelled"]["outcome"] == "already_finished"
+    states = {job["id"]: job["state"] for job in await rows.jobs()}
+    assert states[keep] == "available"
 
 
-async def test_cancel_refuses_a_running_job(client: httpx.AsyncClient, rows: Rows) -> None:
+async def test_cancel_asks_a_running_job_to_stop(client: httpx.AsyncClient, rows: Rows) -> None:
     job_id = await rows.add_job(state="running", locked_by="w", locked_at=dt.datetime.now(UTC))
     response = await client.post(f"/api/jobs/{job_id}/cancel")
-    assert response.status_code == 409
-    body = response.json()
-    assert (body["error"], body["field"], body["rule"]) == (
-        "conflict",
-        "state",
-        "must not be running",
-    )
+    assert response.status_code == 200
+    assert response.json()["cancelled"] == {
+        "id": job_id,
+        "outcome": "requested",
+        "state": "running",
+    }
     job = await rows.job(job_id)
     assert job is not None
     assert job["state"] == "running"
+    assert job["cancel_requested_at"] is not None
 
 
 async def test_cancel_missing_or_bad_id(client: httpx.AsyncClient) -> None:

@@ -6,6 +6,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+HEAD = "bf0002_job_lifecycle"
+"""The newest revision of backfill_sa's branch."""
+
 OUR_TABLES = {"jobs", "queues", "dead_letter_jobs", "workers", "leader"}
 
 

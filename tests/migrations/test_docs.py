@@ -45,6 +45,26 @@ def test_state_diagram_covers_every_state_and_trigger() -> None:
     for state in JobState:
         assert f"{state.value} -->" in diagram
         assert f"--> {state.value}" in diagram
-    for trigger in ("claim", "promote", "success", "retry", "snooze", "rescue", "requeue"):
+    for trigger in (
+        "claim",
+        "promote",
+        "success",
+        "retry",
+        "snooze",
+        "rescue",
+        "requeue",
+        "cancel_job",
+        "retry_job",
+        "prune",
+    ):
         assert trigger in diagram
     assert "running --> dead_letter" in diagram
+    for transition in (
+        "running --> completed",
+        "running --> cancelled",
+        "available --> cancelled",
+        "scheduled --> cancelled",
+        "completed --> pruned",
+        "cancelled --> pruned",
+    ):
+        assert transition in diagram

@@ -12,7 +12,7 @@ from backfill_sa.dburl import parse_url
 from backfill_sa.errors import MigrationError
 from backfill_sa.migrations.runner import run_migrate
 from backfill_sa.models import metadata
-from tests.migrations.helpers import OUR_TABLES, tables_in, versions_in
+from tests.migrations.helpers import HEAD, OUR_TABLES, tables_in, versions_in
 
 
 def _current(url: str, schema: str) -> str:
@@ -38,8 +38,8 @@ def test_empty_head_base_head(admin_engine: Engine, sync_db_url: str, fresh_sche
 
     assert run_migrate(sync_db_url, schema=fresh_schema) == 0
     assert tables_in(admin_engine, fresh_schema) == OUR_TABLES | {"alembic_version"}
-    assert versions_in(admin_engine, fresh_schema) == {"bf0001"}
-    assert _current(sync_db_url, fresh_schema) == "bf0001 (head)"
+    assert versions_in(admin_engine, fresh_schema) == {HEAD}
+    assert _current(sync_db_url, fresh_schema) == f"{HEAD} (head)"
 
     assert run_migrate(sync_db_url, schema=fresh_schema, action="downgrade") == 0
     # Down to base leaves no table at all, our version table included.
@@ -48,7 +48,7 @@ def test_empty_head_base_head(admin_engine: Engine, sync_db_url: str, fresh_sche
 
     assert run_migrate(sync_db_url, schema=fresh_schema, action="upgrade") == 0
     assert tables_in(admin_engine, fresh_schema) == OUR_TABLES | {"alembic_version"}
-    assert versions_in(admin_engine, fresh_schema) == {"bf0001"}
+    assert versions_in(admin_engine, fresh_schema) == {HEAD}
 
 
 def test_upgrade_at_head_changes_nothing(
@@ -89,6 +89,7 @@ def test_sql_prints_ddl_and_touches_nothing(
     ) in ddl
     assert "fillfactor = 90" in ddl
     assert f"INSERT INTO {fresh_schema}.alembic_version (version_num) VALUES ('bf0001')" in ddl
+    assert f"version_num='{HEAD}'" in ddl
     assert ddl.index("BEGIN;") < ddl.index("CREATE TABLE") < ddl.index("COMMIT;")
     with admin_engine.connect() as conn:
         exists = conn.execute(
@@ -102,7 +103,7 @@ def test_sql_runs_as_printed(admin_engine: Engine, sync_db_url: str, fresh_schem
     out = io.StringIO()
     run_migrate(sync_db_url, schema=fresh_schema, sql=True, out=out)
     _run_script(admin_engine, out.getvalue())
-    assert _current(sync_db_url, fresh_schema) == "bf0001 (head)"
+    assert _current(sync_db_url, fresh_schema) == f"{HEAD} (head)"
     assert tables_in(admin_engine, fresh_schema) == OUR_TABLES | {"alembic_version"}
 
     down = io.StringIO()

@@ -23,7 +23,7 @@ from sqlalchemy.schema import CreateSchema
 import backfill_sa
 from backfill_sa.errors import MigrationError
 from backfill_sa.migrations import VERSION_LOCATION, upgrade, version_location
-from tests.migrations.helpers import OUR_TABLES, tables_in, versions_in
+from tests.migrations.helpers import HEAD, OUR_TABLES, tables_in, versions_in
 
 SAMPLE = Path(__file__).resolve().parent / "sample_app"
 REPO = Path(backfill_sa.__file__).resolve().parent.parent
@@ -124,7 +124,7 @@ def test_heads_shows_both_branches(sample_app: SampleApp) -> None:
     code, output = sample_app.alembic("heads")
     assert code == 0, output
     assert "app0001 (app) (head)" in output
-    assert "bf0001 (backfill_sa) (head)" in output
+    assert f"{HEAD} (backfill_sa) (head)" in output
 
 
 @pytest.mark.parametrize("style", sorted(LOCATION_STYLES))
@@ -140,7 +140,7 @@ def test_upgrade_heads_check_downgrade_base(
     code, output = app.alembic("upgrade", "heads")
     assert code == 0, output
     # Both revisions are recorded in the application's own version table ...
-    assert versions_in(admin_engine, app.app_schema) == {"app0001", "bf0001"}
+    assert versions_in(admin_engine, app.app_schema) == {"app0001", HEAD}
     assert tables_in(admin_engine, app.app_schema) == {"orders", "legacy_audit", "alembic_version"}
     # ... and ours built our tables in our schema, with no version table of ours.
     assert tables_in(admin_engine, app.our_schema) == OUR_TABLES
@@ -174,7 +174,7 @@ def test_without_our_filters_autogenerate_would_drop_our_tables(
 def test_branch_label_upgrades_ours_alone(sample_app: SampleApp, admin_engine: Engine) -> None:
     code, output = sample_app.alembic("upgrade", "backfill_sa@head")
     assert code == 0, output
-    assert versions_in(admin_engine, sample_app.app_schema) == {"bf0001"}
+    assert versions_in(admin_engine, sample_app.app_schema) == {HEAD}
     assert tables_in(admin_engine, sample_app.our_schema) == OUR_TABLES
     assert tables_in(admin_engine, sample_app.app_schema) == {"alembic_version"}
 

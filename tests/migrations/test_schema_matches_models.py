@@ -125,7 +125,13 @@ def test_catalog_would_notice_drift(admin_engine: Engine, new_schema: Callable[[
         (
             "uq_jobs_job_key",
             "CREATE UNIQUE INDEX uq_jobs_job_key ON jobs USING btree (job_key) "
-            "WHERE (job_key IS NOT NULL)",
+            "WHERE ((job_key IS NOT NULL) AND (state = ANY "
+            "(ARRAY['available'::text, 'scheduled'::text, 'running'::text])))",
+        ),
+        (
+            "ix_jobs_prune",
+            "CREATE INDEX ix_jobs_prune ON jobs USING btree (prune_at) "
+            "WHERE (state = ANY (ARRAY['completed'::text, 'cancelled'::text]))",
         ),
     ],
 )

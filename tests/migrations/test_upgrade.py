@@ -16,7 +16,7 @@ from backfill_sa.dburl import async_url, sync_url
 from backfill_sa.errors import ConfigurationError, MigrationError
 from backfill_sa.migrations import upgrade, upgrade_async
 from backfill_sa.migrations.runner import run_migrate
-from tests.migrations.helpers import OUR_TABLES, tables_in, versions_in
+from tests.migrations.helpers import HEAD, OUR_TABLES, tables_in, versions_in
 
 PROCESSES = 4
 
@@ -24,7 +24,7 @@ PROCESSES = 4
 def test_sync_engine_upgrades_now(admin_engine: Engine, fresh_schema: str) -> None:
     assert upgrade(admin_engine, schema=fresh_schema) is None
     assert tables_in(admin_engine, fresh_schema) == OUR_TABLES | {"alembic_version"}
-    assert versions_in(admin_engine, fresh_schema) == {"bf0001"}
+    assert versions_in(admin_engine, fresh_schema) == {HEAD}
 
 
 async def test_async_engine_returns_an_awaitable(
@@ -49,7 +49,7 @@ async def test_upgrade_async_is_kept(
         await upgrade_async(engine, schema=fresh_schema)
     finally:
         await engine.dispose()
-    assert versions_in(admin_engine, fresh_schema) == {"bf0001"}
+    assert versions_in(admin_engine, fresh_schema) == {HEAD}
 
 
 def test_schema_comes_from_the_engines_translate_map(
@@ -130,7 +130,7 @@ def test_processes_racing_on_a_fresh_schema(
         proc.join(timeout=30)
     assert outcomes == ["ok"] * PROCESSES
     assert [proc.exitcode for proc in procs] == [0] * PROCESSES
-    assert versions_in(admin_engine, fresh_schema) == {"bf0001"}
+    assert versions_in(admin_engine, fresh_schema) == {HEAD}
     assert tables_in(admin_engine, fresh_schema) == OUR_TABLES | {"alembic_version"}
 
 
@@ -143,7 +143,7 @@ async def test_coroutines_racing_on_a_fresh_schema(
         await asyncio.gather(*(upgrade(engine, schema=schema) for _ in range(PROCESSES)))
     finally:
         await engine.dispose()
-    assert versions_in(admin_engine, schema) == {"bf0001"}
+    assert versions_in(admin_engine, schema) == {HEAD}
     assert tables_in(admin_engine, schema) == OUR_TABLES | {"alembic_version"}
 
 
@@ -155,4 +155,4 @@ def test_startup_and_cli_share_one_history(
     assert run_migrate(sync_db_url, schema=fresh_schema, action="downgrade") == 0
     assert tables_in(admin_engine, fresh_schema) == set()
     upgrade(admin_engine, schema=fresh_schema)
-    assert versions_in(admin_engine, fresh_schema) == {"bf0001"}
+    assert versions_in(admin_engine, fresh_schema) == {HEAD}

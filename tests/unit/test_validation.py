@@ -106,7 +106,7 @@ def test_run_at_is_normalised_to_utc() -> None:
         ("max_attempts", 0, "between 1 and 32767"),
         ("max_attempts", 32768, "between 1 and 32767"),
         ("max_attempts", False, "must be an integer"),
-        ("job_key_mode", "upsert", "'replace', 'preserve_run_at' or 'unsafe_dedupe'"),
+        ("job_key_mode", "upsert", "'replace', 'preserve_run_at', 'unsafe_dedupe' or 'period'"),
         ("retry", {"max_attempts": 3}, "must be a RetryPolicy"),
         ("metadata", ["a"], "must be a JSON object"),
         ("max_payload_bytes", 0, "at least 2"),

@@ -140,6 +140,21 @@ def count(engine: Engine, table: str, where: str = "true") -> int:
     return int(rows(engine, f"SELECT count(*) AS n FROM {{s}}.{table} WHERE {where}")[0]["n"])
 
 
+UNFINISHED = "state IN ('available', 'scheduled', 'running')"
+"""Jobs that may still run (finished ones stay for their retention)."""
+
+
+def unfinished(engine: Engine) -> int:
+    """Jobs of the test schema that are waiting or running."""
+    return count(engine, "jobs", UNFINISHED)
+
+
+def state_of(engine: Engine, job_id: int) -> str | None:
+    """The job's state, or None once its row is gone."""
+    row = job(engine, job_id)
+    return None if row is None else str(row["state"])
+
+
 def make_due(engine: Engine, *job_ids: int) -> None:
     """Move ``run_at`` of the given jobs (all when none given) into the past."""
     where = "id = ANY(:ids)" if job_ids else "true"

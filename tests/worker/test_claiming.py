@@ -17,7 +17,7 @@ from backfill_sa.models import Queue
 from backfill_sa.priority import Priority
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
-from tests.worker.conftest import add, add_jobs, count, job, make_due
+from tests.worker.conftest import add, add_jobs, job, make_due, state_of, unfinished
 
 UTC = dt.timezone.utc
 
@@ -53,7 +53,7 @@ async def test_jobs_run_in_priority_then_run_at_then_id_order(
     levels = [key[i][0] for i in ran]
     assert levels[0] == Priority.EMERGENCY
     assert levels[-1] == Priority.BULK_LOWEST
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
 
 
 async def test_future_run_at_waits_until_due(
@@ -82,7 +82,7 @@ async def test_future_run_at_waits_until_due(
 
     assert second.succeeded == 1
     assert ran == [job_id]
-    assert job(sync_engine, job_id) is None
+    assert state_of(sync_engine, job_id) == "completed"
 
 
 async def test_paused_queue_is_not_claimed(
@@ -156,7 +156,7 @@ async def test_per_queue_concurrency_is_never_exceeded(
     assert dict(peak) == limits
     assert runner.peak_running == limits
     assert total_peak <= sum(limits.values())
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
 
 
 async def test_queue_row_concurrency_overrides_the_worker_setting(

@@ -22,6 +22,7 @@ from backfill_sa.statements.worker_sql import job_claim_batch, job_complete_and_
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
 from tests.worker.conftest import (
+    UNFINISHED,
     add,
     add_jobs,
     count,
@@ -31,6 +32,7 @@ from tests.worker.conftest import (
     read_json_line,
     rows,
     start_script,
+    unfinished,
     wait_for,
 )
 from tests.worker.proxy import FaultyProxy
@@ -85,7 +87,7 @@ async def test_sigkill_mid_batch_then_rescue_completes_every_job_once(
     assert read_json_line(proc) == {"ready": True}
     poll_db(
         lambda: (
-            count(sync_engine, "jobs") <= len(ids) - 4
+            unfinished(sync_engine) <= len(ids) - 4
             and count(sync_engine, "jobs", "state = 'running'") >= 1
         ),
         what="some jobs done and some running",
@@ -96,7 +98,9 @@ async def test_sigkill_mid_batch_then_rescue_completes_every_job_once(
     # Statements the victim sent just before dying finish on the server first.
     poll_db(lambda: not _sessions(admin_engine, victim), what="the victim's sessions to end")
 
-    left = rows(sync_engine, "SELECT id, state, locked_by, attempts FROM {s}.jobs")
+    left = rows(
+        sync_engine, f"SELECT id, state, locked_by, attempts FROM {{s}}.jobs WHERE {UNFINISHED}"
+    )
     held = {r["id"] for r in left if r["state"] == "running"}
     waiting = {r["id"] for r in left if r["state"] != "running"}
     finished = set(ids) - held - waiting
@@ -135,7 +139,7 @@ async def test_sigkill_mid_batch_then_rescue_completes_every_job_once(
 
     assert result.rescued == len(held)
     assert (result.succeeded, result.retried, result.dead_lettered) == (len(left), 0, 0)
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
     assert count(sync_engine, "dead_letter_jobs") == 0
     done = rows(sync_engine, "SELECT job_id FROM {s}.results")
     assert sorted(r["job_id"] for r in done) == ids
@@ -230,7 +234,7 @@ async def test_worker_recovers_when_all_its_connections_are_terminated(
         await asyncio.wait_for(handle.stop(), timeout=20)
 
     assert ran == dict.fromkeys(ids, 1)  # every job ran, none twice
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
     assert count(sync_engine, "dead_letter_jobs") == 0
 
 
@@ -311,7 +315,7 @@ async def test_claim_whose_reply_was_lost_is_not_left_running(
 
     assert ran == dict.fromkeys(ids, 1)
     assert result.succeeded == total
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
 
 
 async def test_stop_is_not_held_up_by_a_claim_whose_reply_never_comes(
@@ -363,4 +367,4 @@ async def test_stop_is_not_held_up_by_a_claim_whose_reply_never_comes(
     assert second.rescued == 4
     assert second.succeeded == total
     assert ran == dict.fromkeys(ids, 1)
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0

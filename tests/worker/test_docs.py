@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from tests.worker.conftest import count
+from tests.worker.conftest import unfinished
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "worker.md"
 
@@ -35,4 +35,4 @@ def test_snippet_runs(
 
     exec(code, {"__name__": f"worker_doc_{index}"})
 
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0

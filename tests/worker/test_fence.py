@@ -24,7 +24,7 @@ from backfill_sa.worker.completer import Completer
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.maintenance import Heartbeat, Rescuer
 from backfill_sa.worker.outcomes import Outcome, OutcomeKind
-from tests.worker.conftest import add, count, execute, job
+from tests.worker.conftest import add, count, execute, job, state_of
 
 ERROR = json.dumps({"type": "Late", "message": "late write", "traceback": None})
 
@@ -42,6 +42,18 @@ def _rescuer(db: Database) -> Rescuer:
     )
 
 
+def _finish(ids: list[int], leases: list[int]) -> dict[str, object]:
+    n = len(ids)
+    return {
+        "ids": ids,
+        "leases": leases,
+        "keeps_ms": [60_000] * n,
+        "results": [None] * n,
+        "errors": [None] * n,
+        "done_channel": "backfill_done_test",
+    }
+
+
 async def test_late_writes_of_a_rescued_claim_are_refused(
     db: Database, sync_engine: Engine
 ) -> None:
@@ -56,10 +68,17 @@ async def test_late_writes_of_a_rescued_claim_are_refused(
 
     # Each of A's writes, fenced by A's lease, changes nothing.
     ids, stale = [job_id], [a["lease"]]
-    assert await db.execute(job_complete_many, {"ids": ids, "leases": stale}) == []
+    assert await db.execute(job_complete_many, _finish(ids, stale)) == []
     retried = await db.execute(
         job_retry_many,
-        {"ids": ids, "leases": stale, "delays_ms": [0], "errors": [ERROR], "refunds": [1]},
+        {
+            "ids": ids,
+            "leases": stale,
+            "delays_ms": [0],
+            "errors": [ERROR],
+            "refunds": [1],
+            "keeps_ms": [0],
+        },
     )
     assert retried == []
     buried = await db.execute(
@@ -90,10 +109,8 @@ async def test_late_writes_of_a_rescued_claim_are_refused(
     assert count(sync_engine, "dead_letter_jobs") == 0
 
     # B holds the current lease: its completion goes through.
-    assert [r["id"] for r in await db.execute(job_complete_many, {"ids": ids, "leases": [2]})] == [
-        job_id
-    ]
-    assert job(sync_engine, job_id) is None
+    assert [r["id"] for r in await db.execute(job_complete_many, _finish(ids, [2]))] == [job_id]
+    assert state_of(sync_engine, job_id) == "completed"
 
 
 async def test_a_rescued_claim_is_not_written_back_as_available_by_its_old_worker(
@@ -104,7 +121,7 @@ async def test_a_rescued_claim_is_not_written_back_as_available_by_its_old_worke
     assert (await _rescuer(db).run_once()).rescued == 1
 
     # Rescued and waiting (not re-claimed yet): A's write still finds no running row.
-    assert await db.execute(job_complete_many, {"ids": [job_id], "leases": [a["lease"]]}) == []
+    assert await db.execute(job_complete_many, _finish([job_id], [a["lease"]])) == []
     row = job(sync_engine, job_id)
     assert row is not None
     assert (row["state"], row["attempts"]) == ("available", 1)
@@ -144,5 +161,5 @@ async def test_worker_that_lost_its_claim_mid_run_cannot_complete_it(
 
     assert (result_a.succeeded, result_a.refused) == (0, 1)
     assert runs == [("worker-a", 1), ("worker-b", 2)]
-    assert job(sync_engine, job_id) is None
+    assert state_of(sync_engine, job_id) == "completed"
     assert count(sync_engine, "dead_letter_jobs") == 0

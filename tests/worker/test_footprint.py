@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from tests.worker.conftest import REPO, add, count, script_env
+from tests.worker.conftest import REPO, add, count, script_env, unfinished
 
 _WORKER = textwrap.dedent(
     """
@@ -70,7 +70,7 @@ def test_a_worker_process_runs_jobs_without_loading_sqlalchemy(
     assert report["code"] == 0
     assert report["ran"] == [0, 1, 2]
     assert report["heavy"] == []
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_the_worker_runs_on_the_event_loop_it_is_given(
     add(sync_engine, "footprint", {"n": 7})
     report = _run_worker(schema, loop, hide_uvloop)
     assert (report["code"], report["ran"], report["loops"]) == (0, [7], [expected])
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
 
 
 def test_forcing_uvloop_without_it_installed_fails_in_one_line(

@@ -26,15 +26,20 @@ _ROWS = 30_000
 
 @pytest.fixture
 def big_table(sync_engine: Engine, schema: str) -> str:
-    """The test's schema with 30,000 jobs (available, scheduled, running), analysed."""
+    """The test's schema with 30,000 jobs (available, scheduled, running, completed,
+    cancelled), analysed."""
     execute(
         sync_engine,
-        "INSERT INTO {s}.jobs (task, queue, payload, state, run_at, locked_by, locked_at)"
+        "INSERT INTO {s}.jobs (task, queue, payload, state, run_at, locked_by, locked_at,"
+        " finished_at, prune_at)"
         " SELECT 'noop', 'bulk', '{}'::jsonb, st, now() + (CASE WHEN st = 'scheduled'"
         " THEN interval '1 day' ELSE interval '0' END),"
-        " CASE WHEN st = 'running' THEN 'w' END, CASE WHEN st = 'running' THEN now() END"
+        " CASE WHEN st = 'running' THEN 'w' END, CASE WHEN st = 'running' THEN now() END,"
+        " CASE WHEN st IN ('completed', 'cancelled') THEN now() END,"
+        " CASE WHEN st IN ('completed', 'cancelled') THEN now() + interval '1 day' END"
         f" FROM generate_series(1, {_ROWS}) AS i,"
-        " LATERAL (SELECT (ARRAY['available', 'scheduled', 'running'])[1 + i % 3] AS st) AS s",
+        " LATERAL (SELECT (ARRAY['available', 'scheduled', 'running', 'completed',"
+        " 'cancelled'])[1 + i % 5] AS st) AS s",
     )
     execute(sync_engine, "ANALYZE {s}.jobs")
     return schema
@@ -87,7 +92,13 @@ async def test_the_claim_runs_on_a_generic_plan(database_url: str, big_table: st
 
 
 # The statements that find running jobs by the (id, lease) pairs a worker holds.
-_FENCED = ("job_complete_many", "job_retry_many", "job_dead_letter_many", "job_complete_and_claim")
+_FENCED = (
+    "job_complete_many",
+    "job_cancel_many",
+    "job_retry_many",
+    "job_dead_letter_many",
+    "job_complete_and_claim",
+)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from backfill_sa.config import WorkerConfig
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
-from tests.worker.conftest import add, count, wait_for
+from tests.worker.conftest import add, unfinished, wait_for
 
 
 async def test_idle_worker_wakes_on_notify_not_on_the_poll(
@@ -45,4 +45,4 @@ async def test_idle_worker_wakes_on_notify_not_on_the_poll(
 
     assert latency < 5
     assert result.succeeded == 2
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0

@@ -15,7 +15,7 @@ from backfill_sa.notify import channel_for
 from backfill_sa.statements.worker_sql import job_claim_batch
 from backfill_sa.worker.db import Database
 from backfill_sa.worker.maintenance import Heartbeat, LeaderElection, Promoter, Rescuer
-from tests.worker.conftest import add, add_jobs, count, dead_letters, execute, job, rows
+from tests.worker.conftest import add, add_jobs, count, dead_letters, execute, job, rows, state_of
 
 UTC = dt.timezone.utc
 HOUR = timedelta(hours=1)
@@ -193,7 +193,7 @@ async def test_rescuer_dead_letters_a_lost_claim_on_its_last_attempt(
     result = await _rescuer(db).run_once()
 
     assert (result.rescued, result.dead_lettered) == (0, 1)
-    assert job(sync_engine, job_id) is None
+    assert state_of(sync_engine, job_id) is None
     [entry] = dead_letters(sync_engine)
     assert entry["original_job_id"] == job_id
     assert entry["failure_reason"] == "max_attempts_exceeded"

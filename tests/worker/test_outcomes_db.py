@@ -17,7 +17,16 @@ from backfill_sa.errors import InvalidPayloadError, PermanentError, RetryableErr
 from backfill_sa.retry import RetryPolicy
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
-from tests.worker.conftest import add, add_jobs, count, dead_letters, job, make_due
+from tests.worker.conftest import (
+    add,
+    add_jobs,
+    count,
+    dead_letters,
+    job,
+    make_due,
+    state_of,
+    unfinished,
+)
 
 UTC = dt.timezone.utc
 # run_at is written as now() + delay in whole milliseconds.
@@ -118,7 +127,7 @@ async def test_snooze_reschedules_without_using_an_attempt(
     # max_attempts=1: had the snooze used the attempt, this run would not happen.
     assert second.succeeded == 1
     assert attempts_seen == [1, 1]
-    assert count(sync_engine, "jobs") == count(sync_engine, "dead_letter_jobs") == 0
+    assert unfinished(sync_engine) == count(sync_engine, "dead_letter_jobs") == 0
 
 
 async def test_snooze_zero_runs_again_in_the_same_burst(
@@ -171,7 +180,7 @@ async def test_permanent_error_goes_straight_to_the_dlq(
     result = await WorkerRunner(config(), registry).run_once()
 
     assert (result.dead_lettered, result.retried) == (1, 0)
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
     [entry] = dead_letters(sync_engine)
     assert entry["original_job_id"] == job_id
     assert entry["failure_reason"] == "permanent_error"
@@ -203,7 +212,7 @@ async def test_exhausted_attempts_end_in_the_dlq_with_the_last_error(
     second = await runner.run_once()
 
     assert (second.retried, second.dead_lettered) == (0, 1)
-    assert job(sync_engine, job_id) is None
+    assert state_of(sync_engine, job_id) is None
     [entry] = dead_letters(sync_engine)
     assert entry["original_job_id"] == job_id
     assert entry["failure_reason"] == "max_attempts_exceeded"

@@ -28,6 +28,8 @@ from tests.worker.conftest import (
     read_json_line,
     rows,
     start_script,
+    state_of,
+    unfinished,
     wait_for,
 )
 from tests.worker.proxy import FaultyProxy
@@ -93,7 +95,7 @@ async def test_graceful_stop_finishes_what_it_can_and_returns_the_rest(
     assert 0.45 <= elapsed < 5
     assert stuck_cancelled.is_set()
     assert (result.succeeded, result.retried, result.dead_lettered) == (1, 1, 0)
-    assert job(sync_engine, quick_id) is None
+    assert state_of(sync_engine, quick_id) == "completed"
     stuck_row = job(sync_engine, stuck_id)
     assert stuck_row is not None
     assert stuck_row["state"] == "available"
@@ -114,7 +116,7 @@ async def test_graceful_stop_finishes_what_it_can_and_returns_the_rest(
 
     assert again.succeeded == 2
     assert attempts["stuck"] == [1, 1]
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
 
 
 async def test_forced_stop_cancels_at_once(
@@ -169,7 +171,7 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0(
     assert counts["succeeded"] == 3
     done = rows(sync_engine, "SELECT job_id FROM {s}.results ORDER BY job_id")
     assert [r["job_id"] for r in done] == ids
-    assert count(sync_engine, "jobs") == 0
+    assert unfinished(sync_engine) == 0
     assert count(sync_engine, "workers") == 0
 
 

@@ -1,0 +1,1 @@
+"""Reliability under faults and load: restarts, PgBouncer, many workers, stalls, bad input."""
