@@ -14,7 +14,8 @@ session at hand; the client brings one::
 
 **One implementation.** Every client operation *is* a library function that takes a
 sync :class:`~sqlalchemy.orm.Session`: ``enqueue``, ``enqueue_many`` and the rest of
-:mod:`backfill_sa.enqueue`, the dead-letter functions of :mod:`backfill_sa.dlq`. A
+:mod:`backfill_sa.enqueue`, the dead-letter functions of :mod:`backfill_sa.dlq`, the
+job and queue functions of :mod:`backfill_sa.jobs` and :mod:`backfill_sa.queues`. A
 client attribute names the function once (``enqueue = _on_kept(enqueue_fn)``) and
 the descriptor binds it to the client's executor, so validation, results, ``job_key``
 modes and trace propagation are those of the function itself, and the method's
@@ -48,6 +49,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from sqlalchemy import Engine, create_engine
@@ -55,7 +57,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from backfill_sa import dlq
+from backfill_sa import dlq, jobs, queues
 from backfill_sa.client_sessions import AsyncSessions, SyncSessions, with_schema
 from backfill_sa.dburl import async_url, sync_url
 from backfill_sa.enqueue import EnqueueOptions, EnqueueResult, JobSpec
@@ -75,6 +77,9 @@ if TYPE_CHECKING:
     from typing_extensions import Self, Unpack
 
 __all__ = ["BackfillClient", "SyncBackfillClient"]
+
+_RECHECK = timedelta(seconds=5)
+"""``wait_for_job``'s default ``recheck``."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -153,6 +158,14 @@ class _Operations(_ClientBase):
     delete_dead_letters = _in_transaction(dlq.delete_dead_letters)
     purge_dead_letters = _in_transaction(dlq.purge_dead_letters)
     annotate_dead_letter = _in_transaction(dlq.annotate_dead_letter)
+    # Jobs and queues (backfill_sa.jobs, backfill_sa.queues).
+    get_job = _in_transaction(jobs.get_job)
+    list_jobs = _in_transaction(jobs.list_jobs)
+    cancel_job = _in_transaction(jobs.cancel_job)
+    retry_job = _in_transaction(jobs.retry_job)
+    pause_queue = _in_transaction(queues.pause_queue)
+    resume_queue = _in_transaction(queues.resume_queue)
+    queue_stats = _in_transaction(queues.queue_stats)
 
 
 def _owned(url_or_engine: object, kind: type[Any]) -> bool:
@@ -194,8 +207,11 @@ class BackfillClient(_Operations):
     statement each); ``enqueue_many``, ``enqueue_batch``, and the dead-letter
     functions ``list_dead_letters``, ``count_dead_letters``, ``get_dead_letter``,
     ``requeue_dead_letters``, ``delete_dead_letters``, ``purge_dead_letters``,
-    ``annotate_dead_letter`` (a short transaction each). Objects they return are
-    detached, with their columns loaded.
+    ``annotate_dead_letter``, the job and queue functions ``get_job``, ``list_jobs``,
+    ``cancel_job``, ``retry_job``, ``pause_queue``, ``resume_queue``, ``queue_stats``
+    (a short transaction each); and ``wait_for_job`` (async client only, on a
+    connection of its own). Objects they return are detached, with their columns
+    loaded.
 
     Raises:
         ConfigurationError: a bad URL, schema name or ``max_connections``, or engine
@@ -299,6 +315,18 @@ class BackfillClient(_Operations):
             JobValidationError: an argument breaks a rule; raised before any SQL.
         """
         return await self.enqueue(task, payload, queue=FAST, priority=Priority.EMERGENCY, **options)
+
+    async def wait_for_job(
+        self, id: int, *, timeout: timedelta, recheck: timedelta = _RECHECK
+    ) -> jobs.JobInfo | None:
+        """:func:`backfill_sa.jobs.wait_for_job` on the client's engine: wait until the
+        job finishes and return it (None: no such job).
+
+        Raises:
+            JobValidationError: ``id``, ``timeout`` or ``recheck`` breaks its rule.
+            JobWaitTimeoutError: the job had not finished within ``timeout``.
+        """
+        return await jobs.wait_for_job(self.engine, id, timeout=timeout, recheck=recheck)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

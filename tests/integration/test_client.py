@@ -491,13 +491,13 @@ def test_docs_snippets_parse_and_name_real_operations() -> None:
     for block in blocks:
         compile(block, "docs/client.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
     table = text.split("## Operations", 1)[1].split("## How it runs", 1)[0]
-    named = set(re.findall(r"`([a-z_]+)`", table)) - {"transaction"}
-    for name in named:
-        if name.startswith(("enqueue", "list_", "count_", "get_", "requeue_", "delete_")) or (
-            name.startswith(("purge_", "annotate_"))
-        ):
-            assert hasattr(BackfillClient, name), name
-            assert hasattr(SyncBackfillClient, name), name
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = {n for line in rows for n in re.findall(r"`([a-z_]+)`", line.split(" | ")[0])}
+    assert {"enqueue", "enqueue_batch", "list_dead_letters", "get_job", "queue_stats"} <= named
+    for name in named - {"transaction", "wait_for_job"}:
+        assert hasattr(BackfillClient, name), name
+        assert hasattr(SyncBackfillClient, name), name
+    assert hasattr(BackfillClient, "wait_for_job")
 
 
 async def test_cancelled_enqueue_closes_its_connection_and_the_client_goes_on(
@@ -540,3 +540,60 @@ def test_sync_client_shared_by_threads(sclient: SyncBackfillClient, sync_engine:
         results = list(pool.map(lambda i: sclient.enqueue("t", {"i": i}), range(60)))
     assert len({r.id for r in results}) == 60
     assert sorted(j.payload["i"] for j in _jobs(sync_engine)) == list(range(60))
+
+
+# -- jobs and queues (backfill_sa.jobs, backfill_sa.queues) -----------------------------
+
+
+async def test_async_job_and_queue_operations(
+    aclient: BackfillClient, database_url: str, schema: str
+) -> None:
+    from backfill_sa.jobs import CancelOutcome, RetryOutcome
+    from backfill_sa.states import JobState
+
+    later = dt.datetime.now(UTC) + dt.timedelta(hours=1)
+    waiting = await aclient.enqueue("work", {"n": 1}, queue="q1")
+    scheduled = await aclient.enqueue("work", {"n": 2}, queue="q1", run_at=later)
+    info = await aclient.get_job(waiting.id)
+    assert info is not None
+    assert (info.state, info.payload, info.queue) == (JobState.AVAILABLE, {"n": 1}, "q1")
+    assert [j.id for j in await aclient.list_jobs(queue="q1")] == [waiting.id, scheduled.id]
+    assert (await aclient.pause_queue("q1")).paused
+    stats = await aclient.queue_stats("q1")
+    assert (stats[0].paused, stats[0].available, stats[0].scheduled) == (True, 1, 1)
+    assert not (await aclient.resume_queue("q1")).paused
+    retried = await aclient.retry_job(scheduled.id)
+    assert (retried.outcome, retried.state) == (RetryOutcome.MADE_AVAILABLE, JobState.AVAILABLE)
+    cancelled = await aclient.cancel_job(waiting.id)
+    assert (cancelled.outcome, cancelled.state) == (CancelOutcome.CANCELLED, JobState.CANCELLED)
+
+    registry = TaskRegistry()
+
+    @registry.task("work")
+    async def work(payload: object, ctx: JobContext) -> int:
+        return 7
+
+    config = WorkerConfig(database_url=database_url, schema=schema, queues={"q1": 1})
+    assert (await WorkerRunner(config, registry).run_once()).succeeded == 1
+    done = await aclient.wait_for_job(scheduled.id, timeout=dt.timedelta(seconds=30))
+    assert done is not None
+    assert (done.state, done.result) == (JobState.COMPLETED, 7)
+    assert await aclient.get_job(424242) is None
+
+
+def test_sync_job_and_queue_operations(sclient: SyncBackfillClient) -> None:
+    from backfill_sa.jobs import CancelOutcome
+    from backfill_sa.states import JobState
+
+    job = sclient.enqueue("work", {"n": 1}, queue="q2")
+    found = sclient.get_job(job.id)
+    assert found is not None
+    assert found.state == JobState.AVAILABLE
+    assert [j.id for j in sclient.list_jobs(state="available")] == [job.id]
+    assert sclient.pause_queue("q2").paused
+    assert sclient.queue_stats("q2")[0].paused
+    assert not sclient.resume_queue("q2").paused
+    assert sclient.retry_job(job.id).state == JobState.AVAILABLE
+    assert sclient.cancel_job(job.id).outcome == CancelOutcome.CANCELLED
+    with pytest.raises(JobValidationError, match="id"):
+        sclient.get_job(0)
