@@ -16,6 +16,7 @@ from sqlalchemy import Engine, create_engine, delete, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from backfill_sa import JobContext, TaskRegistry, WorkerConfig
 from backfill_sa.client import BackfillClient, SyncBackfillClient
@@ -384,7 +385,13 @@ async def test_async_owned_engine_is_disposed_borrowed_is_not(
         await asyncio.gather(*(client.enqueue("t") for _ in range(3)))  # several kept
         await client.enqueue_many([JobSpec("a")])
         assert _backends(admin_engine, name) >= 2
-    assert _backends(admin_engine, name) == 0
+        pool = client.engine.pool
+        assert isinstance(pool, QueuePool)
+        assert pool.checkedout() >= 2  # kept by the client
+    # Disposed: its pool closed everything and was replaced (the server may list the
+    # closed backends a moment longer, so the pool is what the test asks).
+    assert client.engine.pool is not pool
+    assert (pool.checkedout(), pool.checkedin()) == (0, 0)
 
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -411,7 +418,10 @@ def test_sync_owned_engine_is_disposed_borrowed_is_not(
     ) as client:
         client.enqueue("t")
         assert _backends(admin_engine, name) == 1
-    assert _backends(admin_engine, name) == 0
+        pool = client.engine.pool
+        assert isinstance(pool, QueuePool)
+    assert client.engine.pool is not pool  # disposed: closed and replaced
+    assert (pool.checkedout(), pool.checkedin()) == (0, 0)
     borrowed = create_engine(sync_url(database_url), connect_args={"application_name": name})
     try:
         with SyncBackfillClient(borrowed, schema=schema) as client:
