@@ -46,6 +46,7 @@ from backfill_sa.tasks import JobContext, Task, TaskRegistry
 from backfill_sa.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from backfill_sa.client import BackfillClient, SyncBackfillClient
     from backfill_sa.enqueue import (
         EnqueueOutcome,
         EnqueueResult,
@@ -77,6 +78,7 @@ __all__ = [
     "FAST",
     "FAST_RETRY",
     "PRESETS",
+    "BackfillClient",
     "BackfillError",
     "ConfigurationError",
     "DeadLetterJob",
@@ -97,6 +99,7 @@ __all__ = [
     "RetryableError",
     "RunResult",
     "Snooze",
+    "SyncBackfillClient",
     "Task",
     "TaskRegistry",
     "Telemetry",
@@ -145,6 +148,8 @@ _LAZY = {
     "Job": "backfill_sa.models",
     "Queue": "backfill_sa.models",
     "DeadLetterJob": "backfill_sa.models",
+    "BackfillClient": "backfill_sa.client",
+    "SyncBackfillClient": "backfill_sa.client",
 }
 
 

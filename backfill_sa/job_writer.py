@@ -8,7 +8,9 @@ come from :mod:`backfill_sa.statements.jobs_insert`. Each call is one producer s
 counts its jobs in ``backfill.jobs.enqueued`` while it meters; with neither (no
 SDK) it only asks twice whether they are on. A job without a key is inserted
 on a DBAPI cursor of that connection when nothing observes the engine's statements
-(see :func:`_direct_insert_one`); everything else goes through ``Connection.execute``.
+(see :func:`direct_insert_one`); everything else goes through ``Connection.execute``.
+:class:`~backfill_sa.client.BackfillClient` sends that same compiled insert straight to
+its kept asyncpg connection (:func:`insert_values` gives its values).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ __all__ = [
     "EnqueueOutcome",
     "EnqueueResult",
     "check_specs",
+    "direct_insert_one",
+    "insert_values",
     "write_checked_jobs",
     "write_batch",
     "write_job",
@@ -121,7 +125,7 @@ def _params(row: JobRow, channel: str) -> dict[str, object]:
 
 def _insert_one(conn: Connection, row: JobRow, channel: str) -> EnqueueResult:
     """Insert a job without a key (keyed jobs take :func:`_insert_keyed`)."""
-    direct = _direct_insert_one(conn)
+    direct = direct_insert_one(conn)
     if direct is not None:
         return EnqueueResult(direct.execute(conn, (*row, channel)), _INSERTED)
     job_id: int = conn.execute(JOBS_INSERT_ONE, _params(row, channel)).scalar_one()
@@ -170,14 +174,19 @@ class _DirectStatement(NamedTuple):
     names: tuple[str, ...] | None
     """Parameter names for a named paramstyle (psycopg); ``None`` when positional."""
 
+    def arguments(self, values: tuple[object, ...]) -> Any:
+        """The driver's parameters for ``values`` (:func:`insert_values`): a tuple in
+        statement order, or a dict for a named paramstyle."""
+        picked = self.pick((*values, *self.constants))
+        return picked if self.names is None else dict(zip(self.names, picked, strict=True))
+
     def execute(self, conn: Connection, values: tuple[object, ...]) -> int:
         """Run the insert on ``conn``'s DBAPI connection; return the new job's id.
 
         Raises:
             sqlalchemy.exc.DBAPIError: the driver raised (wrapped as SQLAlchemy does).
         """
-        picked = self.pick((*values, *self.constants))
-        params: Any = picked if self.names is None else dict(zip(self.names, picked, strict=True))
+        params = self.arguments(values)
         dbapi_connection = conn.connection.dbapi_connection
         if dbapi_connection is None:  # pragma: no cover - a live Connection has one
             raise BackfillError("enqueue: the session's connection is closed")
@@ -205,7 +214,7 @@ class _DirectStatement(NamedTuple):
         return int(found[0])
 
 
-def _direct_insert_one(conn: Connection) -> _DirectStatement | None:
+def direct_insert_one(conn: Connection) -> _DirectStatement | None:
     """The compiled single insert for ``conn``, or ``None`` to go through SQLAlchemy.
 
     ``None`` when the driver is not one of ours or when something watches the
@@ -296,6 +305,13 @@ def _insert_batch(conn: Connection, rows: list[JobRow], channel: str) -> list[En
     if len(ids) != len(rows):
         raise BackfillError(f"enqueue_many: wrote {len(ids)} jobs for {len(rows)} specs")
     return [EnqueueResult(job_id, _INSERTED) for job_id in ids]
+
+
+def insert_values(spec: JobSpec, channel: str) -> tuple[object, ...]:
+    """The values of a job without a key for :data:`JOBS_INSERT_ONE`, as
+    :func:`write_job` sends them: the spec's row with the caller's trace context added
+    to its metadata, then the NOTIFY channel."""
+    return (*_traced(spec.row, current_trace_carrier()), channel)
 
 
 def write_job(session: Session, spec: JobSpec, telemetry: Telemetry) -> EnqueueResult:

@@ -104,7 +104,10 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     quick: bool = args.quick
     only = _names(args.only, ALL_WORKLOADS, "--only") if args.only else ALL_WORKLOADS
     if "W1" in only:
-        only = (*only, *(w for w in ("W1sync", "W1floor", "W1auto", "W1raw") if w not in only))
+        family = ("W1sync", "W1floor", "W1auto", "W1raw", "W1client", "W1clientsync", "W1tx")
+        only = (*only, *(w for w in family if w not in only))
+    if "W4" in only and "W4client" not in only:
+        only = (*only, "W4client")
     if "W2" in only and "W2specs" not in only:
         only = (*only, "W2specs")
     if "W1" in only and "pgbench" not in only:

@@ -20,7 +20,10 @@ from benchmarks.measurement import ProcessMeter
 from benchmarks.payloads import latency_payload
 from benchmarks.processes import WorkerError, WorkerGroup
 
-__all__ = ["Pickup", "PickupRun", "run_pickups"]
+__all__ = ["Enqueue", "Pickup", "PickupRun", "run_pickups"]
+
+Enqueue = Callable[..., Awaitable[None]]
+"""``enqueue(task, payload, *, queue, priority)``: an adapter's way to enqueue one job."""
 
 WARMUP = "warmup"
 MB = 1024 * 1024
@@ -93,6 +96,7 @@ async def run_pickups(
     before: Callable[[], Awaitable[None]] | None = None,
     after: Callable[[], Awaitable[None]] | None = None,
     timeout: float = 120.0,
+    enqueue: Enqueue | None = None,
 ) -> PickupRun:
     """Run ``timetable`` against one idle worker and return the latencies per label.
 
@@ -105,6 +109,8 @@ async def run_pickups(
         before: awaited after the warm-up, before the timetable (W7 loads a backlog).
         after: awaited right after the last enqueue of the timetable.
         timeout: seconds to wait for all latency jobs to run.
+        enqueue: how the timetable's jobs are enqueued (default ``adapter.enqueue_one``;
+            W4client passes ``adapter.produce_one``).
 
     Raises:
         WorkerError: the worker exited, or did not run every job in time.
@@ -128,7 +134,7 @@ async def run_pickups(
             if delay > 0:
                 await asyncio.sleep(delay)
             t0 = time.time()
-            await adapter.enqueue_one(
+            await (enqueue or adapter.enqueue_one)(
                 "latency",
                 latency_payload(t0, pickup.label),
                 queue=pickup.queue,

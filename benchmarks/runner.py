@@ -23,6 +23,7 @@ from benchmarks.drain import measure_drain
 from benchmarks.imports import measure_imports
 from benchmarks.machine import describe_machine, package_version
 from benchmarks.pgbench import run_pgbench
+from benchmarks.producer import w1_client, w1_client_sync, w1_transaction, w4_client
 from benchmarks.profiling import Profiler, summarize_collapsed
 from benchmarks.workloads import (
     WorkloadContext,
@@ -59,11 +60,15 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
     "W1floor": (w1_session_floor, True),
     "W1auto": (w1_autocommit, True),
     "W1raw": (w1_raw_driver, True),
+    "W1client": (w1_client, False),
+    "W1clientsync": (w1_client_sync, True),
+    "W1tx": (w1_transaction, False),
     "W2": (w2_enqueue_batches, False),
     "W2specs": (w2_job_specs, True),
     "W3": (w3_drain, False),
     "W3limit": (_ours_only("w3_non_binding_limit"), True),
     "W4": (w4_pickup_latency, False),
+    "W4client": (w4_client, True),
     "W5": (_ours_only("w5_backlog_drain"), True),
     "W6": (_ours_only("w6_four_workers"), True),
     "W7": (_ours_only("w7_mixed_priorities"), True),
@@ -72,7 +77,10 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
 """Workload -> (function, backfill_sa only)."""
 
 ALL_WORKLOADS = ("pgbench", *WORKLOADS)
-ENQUEUE_ONLY = frozenset({"W1", "W1sync", "W1floor", "W1auto", "W1raw", "W2", "W2specs"})
+ENQUEUE_ONLY = frozenset(
+    {"W1", "W1sync", "W1floor", "W1auto", "W1raw", "W1client", "W1clientsync", "W1tx"}
+    | {"W2", "W2specs"}
+)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from sqlalchemy import BigInteger, Column, DateTime, Identity, Integer, MetaData, Table, Text, func
 from sqlalchemy import insert as sa_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -14,6 +13,7 @@ from backfill_sa.enqueue import enqueue, enqueue_async
 from backfill_sa.priority import BULK, FAST, Priority
 from benchmarks.adapters import Adapter
 from benchmarks.adapters.ours import OursAdapter
+from benchmarks.business import business, orders
 from benchmarks.drain import measure_drain
 from benchmarks.latency import Pickup, run_pickups
 from benchmarks.measurement import percentile, summarize_ms
@@ -31,17 +31,6 @@ W7_MIX: tuple[tuple[str, int], ...] = (
     (BULK, Priority.BULK_LOWEST),
 )
 """(queue, priority) of W7's latency jobs, in turn."""
-
-business = MetaData()
-orders = Table(
-    "bench_orders",
-    business,
-    Column("id", BigInteger, Identity(), primary_key=True),
-    Column("customer", Text, nullable=False),
-    Column("amount_cents", Integer, nullable=False),
-    Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False),
-)
-"""W8's business table (the application's own row, in schema public)."""
 
 
 def _ours(adapter: Adapter) -> OursAdapter:

@@ -17,7 +17,9 @@ from typing import ClassVar, Protocol
 
 import psycopg
 from psycopg import sql
+from sqlalchemy import MetaData, create_engine
 
+from backfill_sa.dburl import sync_url
 from benchmarks.database import Server
 
 __all__ = [
@@ -211,6 +213,27 @@ class Adapter(abc.ABC):
         self, task: str, payload: Payload, *, queue: str = "bench", priority: int = 0
     ) -> None:
         """Enqueue one job in a transaction of its own, committed on return."""
+
+    async def produce_one(
+        self, task: str, payload: Payload, *, queue: str = "bench", priority: int = 0
+    ) -> None:
+        """Enqueue one job as a service that only produces jobs does (W1client, W4client):
+        the library's standalone enqueue, committed on return. By default
+        :meth:`enqueue_one`, which is already that for the peers."""
+        await self.enqueue_one(task, payload, queue=queue, priority=priority)
+
+    async def create_business_tables(self, metadata: MetaData) -> None:
+        """Create the application's tables of ``metadata`` in this library's database
+        (W1tx's ``bench_orders``), if they are not there.
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the server refused.
+        """
+        engine = create_engine(sync_url(self.dsn))
+        try:
+            metadata.create_all(engine)
+        finally:
+            engine.dispose()
 
     @abc.abstractmethod
     async def enqueue_batch(

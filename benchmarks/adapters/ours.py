@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
+from backfill_sa.client import BackfillClient, SyncBackfillClient
 from backfill_sa.dburl import async_url, sync_url
 from backfill_sa.enqueue import (
     JobSpec,
@@ -56,6 +57,7 @@ from backfill_sa.notify import channel_for
 from backfill_sa.schema_name import DEFAULT_SCHEMA
 from backfill_sa.statements.jobs_insert import JOBS_INSERT_ONE
 from benchmarks.adapters import NO_PARALLEL, Adapter, Payload, Poller, WorkerSpec
+from benchmarks.business import ORDER, orders
 from benchmarks.probe import LATENCY_FILE_ENV
 
 __all__ = ["SCHEMA", "OursAdapter", "w1_statement_params"]
@@ -219,6 +221,8 @@ class OursAdapter(Adapter):
     _raw_sync: tuple[psycopg.Connection[Any], str, dict[str, Any]] | None = None
     _libpq: tuple[psycopg.Connection[Any], list[bytes | None], int] | None = None
     _held_session: Session | None = None
+    _client: BackfillClient | None = None
+    _sync_client: SyncBackfillClient | None = None
 
     async def setup(self) -> None:
         """Create ``bench_ours`` and migrate schema ``bench_bf`` to head.
@@ -244,9 +248,18 @@ class OursAdapter(Adapter):
         )
         with self._sync_engine.begin() as connection:
             connection.execute(_FLOOR_TABLE)
+        # Producers that own their engines, as a service without sessions would.
+        self._client = BackfillClient(self.dsn, schema=SCHEMA)
+        self._sync_client = SyncBackfillClient(self.dsn, schema=SCHEMA)
 
     async def close(self) -> None:
-        """Dispose of the engines (and W1raw's connections)."""
+        """Dispose of the engines (and W1raw's connections, the clients)."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._sync_client is not None:
+            self._sync_client.close()
+            self._sync_client = None
         if self._raw is not None:
             await self._raw[0].close()
             self._raw = None
@@ -297,6 +310,47 @@ class OursAdapter(Adapter):
         async with AsyncSession(self.async_engine, expire_on_commit=False) as session:
             await enqueue_async(session, task, payload, queue=queue, priority=priority)
             await session.commit()
+
+    async def produce_one(
+        self, task: str, payload: Payload, *, queue: str = "bench", priority: int = 0
+    ) -> None:
+        """W1client, W4client: ``BackfillClient.enqueue`` (its own engine, a kept
+        connection, one autocommitted statement)."""
+        if self._client is None:
+            raise RuntimeError("ours adapter: setup() has not run")
+        await self._client.enqueue(task, payload, queue=queue, priority=priority)
+
+    def produce_one_sync(self, payload: Payload) -> None:
+        """W1client through ``SyncBackfillClient.enqueue`` (psycopg)."""
+        if self._sync_client is None:
+            raise RuntimeError("ours adapter: setup() has not run")
+        self._sync_client.enqueue("noop", payload, queue="bench", priority=0)
+
+    async def enqueue_in_session(self, payload: Payload) -> None:
+        """W1tx: a business row and ``enqueue_async`` in one AsyncSession transaction."""
+        async with AsyncSession(self.async_engine, expire_on_commit=False) as session:
+            await session.execute(insert(orders).values(ORDER))
+            await enqueue_async(session, "noop", payload, queue="bench", priority=0)
+            await session.commit()
+
+    def enqueue_in_session_sync(self, payload: Payload) -> None:
+        """W1tx through a sync Session (psycopg): the row, ``enqueue``, the commit."""
+        with Session(self.sync_engine, expire_on_commit=False) as session:
+            session.execute(insert(orders).values(ORDER))
+            enqueue(session, "noop", payload, queue="bench", priority=0)
+            session.commit()
+
+    async def order_in_session(self, payload: Payload) -> None:
+        """W1tx's floor: the same AsyncSession committing the business row alone."""
+        async with AsyncSession(self.async_engine, expire_on_commit=False) as session:
+            await session.execute(insert(orders).values(ORDER))
+            await session.commit()
+
+    def order_in_session_sync(self, payload: Payload) -> None:
+        """W1tx's floor through a sync Session."""
+        with Session(self.sync_engine, expire_on_commit=False) as session:
+            session.execute(insert(orders).values(ORDER))
+            session.commit()
 
     async def enqueue_one_autocommit(self, payload: Payload) -> None:
         """W1auto: ``enqueue_async`` on an AsyncSession whose engine autocommits.

@@ -21,8 +21,12 @@ from typing import ClassVar
 
 import asyncpg
 from pgqueuer import AsyncpgDriver, Queries
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from backfill_sa.dburl import async_url
 from benchmarks.adapters import Adapter, Payload, Poller, SqlPoller, WorkerSpec
+from benchmarks.business import ORDER, orders
 from benchmarks.probe import LATENCY_FILE_ENV
 
 __all__ = ["PgqueuerAdapter", "PgqueuerEntrypointLimitAdapter", "PgqueuerUnboundedAdapter"]
@@ -50,6 +54,8 @@ class PgqueuerAdapter(Adapter):
 
     _conn: asyncpg.Connection | None = None
     _queries: Queries | None = None
+    _session_engine: AsyncEngine | None = None
+    _session_queries: dict[int, tuple[asyncpg.Connection, Queries]]
 
     async def setup(self) -> None:
         """Create ``bench_pgq`` and install pgqueuer's schema there.
@@ -61,12 +67,17 @@ class PgqueuerAdapter(Adapter):
         self._conn = await asyncpg.connect(self.dsn)
         self._queries = Queries(AsyncpgDriver(self._conn))
         await self._queries.install()
+        self._session_engine = create_async_engine(async_url(self.dsn))
+        self._session_queries = {}
 
     async def close(self) -> None:
         """Close the enqueue connection."""
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+        if self._session_engine is not None:
+            await self._session_engine.dispose()
+            self._session_engine = None
 
     @property
     def queries(self) -> Queries:
@@ -80,6 +91,25 @@ class PgqueuerAdapter(Adapter):
     ) -> None:
         """One ``enqueue`` call: one autocommitted statement."""
         await self.queries.enqueue(task, json.dumps(payload).encode(), priority)
+
+    async def enqueue_in_session(self, payload: Payload) -> None:
+        """W1tx: a business row, then ``Queries.enqueue`` on the AsyncSession's own asyncpg
+        connection (inside its transaction), then the session's commit. The Queries
+        object is made once per pooled connection."""
+        if self._session_engine is None:
+            raise RuntimeError("pgqueuer adapter: setup() has not run")
+        async with AsyncSession(self._session_engine, expire_on_commit=False) as session:
+            await session.execute(insert(orders).values(ORDER))
+            connection = await session.connection()
+            driver = (await connection.get_raw_connection()).driver_connection
+            known = self._session_queries.get(id(driver))
+            if known is None or known[0] is not driver:
+                known = self._session_queries[id(driver)] = (
+                    driver,
+                    Queries(AsyncpgDriver(driver)),
+                )
+            await known[1].enqueue("noop", json.dumps(payload).encode(), 0)
+            await session.commit()
 
     async def enqueue_batch(
         self, task: str, payloads: Sequence[Payload], *, queue: str = "bench", priority: int = 0
