@@ -55,7 +55,12 @@ class OutcomeKind(enum.Enum):
 
 @dataclass(slots=True)
 class Outcome:
-    """One attempt's result, ready for the completer's batched write."""
+    """One attempt's result, ready for the completer's batched write.
+
+    ``committed`` is None for an outcome the completer writes; a transactional
+    task's success was written in the handler's own transaction: True when that
+    commit was accepted, False when the claim's fence refused it (rolled back).
+    """
 
     kind: OutcomeKind
     job_id: int
@@ -69,6 +74,7 @@ class Outcome:
     duration: float = 0.0
     result: str | None = None
     keep_ms: int = 0
+    committed: bool | None = None
 
 
 def _bounded(text: str) -> str:
