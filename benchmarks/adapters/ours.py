@@ -218,6 +218,8 @@ class OursAdapter(Adapter):
     _raw_sync: tuple[psycopg.Connection[Any], str, dict[str, Any]] | None = None
     _libpq: tuple[psycopg.Connection[Any], list[bytes | None], int] | None = None
     _held_session: Session | None = None
+    tasks_ref: str = "benchmarks.tasks:registry"
+    """The registry the worker loads (``--tasks``); W3tx swaps it for its own."""
 
     async def setup(self) -> None:
         """Create ``bench_ours`` and migrate schema ``bench_bf`` to head.
@@ -420,7 +422,7 @@ class OursAdapter(Adapter):
             "backfill_sa",
             "worker",
             "--tasks",
-            "benchmarks.tasks:registry",
+            self.tasks_ref,
             "--schema",
             SCHEMA,
             "--log-level",
