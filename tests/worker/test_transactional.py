@@ -19,10 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.enqueue import JobSpec, enqueue, enqueue_async
+from backfill_sa.jobs import cancel_job
 from backfill_sa.retry import RetryPolicy
 from backfill_sa.tasks import JobContext, TaskRegistry
 from backfill_sa.worker import WorkerRunner
-from tests.worker.conftest import add, add_jobs, count, execute, job, make_due, rows
+from tests.worker.conftest import add, add_jobs, count, execute, job, make_due, rows, wait_for
 
 LATER = RetryPolicy(initial_delay=timedelta(hours=1), max_delay=timedelta(hours=1), jitter=0.0)
 """Retries wait until the test makes them due."""
@@ -266,3 +267,36 @@ def test_ctx_session_accessors_name_the_wrong_flavour() -> None:
     assert isinstance(ctx.sync_session, Session)
     with pytest.raises(TypeError, match="not an AsyncSession"):
         _ = ctx.async_session
+
+
+async def test_cancelling_before_the_commit_rolls_back_and_ends_cancelled(
+    schema: str, sync_engine: Engine, config: Callable[..., WorkerConfig]
+) -> None:
+    _ledger(sync_engine)
+    registry = TaskRegistry()
+    started = threading.Event()
+
+    @registry.task("book", transactional=True)
+    def book(payload: Any, ctx: JobContext) -> str:
+        ctx.sync_session.execute(_insert(schema), {"k": "cancelled", "j": ctx.job_id})
+        started.set()
+        assert ctx.cancel_event.wait(timeout=30)
+        return "returned anyway"
+
+    job_id = add(sync_engine, "book")
+    runner = WorkerRunner(config(), registry)
+    handle = runner.start()
+    try:
+        assert await asyncio.to_thread(started.wait, 30)
+        with Session(sync_engine) as session, session.begin():
+            cancel_job(session, job_id)
+        runner.cancel_running(job_id)  # what the worker does when it hears of it
+        await wait_for(
+            lambda: (job(sync_engine, job_id) or {}).get("state") == "cancelled",
+            what="the job to end cancelled",
+        )
+    finally:
+        result = await asyncio.wait_for(handle.stop(), timeout=20)
+
+    assert (result.cancelled, result.succeeded, result.refused) == (1, 0, 0)
+    assert _keys(sync_engine) == []
