@@ -95,7 +95,8 @@ def test_sigkilled_worker_mid_drain_every_row_lands_exactly_once(
         " worker_id text NOT NULL)",
     )
     ids = add_jobs(sync_engine, [JobSpec("book", {"key": f"k{n}"}) for n in range(JOBS)])
-    options = ("--concurrency", "4", "--sleep", "0.01")
+    # The handler sleep keeps the drain long enough for every kill on a fast machine.
+    options = ("--concurrency", "4", "--sleep", "0.05")
     steady = [workers.start(f"steady-{n}", *options) for n in range(2)]
     kills = 0
     for kills in range(1, KILLS + 1):
