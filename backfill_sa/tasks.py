@@ -39,6 +39,12 @@ __all__ = ["Handler", "JobContext", "Task", "TaskOptions", "TaskRegistry"]
 
 logger = logging.getLogger(__name__)
 
+AsyncSessionFactory: TypeAlias = "Callable[[], AsyncSession]"
+"""Makes the AsyncSession of a transactional ``async def`` task (an ``async_sessionmaker``)."""
+
+SyncSessionFactory: TypeAlias = "Callable[[], Session]"
+"""Makes the Session of a transactional plain ``def`` task (a ``sessionmaker``)."""
+
 Handler: TypeAlias = Callable[[Any, "JobContext"], Awaitable[object] | object]
 """A task handler: ``(payload, ctx)``; ``async def`` or plain ``def`` (run in a thread)."""
 
@@ -65,6 +71,10 @@ class JobContext:
             sync handler can wait on it or poll :attr:`cancel_requested`.
         claimed_at: when this attempt was claimed, by the database clock (rate
             limits count claims).
+        session: for a ``transactional=True`` task, the session whose open
+            transaction also completes the job (an ``AsyncSession`` for an ``async
+            def`` handler, a ``Session`` for a plain ``def`` one); None otherwise.
+            Write with it, never commit or roll it back: the worker commits once.
     """
 
     job_id: int
@@ -79,6 +89,7 @@ class JobContext:
     worker_id: str
     logger: logging.LoggerAdapter[logging.Logger]
     cancel_event: threading.Event = field(default_factory=threading.Event, compare=False)
+    session: AsyncSession | Session | None = field(default=None, compare=False)
 
     @property
     def cancel_requested(self) -> bool:
@@ -91,6 +102,32 @@ class JobContext:
         return self.cancel_event.is_set()
 
     claimed_at: dt.datetime | None = None
+
+    @property
+    def async_session(self) -> AsyncSession:
+        """:attr:`session` of a transactional ``async def`` task, typed as such.
+
+        Raises:
+            TypeError: the task is not transactional, or its handler is a plain ``def``.
+        """
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        if not isinstance(self.session, AsyncSession):
+            raise TypeError(f"task {self.task!r}: ctx.session is not an AsyncSession")
+        return self.session
+
+    @property
+    def sync_session(self) -> Session:
+        """:attr:`session` of a transactional plain ``def`` task, typed as such.
+
+        Raises:
+            TypeError: the task is not transactional, or its handler is ``async def``.
+        """
+        from sqlalchemy.orm import Session
+
+        if not isinstance(self.session, Session):
+            raise TypeError(f"task {self.task!r}: ctx.session is not a Session")
+        return self.session
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +149,10 @@ class TaskOptions:
             worker's ``queue_retention`` for the queue, else its ``retention``.
         serial_key: default serial key of the task's jobs: a string, or a function of
             the payload returning one (or None); ``enqueue(serial_key=...)`` wins.
+        transactional: run the handler in a database transaction (``ctx.session``)
+            that also marks the job completed, fenced by its claim, and commits once:
+            the handler's writes land if and only if the job completes. A failure
+            rolls them back. See docs/jobs.md, "Transactional tasks".
     """
 
     queue: str = BULK
@@ -124,8 +165,11 @@ class TaskOptions:
     parse: Callable[[Any], Any] | None = None
     retention: timedelta | None = None
     serial_key: str | Callable[[Any], str | None] | None = None
+    transactional: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.transactional, bool):
+            raise ConfigurationError("transactional", "must be True or False")
         if self.retention is not None and (
             not isinstance(self.retention, timedelta) or self.retention < timedelta(0)
         ):
@@ -272,12 +316,39 @@ class Task:
 
 
 class TaskRegistry:
-    """The application's handlers, by task name. Create one per application."""
+    """The application's handlers, by task name. Create one per application.
 
-    def __init__(self) -> None:
-        """Create an empty registry."""
+    Args:
+        session_factory: makes the ``AsyncSession`` of transactional ``async def``
+            tasks (``async_sessionmaker(engine)``), so the application's engine
+            options, models and event listeners apply. Default: the worker makes
+            sessions on its own ``database_url``.
+        sync_session_factory: makes the ``Session`` of transactional plain ``def``
+            tasks (``sessionmaker(engine)``). Default: the worker's ``database_url``
+            through psycopg.
+    """
+
+    def __init__(
+        self,
+        *,
+        session_factory: AsyncSessionFactory | None = None,
+        sync_session_factory: SyncSessionFactory | None = None,
+    ) -> None:
+        """Create an empty registry.
+
+        Raises:
+            ConfigurationError: a session factory is not callable.
+        """
+        for name, factory in (
+            ("session_factory", session_factory),
+            ("sync_session_factory", sync_session_factory),
+        ):
+            if factory is not None and not callable(factory):
+                raise ConfigurationError(name, "must be a callable returning a session, or None")
         self._tasks: dict[str, Task] = {}
         self._schedules: dict[str, CronSchedule] = {}
+        self.session_factory = session_factory
+        self.sync_session_factory = sync_session_factory
 
     def register(self, name: str, handler: Handler, **options: Any) -> Task:
         """Register ``handler`` under ``name`` with :class:`TaskOptions` ``options``.
@@ -316,6 +387,7 @@ class TaskRegistry:
         parse: Callable[[Any], Any] | None = None,
         retention: timedelta | None = None,
         serial_key: str | Callable[[Any], str | None] | None = None,
+        transactional: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register`; the name defaults to the function's.
 
@@ -337,6 +409,7 @@ class TaskRegistry:
                 parse=parse,
                 retention=retention,
                 serial_key=serial_key,
+                transactional=transactional,
             )
             return handler
 
@@ -417,6 +490,11 @@ class TaskRegistry:
         updated = replace(task, options=replace(task.options, **options))
         self._tasks[name] = updated
         return updated
+
+    @property
+    def has_transactional(self) -> bool:
+        """Whether any registered task is ``transactional``."""
+        return any(t.options.transactional for t in self._tasks.values())
 
     def get(self, name: str) -> Task | None:
         """Return the task registered as ``name``, or None."""

@@ -69,6 +69,8 @@ ROWS: tuple[Row, ...] = (
     Row("W3 worker peak RSS (MB)", "W3", ("worker_peak_rss_mb",), False, 1),
     Row("W3limit drain, non-binding global limit (jobs/s)", "W3limit", ("jobs_per_s",), True),
     Row("W3limit CPU per job (ms)", "W3limit", ("cpu_ms_per_job",), False, 3),
+    Row("W3 transactional no-op tasks (jobs/s)", "W3tx", ("jobs_per_s",), True),
+    Row("W3 transactional CPU per job (ms)", "W3tx", ("cpu_ms_per_job",), False, 3),
     Row("W4 pickup latency p50 (ms)", "W4", ("p50_ms",), False, 2),
     Row("W4 pickup latency p99 (ms)", "W4", ("p99_ms",), False, 2),
     Row("W4 worker RSS after warm-up (MB)", "W4", ("worker_rss_after_warmup_mb",), False, 1),

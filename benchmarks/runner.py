@@ -7,6 +7,7 @@ error and the run goes on.
 
 from __future__ import annotations
 
+import importlib
 import os
 import statistics
 import sys
@@ -44,11 +45,9 @@ __all__ = ["ALL_WORKLOADS", "RunSettings", "merge_runs", "run"]
 Workload = Callable[[Adapter, WorkloadContext], Awaitable[dict[str, object]]]
 
 
-def _ours_only(name: str) -> Workload:
+def _ours_only(name: str, module: str = "benchmarks.scaling") -> Workload:
     async def call(adapter: Adapter, ctx: WorkloadContext) -> dict[str, object]:
-        from benchmarks import scaling
-
-        fn: Workload = getattr(scaling, name)
+        fn: Workload = getattr(importlib.import_module(module), name)
         return await fn(adapter, ctx)
 
     return call
@@ -67,6 +66,7 @@ WORKLOADS: Mapping[str, tuple[Workload, bool]] = {
     "W2specs": (w2_job_specs, True),
     "W3": (w3_drain, False),
     "W3limit": (_ours_only("w3_non_binding_limit"), True),
+    "W3tx": (_ours_only("w3_transactional", "benchmarks.transactional"), True),
     "W4": (w4_pickup_latency, False),
     "W4client": (w4_client, True),
     "W5": (_ours_only("w5_backlog_drain"), True),

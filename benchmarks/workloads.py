@@ -313,9 +313,10 @@ async def load_queue(
     queue: str = "bench",
     priority: int = 0,
     checkpoint: bool = False,
+    task: str = "noop",
 ) -> float:
-    """Enqueue ``count`` no-op jobs in batches of 1,000, analyse (and with ``checkpoint``,
-    checkpoint); return seconds taken.
+    """Enqueue ``count`` no-op jobs (of ``task``) in batches of 1,000, analyse (and with
+    ``checkpoint``, checkpoint); return seconds taken.
 
     Raises:
         Exception: whatever the library raises.
@@ -323,7 +324,7 @@ async def load_queue(
     begin = time.perf_counter()
     for start in range(0, count, BATCH):
         batch: list[Payload] = [drain_payload(n) for n in range(start, min(count, start + BATCH))]
-        await adapter.enqueue_batch("noop", batch, queue=queue, priority=priority)
+        await adapter.enqueue_batch(task, batch, queue=queue, priority=priority)
     adapter.analyze(checkpoint=checkpoint)
     return time.perf_counter() - begin
 

@@ -107,7 +107,15 @@ class Completer:
             self.done_channel = done_channel_for(self.db.schema)
 
     def add(self, outcome: Outcome) -> None:
-        """Queue one outcome for the next flush."""
+        """Queue one outcome for the next flush.
+
+        An outcome already settled in the handler's transaction (``committed`` set,
+        see :class:`Outcome`) is only accounted for: counts and telemetry, no write.
+        """
+        if outcome.committed is not None:
+            accepted = {outcome.job_id} if outcome.committed else set()
+            self.record_written([outcome], accepted)
+            return
         self._pending.append(outcome)
         self._unwritten.add(outcome.job_id)
         self._wake.set()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backfill_sa.errors import UnknownTaskError
 from backfill_sa.retry import RetryPolicy
@@ -29,6 +29,9 @@ from backfill_sa.worker.outcomes import (
     error_json,
     resolve_policy,
 )
+
+if TYPE_CHECKING:
+    from backfill_sa.worker.transactional import TransactionalSessions
 
 __all__ = ["Executor", "ShutdownCancelled"]
 
@@ -51,6 +54,7 @@ class Executor:
         retention: how long finished jobs are kept unless the task or queue says.
         queue_retention: per-queue retention.
         max_result_bytes: largest return value stored (JSON bytes).
+        transactions: runs ``transactional=True`` tasks (None: the registry has none).
     """
 
     def __init__(
@@ -64,8 +68,11 @@ class Executor:
         retention: timedelta = timedelta(hours=24),
         queue_retention: Mapping[str, timedelta] = MappingProxyType({}),
         max_result_bytes: int = 65_536,
+        transactions: TransactionalSessions | None = None,
     ) -> None:
         """Create the executor; the thread pool starts lazily."""
+        self._transactions = transactions
+        self._settled: dict[int, Outcome] = {}
         self.registry = registry
         self.worker_id = worker_id
         self.telemetry = telemetry
@@ -219,6 +226,13 @@ class Executor:
                     exc = error
                 finally:
                     self._contexts.pop(job["id"], None)
+            settled = self._settled.pop(job["id"], None)
+            if settled is not None:
+                # Completed (or refused) in the handler's own transaction.
+                settled.duration = time.perf_counter() - started
+                if settled.committed:
+                    span.set_outcome(TelemetryOutcome.SUCCEEDED)
+                return settled
             if job["id"] in self._cancel_requested:
                 failure = None if exc is None else error_json(exc, job["attempts"])
                 outcome = self.cancelled_outcome(job, error=failure)
@@ -229,12 +243,8 @@ class Executor:
                 outcome.duration = time.perf_counter() - started
                 span.set_outcome(TelemetryOutcome.CANCELLED)
                 return outcome
-            outcome = self._outcome(job, task, exc)
+            outcome = self._success(job, value) if exc is None else self._outcome(job, task, exc)
             outcome.duration = time.perf_counter() - started
-            if outcome.kind is OutcomeKind.SUCCEEDED and value is not None:
-                outcome.result, outcome.error = encode_result(
-                    value, self._max_result_bytes, job["attempts"]
-                )
             span.set_outcome(
                 TelemetryOutcome(outcome.kind.value),
                 reason=outcome.reason,
@@ -275,6 +285,15 @@ class Executor:
             return f"retry_policy is malformed: {exc}"
         return None
 
+    def _success(self, job: Any, value: object) -> Outcome:
+        """The outcome of an attempt whose handler returned ``value``."""
+        outcome = self._outcome(job, None, None)
+        if value is not None:
+            outcome.result, outcome.error = encode_result(
+                value, self._max_result_bytes, job["attempts"]
+            )
+        return outcome
+
     def _outcome(self, job: Any, task: Task | None, exc: BaseException | None) -> Outcome:
         keep_ms = self.keep_ms(job["task"], job["queue"])
         if exc is None:
@@ -311,6 +330,8 @@ class Executor:
             raise asyncio.CancelledError
         payload = task.parse_payload(job["payload"])
         timeout = task.options.timeout
+        if task.options.transactional:
+            return await self._call_transactional(task, job, payload, ctx)
         if task.is_async:
             awaitable: Any = task.handler(payload, ctx)
         else:
@@ -324,6 +345,46 @@ class Executor:
         if timeout is None:
             return await awaitable
         return await asyncio.wait_for(awaitable, timeout.total_seconds())
+
+    async def _call_transactional(
+        self, task: Task, job: Any, payload: Any, ctx: JobContext
+    ) -> object:
+        """Run a transactional task's handler; its job is completed in its transaction.
+
+        The success outcome (committed, or refused by the fence) is kept for
+        :meth:`run` in ``_settled``; nothing is kept when the handler raised or
+        cancellation was asked for before the commit (the completer writes those).
+        """
+        transactions = self._transactions
+        if transactions is None:
+            raise RuntimeError(f"task {task.name!r} is transactional; the worker has no sessions")
+        timeout = None if task.options.timeout is None else task.options.timeout.total_seconds()
+        made: list[Outcome] = []
+
+        def settle(value: object) -> Outcome | None:
+            if job["id"] in self._cancel_requested:
+                return None
+            outcome = self._success(job, value)
+            made.append(outcome)
+            return outcome
+
+        if task.is_async:
+
+            async def call(with_session: JobContext) -> object:
+                result: Any = task.handler(payload, with_session)
+                return await asyncio.wait_for(result, timeout) if timeout else await result
+
+            value, committed = await transactions.run_async(call, ctx, settle)
+        else:
+            running = asyncio.get_running_loop().run_in_executor(
+                self._thread_pool(),
+                functools.partial(transactions.run_sync, task.handler, payload, ctx, settle),
+            )
+            value, committed = await asyncio.wait_for(running, timeout)
+        if committed is not None:
+            made[0].committed = committed
+            self._settled[job["id"]] = made[0]
+        return value
 
     def _context(self, task: Task, job: Any) -> JobContext:
         metadata: Mapping[str, Any] = job["metadata"] or {}

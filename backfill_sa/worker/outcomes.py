@@ -55,7 +55,12 @@ class OutcomeKind(enum.Enum):
 
 @dataclass(slots=True)
 class Outcome:
-    """One attempt's result, ready for the completer's batched write."""
+    """One attempt's result, ready for the completer's batched write.
+
+    ``committed`` is None for an outcome the completer writes; a transactional
+    task's success was written in the handler's own transaction: True when that
+    commit was accepted, False when the claim's fence refused it (rolled back).
+    """
 
     kind: OutcomeKind
     job_id: int
@@ -73,6 +78,7 @@ class Outcome:
     """The attempt's number (for log records)."""
     shutdown: bool = False
     """A ``RETRIED`` outcome that is the worker's shutdown giving the job back."""
+    committed: bool | None = None
 
 
 def _bounded(text: str) -> str:

@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backfill_sa.config import WorkerConfig
 from backfill_sa.dburl import redacted_url
@@ -46,6 +46,9 @@ from backfill_sa.worker.maintenance import (
 from backfill_sa.worker.outcomes import Outcome
 from backfill_sa.worker.queue_stats import QueueStats
 from backfill_sa.worker.scheduler import CronScheduler, resolve_schedules
+
+if TYPE_CHECKING:
+    from backfill_sa.worker.transactional import TransactionalSessions
 
 __all__ = ["WorkerHandle", "WorkerRunner"]
 
@@ -178,6 +181,7 @@ class WorkerRunner:
             statement_cache=not cfg.pooled,
         )
         completer = Completer(db, self.result, on_written=self._on_written)
+        transactions = self._transactions()
         self._executor = executor = Executor(
             self.registry,
             self.worker_id,
@@ -186,6 +190,7 @@ class WorkerRunner:
             retention=cfg.retention,
             queue_retention=cfg.queue_retention,
             max_result_bytes=cfg.max_result_bytes,
+            transactions=transactions,
         )
         heartbeat = Heartbeat(db, self.worker_id, cfg.queues)
         leader = LeaderElection(db, self.worker_id, ttl=cfg.heartbeat_expiry)
@@ -316,11 +321,34 @@ class WorkerRunner:
             unwatch()
             unwatch_queues()
             self._stats = None
+            if transactions is not None:
+                await transactions.dispose()
             await db.dispose()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
         return self.result
+
+    def _transactions(self) -> TransactionalSessions | None:
+        """The sessions of transactional tasks, or None when the registry has none.
+
+        Imported here so that a worker without transactional tasks never loads
+        SQLAlchemy.
+
+        Raises:
+            ConfigurationError: see :class:`TransactionalSessions`.
+        """
+        if not self.registry.has_transactional:
+            return None
+        from backfill_sa.worker.transactional import TransactionalSessions
+
+        return TransactionalSessions(
+            self.registry,
+            database_url=self.config.database_url,
+            schema=self.config.schema,
+            pooled=self.config.pooled,
+            pool_size=sum(self.config.queues.values()),
+        )
 
     async def _settle(self, fetchers: list[asyncio.Task[None]]) -> None:
         """Let each fetcher finish the claim it is in, up to the shutdown timeout.

@@ -223,6 +223,8 @@ class OursAdapter(Adapter):
     _held_session: Session | None = None
     _client: BackfillClient | None = None
     _sync_client: SyncBackfillClient | None = None
+    tasks_ref: str = "benchmarks.tasks:registry"
+    """The registry the worker loads (``--tasks``); W3tx swaps it for its own."""
 
     async def setup(self) -> None:
         """Create ``bench_ours`` and migrate schema ``bench_bf`` to head.
@@ -475,7 +477,7 @@ class OursAdapter(Adapter):
             "backfill_sa",
             "worker",
             "--tasks",
-            "benchmarks.tasks:registry",
+            self.tasks_ref,
             "--schema",
             SCHEMA,
             "--log-level",
