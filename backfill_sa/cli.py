@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from backfill_sa.cli_args import (
     Parser,
     aware_datetime,
+    bare_command,
     common_options,
     int_value,
     json_value,
@@ -430,8 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.log_level = getattr(args, "log_level", None)
     args.log_format = getattr(args, "log_format", "text")
     if args.handler is None:
-        args.help_parser.print_help()
-        return 2
+        return bare_command(args.help_parser, "a command")
     # The demo narrates what happens itself; worker warnings would cut its progress bar.
     default_level = {"worker": "INFO", "demo": "ERROR"}.get(args.command, "WARNING")
     logging.basicConfig(

@@ -13,12 +13,14 @@ import argparse
 import datetime as dt
 import json
 import re
+import sys
 from typing import Any, NoReturn
 
 __all__ = [
     "LOG_LEVELS",
     "Parser",
     "aware_datetime",
+    "bare_command",
     "common_options",
     "duration",
     "int_value",
@@ -38,6 +40,14 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``PROG: error: MESSAGE`` on one line and exit with code 2."""
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def bare_command(parser: argparse.ArgumentParser, what: str) -> int:
+    """Answer a command given without its ``what``: its help on stdout, one line on
+    stderr saying what is missing, and exit code 2 (a usage error)."""
+    parser.print_help()
+    print(f"{parser.prog}: error: {what} is required (see above)", file=sys.stderr)
+    return 2
 
 
 def common_options() -> Parser:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from backfill_sa.cli_args import (
     Parser,
     aware_datetime,
+    bare_command,
     duration,
     non_negative_int,
     positive_int,
@@ -144,8 +145,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     """
     action = args.dlq_action
     if action is None:
-        args.help_parser.print_help()
-        return 2
+        return bare_command(args.help_parser, "an action")
     handlers = {
         "list": _list,
         "show": _show,

@@ -15,7 +15,7 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-from backfill_sa.cli_args import Parser, non_negative_int, positive_int
+from backfill_sa.cli_args import Parser, bare_command, non_negative_int, positive_int
 from backfill_sa.cli_bulk import confirm, in_chunks
 from backfill_sa.cli_ops import CommandError, emit, open_checked, run_in_session, schema_name
 
@@ -150,8 +150,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         JobValidationError: a value breaks a rule of :mod:`backfill_sa.jobs`.
     """
     if args.jobs_action is None:
-        args.help_parser.print_help()
-        return 2
+        return bare_command(args.help_parser, "an action")
     handlers = {"list": _list, "show": _show, "cancel": _cancel, "retry": _retry}
     return handlers[args.jobs_action](args, schema_name(args))
 
@@ -312,8 +311,7 @@ def cmd_queues(args: argparse.Namespace) -> int:
     schema = schema_name(args)
     action = args.queues_action
     if action is None:
-        args.help_parser.print_help()
-        return 2
+        return bare_command(args.help_parser, "an action")
     if action == "list":
 
         async def listing(session: AsyncSession) -> list[dict[str, Any]]:

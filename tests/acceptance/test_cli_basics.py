@@ -131,7 +131,7 @@ def test_bare_command_prints_help_and_exits_2(cli: Runner) -> None:
     assert done.code == 2
     for command in COMMANDS:
         assert f"    {command} " in done.stdout
-    assert done.stderr == ""
+    assert done.stderr.strip().endswith("error: a command is required (see above)")
 
 
 def test_bare_dlq_prints_its_help(cli: Runner) -> None:
@@ -140,6 +140,7 @@ def test_bare_dlq_prints_its_help(cli: Runner) -> None:
     assert done.code == 2
     for action in ("list", "show", "stats", "requeue", "delete", "purge"):
         assert f"    {action} " in done.stdout
+    assert "dlq: error: an action is required" in done.stderr
 
 
 def test_version(cli: Runner) -> None:

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 NOWHERE = "postgresql://nobody@127.0.0.1:1/nothing"
 COMMANDS = ["migrate", "worker", "enqueue", "dlq", "demo", "embedded", "admin"]
 OPTIONS = {
-    "migrate": ["--schema", "--sql", "--log-level"],
+    # Options that take a value: a flag alone (``migrate --sql``) is a valid command.
+    "migrate": ["--schema", "--log-level"],
     "worker": ["--schema", "--tasks", "--queue", "--poll-interval-ms", "--shutdown-timeout-secs"],
     "enqueue": ["--payload", "--queue", "--priority", "--run-at", "--max-attempts", "--job-key"],
     "dlq": ["--schema", "--log-level"],
@@ -101,7 +102,7 @@ def test_bad_option_values_end_in_a_message_not_a_traceback(
     )
     argv = [command]
     for name, value in options:
-        argv += [name, value] if name != "--sql" else [name]
+        argv += [name, value]
     if command == "worker" and "--tasks" not in argv:
         argv += ["--tasks", data.draw(_token)]  # never a real module: nothing gets to run
     argv += data.draw(st.lists(_token, max_size=2))
