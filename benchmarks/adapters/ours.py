@@ -532,6 +532,8 @@ class OursNoRetentionAdapter(OursAdapter):
     later); this row measures the drain without that history, as before it existed.
     """
 
+    database: ClassVar[str] = "bench_ours_retention0"
+
     def worker(self, queues: Mapping[str, int], latency_file: Path) -> WorkerSpec:
         """The default worker, with ``BACKFILL_RETENTION_SECS=0``."""
         spec = super().worker(queues, latency_file)
