@@ -81,6 +81,7 @@ def w1_statement_params(payload_json: str, channel: str) -> dict[str, object]:
         "new_job_key": None,
         "new_retry_policy": None,
         "new_metadata": "{}",
+        "new_serial_key": None,
         "channel": channel,
     }
 
