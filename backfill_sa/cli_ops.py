@@ -153,6 +153,7 @@ async def require_schema(engine: AsyncEngine, schema: str | None, url: str = "")
         CommandError: the database cannot be reached (exit code 1), or the schema is
             not migrated (exit code 2, with the command that migrates it).
     """
+    import asyncpg
     from sqlalchemy.exc import SQLAlchemyError
 
     from backfill_sa.statements.workers import schema_probe
@@ -161,7 +162,8 @@ async def require_schema(engine: AsyncEngine, schema: str | None, url: str = "")
     try:
         async with engine.connect() as connection:
             found = await connection.scalar(schema_probe, {"qualified_name": probe})
-    except (SQLAlchemyError, OSError) as exc:
+    # SQLAlchemy 2.0 lets asyncpg's own connect errors (a missing role) out unwrapped.
+    except (SQLAlchemyError, OSError, asyncpg.PostgresError) as exc:
         raise connect_failure(url or engine.url.render_as_string(), exc) from exc
     if found is None and schema is not None:
         raise CommandError(not_migrated(schema))

@@ -87,6 +87,7 @@ def revision_state(url: str, schema: str, timeout: float) -> dict[str, Any]:
     Raises:
         CommandError: the database cannot be reached in time (exit code 1).
     """
+    import asyncpg
     from sqlalchemy.exc import SQLAlchemyError
 
     async def look() -> dict[str, Any]:
@@ -99,7 +100,8 @@ def revision_state(url: str, schema: str, timeout: float) -> dict[str, Any]:
         except asyncio.TimeoutError as exc:
             late = TimeoutError(f"no answer within {timeout:g} s")
             raise connect_failure(url, late) from exc
-        except (SQLAlchemyError, OSError) as exc:
+        # SQLAlchemy 2.0 lets asyncpg's own connect errors out unwrapped.
+        except (SQLAlchemyError, OSError, asyncpg.PostgresError) as exc:
             raise connect_failure(url, exc) from exc
         finally:
             await engine.dispose()

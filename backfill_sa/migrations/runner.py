@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Literal, TextIO
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -246,7 +247,9 @@ async def _online(
     try:
         try:
             connection = await engine.connect()
-        except (SQLAlchemyError, OSError) as exc:
+        # SQLAlchemy 2.0 lets asyncpg's own errors (a missing role) out of connect
+        # unwrapped; 2.1 wraps them in DBAPIError.
+        except (SQLAlchemyError, OSError, asyncpg.PostgresError) as exc:
             raise MigrationError(f"{what}: cannot connect to {shown}: {_reason(exc)}") from exc
         try:
             async with connection.begin():
